@@ -1,0 +1,92 @@
+"""Contributor reward weights (DESIGN §8), exact to the last part per million.
+
+weight(c) = mix.volume · volume(c) + mix.quality · quality(c) + mix.impact · impact(c), where
+- volume(c): c's share of the deduplicated traces that fed the optimization (duplicates were
+  removed upstream, so flooding adds nothing);
+- quality(c): c's share of those traces weighted by their mean outcome score (feedback in [0, 1],
+  booleans as 0/1);
+- impact(c): c's share of the compiled program's demos.
+A component with nothing to share (no demos, no outcomes) drops out and the rest renormalize.
+Weights are exact fractions, turned into integers summing to exactly 1,000,000 by largest
+remainder with ties broken by address, so anyone can recompute them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from fractions import Fraction
+
+from pydantic import BaseModel, ConfigDict, Field
+
+PPM = 1_000_000
+
+
+class RewardMix(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    volume: Fraction = Field(default=Fraction(2, 5))
+    quality: Fraction = Field(default=Fraction(1, 5))
+    impact: Fraction = Field(default=Fraction(2, 5))
+
+
+@dataclass(frozen=True)
+class ContributorRow:
+    contributor: str
+    traces: int
+    outcome_sum: Fraction
+    demos: int
+    weight_ppm: int
+
+
+def largest_remainder(weights: Mapping[str, Fraction], total: int = PPM) -> dict[str, int]:
+    """Integers proportional to ``weights`` summing to exactly ``total``; ties go to the lower address."""
+    positive = {k: w for k, w in weights.items() if w > 0}
+    if not positive:
+        return {}
+    norm = sum(positive.values())
+    exact = {k: w * total / norm for k, w in positive.items()}
+    floors = {k: int(v) for k, v in exact.items()}
+    left = total - sum(floors.values())
+    for key in sorted(exact, key=lambda k: (-(exact[k] - floors[k]), k.lower()))[:left]:
+        floors[key] += 1
+    return floors
+
+
+def outcome_score(feedback_json: str) -> Fraction | None:
+    """Mean of a trace's outcome values in [0, 1]; None when it has none."""
+    values = [Fraction(v) for v in json.loads(feedback_json).values() if isinstance(v, (bool, int, float))]
+    return sum(values, Fraction(0)) / len(values) if values else None
+
+
+def _shares(counts: Mapping[str, Fraction]) -> dict[str, Fraction]:
+    total = sum(counts.values(), Fraction(0))
+    return {k: v / total for k, v in counts.items()} if total > 0 else {}
+
+
+def reward_weights(
+    traces: Iterable[tuple[str, str]], demo_contributors: Iterable[str], mix: RewardMix | None = None
+) -> list[ContributorRow]:
+    """``traces``: (contributor, feedback_json) of each trace that fed the optimization."""
+    mix = mix or RewardMix()
+    volume: Counter[str] = Counter()
+    quality: dict[str, Fraction] = {}
+    for contributor, feedback in traces:
+        volume[contributor] += 1
+        quality[contributor] = quality.get(contributor, Fraction(0)) + (outcome_score(feedback) or Fraction(0))
+    demos = Counter(demo_contributors)
+    components = [
+        (mix.volume, _shares({k: Fraction(v) for k, v in volume.items()})),
+        (mix.quality, _shares(quality)),
+        (mix.impact, _shares({k: Fraction(v) for k, v in demos.items()})),
+    ]
+    active = [(m, s) for m, s in components if s and m > 0]
+    mass = sum((m for m, _ in active), Fraction(0))
+    combined: dict[str, Fraction] = {}
+    for m, shares in active:
+        for k, share in shares.items():
+            combined[k] = combined.get(k, Fraction(0)) + m / mass * share
+    ppm = largest_remainder(combined)
+    everyone = sorted(set(volume) | set(demos), key=str.lower)
+    return [ContributorRow(c, volume[c], quality.get(c, Fraction(0)), demos[c], ppm.get(c, 0)) for c in everyone]

@@ -1,0 +1,55 @@
+"""Turning a window of curated traces into train / dev / holdout examples.
+
+The split is a pure function of the trace's normalized inputs (keccak of the text, mod 100), so a
+trace never moves between splits as the window slides, and exact re-submissions of a message land
+in the same split as the original: they cannot leak the holdout into training.
+"""
+
+from __future__ import annotations
+
+import json
+
+import dspy
+import polars as pl
+from eth_utils import keccak
+
+from teleprompt_assets.programs import ProgramSpec, SplitConfig
+
+SPLITS = ("train", "dev", "holdout")
+
+
+def normalized_inputs(inputs_json: str, fields: tuple[str, ...]) -> str:
+    inputs = json.loads(inputs_json)
+    return "\x1f".join(" ".join(str(inputs.get(f, "")).lower().split()) for f in fields)
+
+
+def bucket(key: str) -> int:
+    return int.from_bytes(keccak(text=key)[:8], "big") % 100
+
+
+def split_of(key: str, split: SplitConfig) -> str:
+    b = bucket(key)
+    return "train" if b < split.train else "dev" if b < split.train + split.dev else "holdout"
+
+
+def training_table(curated: pl.DataFrame, spec: ProgramSpec) -> pl.DataFrame:
+    """Deduplicated window with a ``split`` column; the earliest trace of each (inputs, label) wins."""
+    if curated.is_empty():
+        return curated.with_columns(pl.lit(None, pl.String).alias("input_key"), pl.lit(None, pl.String).alias("split"))
+    keys = [normalized_inputs(s, spec.input_fields) for s in curated["inputs"]]
+    table = curated.with_columns(pl.Series("input_key", keys, pl.String))
+    table = table.sort("timestamp_ms", "trace_id").unique(subset=["input_key", "expectations"], keep="first", maintain_order=True)
+    return table.with_columns(pl.col("input_key").map_elements(lambda k: split_of(k, spec.config.split), return_dtype=pl.String).alias("split"))
+
+
+def examples(table: pl.DataFrame, spec: ProgramSpec, split: str) -> list[dspy.Example]:
+    """DSPy examples with ground truth from expectations, carrying provenance fields along."""
+    out = []
+    for row in table.filter(pl.col("split") == split).iter_rows(named=True):
+        inputs = json.loads(row["inputs"])
+        labels = json.loads(row["expectations"])
+        fields = {f: inputs[f] for f in spec.input_fields}
+        fields |= {f: labels[f] for f in spec.output_fields if f in labels}
+        example = dspy.Example(**fields, trace_id=row["trace_id"], trace_hash=row["trace_hash"], contributor=row["contributor"])
+        out.append(example.with_inputs(*spec.input_fields))
+    return out

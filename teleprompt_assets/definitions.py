@@ -1,0 +1,47 @@
+"""Dagster definitions, built from ``teleprompt.yaml`` (``TELEPROMPT_CONFIG``) at load time."""
+
+from __future__ import annotations
+
+import dagster as dg
+
+from teleprompt_assets.defs.assets import build_assets
+from teleprompt_assets.defs.automation import build_automation
+from teleprompt_assets.defs.io import LocalTableIOManager
+from teleprompt_assets.defs.partitions import program_day_partitions
+from teleprompt_assets.defs.resources import TelepromptResource
+from teleprompt_assets.programs import load_project
+from teleprompt_assets.settings import load_settings
+
+OPTIMIZE_JOB = "optimize_program"
+INGEST_JOB = "ingest_traces"
+
+
+def build_definitions() -> dg.Definitions:
+    settings = load_settings()
+    project, specs = load_project(settings.config_path)
+    partitions = program_day_partitions(project.start_date, list(specs))
+    assets = build_assets(partitions, project.window_days)
+    job = dg.define_asset_job(
+        OPTIMIZE_JOB, selection=dg.AssetSelection.assets(*assets), partitions_def=partitions,
+        executor_def=dg.in_process_executor,
+        description="Ingest, curate, optimize, evaluate, register and attest one program for one day.",
+    )
+    ingest = dg.define_asset_job(
+        INGEST_JOB, selection=dg.AssetSelection.assets("raw_traces").downstream(depth=1) - dg.AssetSelection.assets("training_set"),
+        partitions_def=partitions, executor_def=dg.in_process_executor,
+        description="Ingest and curate one program's traces for one day (backfills of the training window).",
+    )
+    schedule, sensor = build_automation(job, sorted(specs), project.start_date.isoformat())
+    return dg.Definitions(
+        assets=assets,
+        jobs=[job, ingest],
+        schedules=[schedule],
+        sensors=[sensor],
+        resources={
+            "teleprompt": TelepromptResource(),
+            "io_manager": LocalTableIOManager(base_dir=str(settings.storage)),
+        },
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,219 @@
+"""The asset graph (DESIGN §1), per program × day. Each asset calls one core stage and reports it."""
+
+
+import json
+import time
+from datetime import date, datetime, time as dtime, timedelta, timezone
+
+import dagster as dg
+import dspy
+import polars as pl
+
+from teleprompt_assets import attest, attribution, datasets, evaluate, optimize, registry, traces
+from teleprompt_assets.defs.partitions import split_key, window_mapping
+from teleprompt_assets.defs.resources import TelepromptResource
+from teleprompt_assets.keys import load_attester
+from teleprompt_assets.lm import build_lm
+
+GROUP = "teleprompt"
+MLFLOW_UI = "http://127.0.0.1:5000"
+
+
+def _window(day: str, days: int) -> str:
+    end = date.fromisoformat(day)
+    return f"{(end - timedelta(days=days - 1)).isoformat()}..{day}"
+
+
+def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
+    @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"mlflow", "polars"})
+    def raw_traces(context: dg.AssetExecutionContext, teleprompt: TelepromptResource) -> pl.DataFrame:
+        """One day of a program's production traces, as MLflow holds them."""
+        program, day = split_key(context)
+        client = teleprompt.client()
+        spec = teleprompt.spec(program)
+        table = traces.read_day(client, teleprompt.experiment_id(client, spec.config.experiment), day)
+        context.add_output_metadata({"traces_read": len(table), "experiment": spec.config.experiment})
+        return table
+
+    @dg.multi_asset(
+        partitions_def=partitions,
+        group_name=GROUP,
+        ins={"raw_traces": dg.AssetIn()},
+        outs={
+            "curated_traces": dg.AssetOut(description="Traces that meet the trace contract, with their keccak256 trace_hash.", kinds={"polars"}),
+            "quarantined_traces": dg.AssetOut(description="Traces that break the contract, each with a reason code.", kinds={"polars"}),
+        },
+        check_specs=[dg.AssetCheckSpec("counts_reconcile", asset="curated_traces", blocking=True, description="read = accepted + quarantined")],
+    )
+    def curate(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, raw_traces: pl.DataFrame):
+        program, _ = split_key(context)
+        accepted, rejected = traces.validate(raw_traces, teleprompt.spec(program), now_ms=int(time.time() * 1000))
+        reasons = dict(rejected.group_by("reason").len().sort("reason").iter_rows()) if len(rejected) else {}
+        rate = len(rejected) / len(raw_traces) if len(raw_traces) else 0.0
+        yield dg.Output(accepted, "curated_traces", metadata={"accepted": len(accepted), "quarantine_rate": rate, "contributors": accepted["contributor"].n_unique()})
+        yield dg.Output(rejected, "quarantined_traces", metadata={"quarantined": len(rejected), "reasons": dg.MetadataValue.json(reasons)})
+        yield dg.AssetCheckResult(
+            check_name="counts_reconcile", asset_key="curated_traces",
+            passed=len(accepted) + len(rejected) == len(raw_traces),
+            metadata={"read": len(raw_traces), "accepted": len(accepted), "quarantined": len(rejected)},
+        )
+
+    @dg.asset(
+        partitions_def=partitions, group_name=GROUP, kinds={"polars"},
+        description=f"The last {window_days} days of curated traces, deduplicated and split train / dev / holdout by a hash of the inputs.",
+        ins={"curated_traces": dg.AssetIn(partition_mapping=window_mapping(window_days), metadata={"allow_missing_partitions": True})},
+    )
+    def training_set(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, curated_traces: pl.DataFrame) -> pl.DataFrame:
+        program, day = split_key(context)
+        curated = curated_traces if isinstance(curated_traces, pl.DataFrame) else pl.DataFrame(schema=traces.CURATED_SCHEMA)
+        table = datasets.training_table(curated, teleprompt.spec(program))
+        counts = dict(table.group_by("split").len().iter_rows()) if len(table) else {}
+        context.add_output_metadata({
+            "window": _window(day, window_days), "rows": len(table), "duplicates_removed": len(curated) - len(table),
+            **{f"{s}_rows": counts.get(s, 0) for s in datasets.SPLITS},
+            "dataset_hash": _dataset_hash(table),
+        })
+        return table
+
+    @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"dspy"})
+    def compiled_program(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, training_set: pl.DataFrame) -> dict:
+        """The program recompiled by its configured teleprompter on the window's train split."""
+        program, _ = split_key(context)
+        spec = teleprompt.spec(program)
+        trainset = datasets.examples(training_set, spec, "train")
+        lm = build_lm()
+        started = time.perf_counter()
+
+        with dspy.context(lm=lm):
+            result = optimize.compile_program(spec, trainset, spec.metric())
+        demos = [{"predictor": d.predictor, "trace_id": d.trace_id, "augmented": d.augmented} for d in result.demos]
+        by_id = {ex.trace_id: ex for ex in trainset}
+        for demo in demos:
+            source = by_id.get(demo["trace_id"])
+            demo |= {"trace_hash": source.trace_hash, "contributor": source.contributor} if source else {"trace_hash": None, "contributor": None}
+        prog_hash = registry.program_hash(result.state)
+        context.add_output_metadata({
+            "optimizer": spec.config.optimizer.name, "trainset_size": len(trainset), "demos": len(demos),
+            "program_hash": prog_hash, "compile_seconds": round(time.perf_counter() - started, 3), "lm": lm.model,
+        })
+        return {
+            "program": program, "state": result.state, "program_hash": prog_hash, "demos": demos,
+            "optimizer": spec.config.optimizer.model_dump(), "data_traces": training_set.filter(pl.col("split") == "train").select("trace_id", "trace_hash", "contributor", "feedback").to_dicts(),
+        }
+
+    @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"dspy"})
+    def evaluation_report(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, training_set: pl.DataFrame, compiled_program: dict) -> dict:
+        """Baseline (champion, else uncompiled) vs candidate on the same holdout; DeltaOne decided exactly."""
+        program, day = split_key(context)
+        spec = teleprompt.spec(program)
+        client = teleprompt.client()
+        holdout = datasets.examples(training_set, spec, "holdout")
+        baseline, baseline_version = registry.baseline_for(client, spec, compiled_program["program_hash"], _window(day, window_days))
+        candidate = optimize.load_state(spec, compiled_program["state"])
+        field = spec.config.metric.field or spec.output_fields[0]
+        scores = evaluate.score_pair(baseline, candidate, holdout, spec.metric(), build_lm(), field)
+        result = evaluate.compare(scores)
+        context.add_output_metadata({
+            "holdout": result.n, "baseline_version": baseline_version, "baseline_score": result.baseline_mean,
+            "candidate_score": result.candidate_mean, "delta_ppm": result.delta_ppm, "ci_low_ppm": result.ci_low_ppm,
+            "deltaone": result.deltaone, "significant": result.significant, "wins": result.wins, "losses": result.losses,
+        })
+        return {"baseline_version": baseline_version, "comparison": result.to_dict(), "scores": [s.__dict__ for s in scores]}
+
+    @dg.asset(
+        partitions_def=partitions, group_name=GROUP, kinds={"mlflow"},
+        check_specs=[dg.AssetCheckSpec("no_regression", asset="registered_version", blocking=False, description="champion moves only when C >= B")],
+    )
+    def registered_version(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, training_set: pl.DataFrame, compiled_program: dict, evaluation_report: dict):
+        """The candidate as an MLflow model version with lineage; `champion` moves to it only if C >= B."""
+        program, day = split_key(context)
+        spec = teleprompt.spec(program)
+        client = teleprompt.client()
+        comparison = evaluation_report["comparison"]
+        window = _window(day, window_days)
+        tags = {
+            "base_version": evaluation_report["baseline_version"], "partition": context.partition_key, "dataset_hash": _dataset_hash(training_set),
+            "optimizer": spec.config.optimizer.name, "optimizer_config": json.dumps(spec.config.optimizer.params, sort_keys=True),
+            "dagster_run_id": context.run.run_id, "baseline_score": comparison["baseline_sum"], "candidate_score": comparison["candidate_sum"],
+            "eval_count": comparison["n"], "delta_ppm": comparison["delta_ppm"], "deltaone": comparison["deltaone"],
+            "contributor_count": len({t["contributor"] for t in compiled_program["data_traces"]}),
+        }
+        candidate = optimize.load_state(spec, compiled_program["state"])
+        version = registry.register(client, spec, candidate, compiled_program["state"], window, teleprompt.experiment_id(client, teleprompt.settings().pipeline_experiment), tags)
+        promotable = comparison["candidate_sum"] >= comparison["baseline_sum"]
+        if promotable:
+            registry.promote(client, version.name, version.version, f"C={comparison['candidate_sum']} >= B={comparison['baseline_sum']} on {comparison['n']} holdout examples")
+        current = registry.champion(client, version.name)
+        out = {"name": version.name, "version": version.version, "run_id": version.run_id, "program_hash": version.program_hash,
+               "created": version.created, "champion": current is not None and int(current.version) == version.version, "window": window}
+        yield dg.Output(out, metadata={
+            "model": version.name, "version": version.version, "created": version.created, "champion": out["champion"],
+            "mlflow": dg.MetadataValue.url(f"{MLFLOW_UI}/#/models/{version.name}/versions/{version.version}"),
+        })
+        yield dg.AssetCheckResult(
+            check_name="no_regression", passed=promotable,
+            description=None if promotable else "candidate scores below the baseline: kept out of serving",
+            metadata={"baseline_sum": comparison["baseline_sum"], "candidate_sum": comparison["candidate_sum"]},
+        )
+
+    @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"polars"})
+    def contributor_rewards(context: dg.AssetExecutionContext, compiled_program: dict) -> pl.DataFrame:
+        """Reward weights (ppm, summing to 1,000,000) for the contributors whose traces fed this program."""
+        rows = attribution.reward_weights(
+            [(t["contributor"], t["feedback"]) for t in compiled_program["data_traces"]],
+            [d["contributor"] for d in compiled_program["demos"] if d["contributor"]],
+        )
+        table = pl.DataFrame([{"contributor": r.contributor, "traces": r.traces, "demos": r.demos, "weight_ppm": r.weight_ppm} for r in rows],
+                             schema={"contributor": pl.String, "traces": pl.Int64, "demos": pl.Int64, "weight_ppm": pl.Int64})
+        context.add_output_metadata({"contributors": len(table), "weight_sum_ppm": int(table["weight_ppm"].sum()) if len(table) else 0,
+                                     "weights": dg.MetadataValue.md(_markdown(table))})
+        return table
+
+    @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"ethereum"})
+    def deltaone_attestation(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, compiled_program: dict, evaluation_report: dict,
+                             registered_version: dict, contributor_rewards: pl.DataFrame) -> dict:
+        """A signed EAS off-chain attestation when DeltaOne holds with significance; otherwise the reason it was skipped."""
+        program, day = split_key(context)
+        comparison = evaluate.Comparison(**{k: v for k, v in evaluation_report["comparison"].items() if k not in ("baseline_mean", "candidate_mean")})
+        if not comparison.attestable:
+            reason = "DeltaOne not reached" if not comparison.deltaone else f"confidence bound not above zero (ci_low_ppm={comparison.ci_low_ppm})"
+            context.add_output_metadata({"attested": False, "reason": reason})
+            return {"attested": False, "reason": reason}
+        settings = teleprompt.settings()
+        client = teleprompt.client()
+        attester = load_attester(settings.home)
+        evidence = attest.Evidence(
+            program=program, model_version=registered_version["version"], baseline_version=evaluation_report["baseline_version"],
+            program_state=compiled_program["state"],
+            eval_leaves=[(s["example_hash"], s["baseline_q"], s["candidate_q"]) for s in evaluation_report["scores"]],
+            data_leaves=[t["trace_hash"] for t in compiled_program["data_traces"]],
+            reward_leaves=[(r["contributor"], r["weight_ppm"]) for r in contributor_rewards.iter_rows(named=True) if r["weight_ppm"] > 0],
+            seed=comparison.seed, resamples=comparison.resamples, confidence_pct=comparison.confidence_pct,
+            time=int(datetime.combine(date.fromisoformat(day) + timedelta(days=1), dtime(0), tzinfo=timezone.utc).timestamp()),
+            ref_uid=registry.previous_attestation(client, registered_version["name"], registered_version["version"]) or attest.ZERO_UID,
+        )
+        files = attest.build_bundle(evidence, attester.private_key())
+        uid = attest.attestation_uid(files)
+        folder = attest.write_bundle(files, settings.outbox / program / uid)
+        client.log_artifacts(registered_version["run_id"], str(folder), artifact_path="attestation")
+        client.set_model_version_tag(registered_version["name"], str(registered_version["version"]), "attestation_uid", uid)
+        problems = attest.verify_bundle(folder, expected_signer=attester.address)
+        context.add_output_metadata({"attested": True, "uid": uid, "attester": attester.address, "dev_key": attester.is_dev,
+                                     "bundle": dg.MetadataValue.path(str(folder)), "verifies": not problems})
+        return {"attested": True, "uid": uid, "bundle": str(folder), "attester": attester.address, "verifies": not problems, "problems": problems}
+
+    return [raw_traces, curate, training_set, compiled_program, evaluation_report, registered_version, contributor_rewards, deltaone_attestation]
+
+
+def _dataset_hash(table: pl.DataFrame) -> str:
+    """keccak256 over the sorted ``trace_hash:split`` lines: changes if any trace or its split does."""
+    from eth_utils import keccak
+
+    lines = sorted(f"{h}:{s}" for h, s in table.select("trace_hash", "split").iter_rows()) if len(table) else []
+    return "0x" + keccak(text="\n".join(lines)).hex()
+
+
+def _markdown(table: pl.DataFrame) -> str:
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.iter_rows()]
+    return "\n".join(lines)

@@ -1,0 +1,37 @@
+"""Resources: where the MLflow store and the program registry are, resolved from settings."""
+
+
+import dataclasses
+from pathlib import Path
+
+import dagster as dg
+from mlflow import MlflowClient
+
+from teleprompt_assets.programs import ProgramSpec, load_project
+from teleprompt_assets.settings import Settings, load_settings
+from teleprompt_assets.tracking import connect, experiment_id
+
+
+class TelepromptResource(dg.ConfigurableResource):
+    """Settings come from the environment (DESIGN §4); fields here override them per deployment."""
+
+    tracking_uri: str | None = None
+    config_path: str | None = None
+
+    def settings(self) -> Settings:
+        base = load_settings()
+        overrides: dict = {}
+        if self.tracking_uri:
+            overrides |= {"tracking_uri": self.tracking_uri, "registry_uri": self.tracking_uri}
+        if self.config_path:
+            overrides["config_path"] = Path(self.config_path).resolve()
+        return dataclasses.replace(base, **overrides)
+
+    def client(self) -> MlflowClient:
+        return connect(self.settings())
+
+    def spec(self, name: str) -> ProgramSpec:
+        return load_project(self.settings().config_path)[1][name]
+
+    def experiment_id(self, client: MlflowClient, name: str) -> str:
+        return experiment_id(client, self.settings(), name)

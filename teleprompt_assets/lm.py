@@ -1,0 +1,201 @@
+"""Language model configuration, including the offline LM.
+
+The offline LM is part of the product, not a test double: it lets demos, tests and air-gapped
+installs run the whole pipeline deterministically. It is an in-context learner that reads the
+prompt DSPy's ChatAdapter renders (field headers ``[[ ## name ## ]]``), answers from the most
+similar demonstration in that prompt, and otherwise falls back to a zero-shot rule. Better demos
+therefore give measurably better answers, which is what optimization needs to show.
+
+Zero-shot rule, per output field:
+- a field restricted to options (``Literal``) answers the option named in the input text, else the
+  option whose name shares the most characters with the input's words, else the first option;
+- ``reasoning`` answers a short sentence saying which rule fired;
+- any other text field echoes the first sentence of the first input field.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+
+import dspy
+from dspy.lm15 import Message, Response, TextPart, Usage
+
+LM_ENV = "TELEPROMPT_LM"
+OFFLINE_MODEL = "offline/nearest-demo"
+SIMILARITY_THRESHOLD = 0.35
+
+_HEADER = re.compile(r"\[\[ ## (\w+) ## \]\]")
+_OPTIONS = re.compile(r"\[\[ ## (\w+) ## \]\]\n\{\w+\}\s+# note: the value you produce must exactly match \(no extra characters\) one of: ([^\n]+)")
+_WORD = re.compile(r"[a-z0-9]+")
+_RESPOND = "\n\nRespond with the corresponding output fields"
+
+
+def parse_fields(text: str) -> dict[str, str]:
+    """Split a ChatAdapter message into its ``[[ ## field ## ]]`` sections."""
+    fields: dict[str, str] = {}
+    matches = list(_HEADER.finditer(text))
+    for i, match in enumerate(matches):
+        end = matches[i + 1].start() if i + 1 < len(matches) else len(text)
+        name = match.group(1)
+        if name != "completed":
+            fields[name] = text[match.end() : end].strip()
+    return fields
+
+
+def tokens(text: str) -> Counter[str]:
+    """Lower-cased words with a light plural strip, so 'refunds' and 'refund' agree."""
+    words = (w[:-1] if len(w) > 3 and w.endswith("s") else w for w in _WORD.findall(text.lower()))
+    return Counter(words)
+
+
+def cosine(a: Counter[str], b: Counter[str]) -> float:
+    if not a or not b:
+        return 0.0
+    dot = sum(count * b[word] for word, count in a.items())
+    return dot / math.sqrt(sum(v * v for v in a.values()) * sum(v * v for v in b.values()))
+
+
+@dataclass(frozen=True)
+class PromptView:
+    """What the offline LM understands of a rendered prompt."""
+
+    input_names: list[str]
+    output_names: list[str]
+    options: dict[str, list[str]]
+    demos: list[tuple[dict[str, str], dict[str, str]]]
+    query: dict[str, str]
+
+
+def read_prompt(system: str, turns: list[tuple[str, str]]) -> PromptView:
+    section = lambda title: re.findall(r"\d+\. `(\w+)`", system.split(title, 1)[1].split("Your ", 1)[0]) if title in system else []  # noqa: E731
+    input_names = section("Your input fields are:")
+    output_names = section("Your output fields are:")
+    options = {name: [o.strip() for o in opts.split(";")] for name, opts in _OPTIONS.findall(system)}
+    demos = []
+    for (role_a, text_a), (role_b, text_b) in zip(turns, turns[1:]):
+        if role_a == "user" and role_b == "assistant":
+            demos.append((parse_fields(text_a), parse_fields(text_b)))
+    last = turns[-1][1].split(_RESPOND, 1)[0] if turns and turns[-1][0] == "user" else ""
+    query = {k: v for k, v in parse_fields(last).items() if k in input_names}
+    return PromptView(input_names, output_names, options, demos, query)
+
+
+def _input_text(fields: dict[str, str], names: list[str]) -> str:
+    return "\n".join(fields.get(name, "") for name in names)
+
+
+def _zero_shot(view: PromptView, note: str) -> dict[str, str]:
+    text = _input_text(view.query, view.input_names)
+    words = tokens(text)
+    answer: dict[str, str] = {}
+    for name in view.output_names:
+        if name in view.options:
+            answer[name] = _pick_option(view.options[name], words)
+        elif name == "reasoning":
+            answer[name] = note
+        else:
+            first = next(iter(view.input_names), "")
+            answer[name] = re.split(r"(?<=[.!?])\s", view.query.get(first, "").strip(), maxsplit=1)[0]
+    return answer
+
+
+def _pick_option(options: list[str], words: Counter[str]) -> str:
+    named = [o for o in options if tokens(o) and all(w in words for w in tokens(o))]
+    if named:
+        return named[0]
+    prefix = lambda o: max((len(_common_prefix(o.lower(), w)) for w in words), default=0)  # noqa: E731
+    best = max(options, key=prefix)
+    return best if prefix(best) >= 4 else options[0]
+
+
+def _common_prefix(a: str, b: str) -> str:
+    n = 0
+    while n < min(len(a), len(b)) and a[n] == b[n]:
+        n += 1
+    return a[:n]
+
+
+def answer(view: PromptView, threshold: float = SIMILARITY_THRESHOLD) -> dict[str, str]:
+    """Answer from the nearest demo above the threshold, else zero-shot. Ties keep the earlier demo."""
+    query = tokens(_input_text(view.query, view.input_names))
+    best, best_sim = None, -1.0
+    for demo_inputs, demo_outputs in view.demos:
+        if not all(name in demo_outputs for name in view.output_names if name != "reasoning"):
+            continue
+        sim = cosine(query, tokens(_input_text(demo_inputs, view.input_names)))
+        if sim >= threshold and sim > best_sim:
+            best, best_sim = demo_outputs, sim
+    if best is None:
+        return _zero_shot(view, "No similar demonstration; answered by the zero-shot rule.")
+    out = {name: best.get(name, "") for name in view.output_names}
+    if "reasoning" in view.output_names:
+        out["reasoning"] = f"Followed the most similar demonstration (similarity {best_sim:.2f})."
+    return out
+
+
+def render(fields: dict[str, str]) -> str:
+    body = "\n\n".join(f"[[ ## {name} ## ]]\n{value}" for name, value in fields.items())
+    return f"{body}\n\n[[ ## completed ## ]]"
+
+
+@dataclass
+class OfflineEngine:
+    """A DSPy engine (``complete(Request) -> Response``) backed by :func:`answer`."""
+
+    threshold: float = SIMILARITY_THRESHOLD
+    calls: int = field(default=0, compare=False)
+
+    def complete(self, request) -> Response:
+        system = request.system if isinstance(request.system, str) or request.system is None else "".join(p.text for p in request.system)
+        turns = [(m.role, m.text or "") for m in request.messages]
+        view = read_prompt(system or "", turns)
+        text = render(answer(view, self.threshold))
+        self.calls += 1
+        prompt_tokens = sum(len(t.split()) for _, t in turns) + len((system or "").split())
+        out_tokens = len(text.split())
+        return Response(
+            id=None,
+            model=OFFLINE_MODEL,
+            message=Message.assistant([TextPart(text)]),
+            finish_reason="stop",
+            usage=Usage(input_tokens=prompt_tokens, output_tokens=out_tokens, total_tokens=prompt_tokens + out_tokens),
+        )
+
+    def stream(self, request):
+        from dspy.lm15 import response_to_events
+
+        return response_to_events(self.complete(request))
+
+    def close(self) -> None:
+        pass
+
+    def dump_state(self) -> dict:
+        return {"threshold": self.threshold}
+
+    @classmethod
+    def load_state(cls, state: dict) -> "OfflineEngine":
+        return cls(threshold=state.get("threshold", SIMILARITY_THRESHOLD))
+
+
+def offline_lm() -> dspy.LM:
+    return dspy.LM(OFFLINE_MODEL, engine=OfflineEngine(), cache=False)
+
+
+def build_lm(model: str | None = None) -> dspy.LM:
+    """The LM named by ``TELEPROMPT_LM`` (a LiteLLM model string), or the offline LM when unset.
+
+    Provider keys are read by LiteLLM from the environment; they are never passed here, so they
+    cannot end up in a pickled program.
+    """
+    model = model if model is not None else os.environ.get(LM_ENV, "").strip()
+    if not model or model.startswith("offline"):
+        return offline_lm()
+    return dspy.LM(model, cache=False)
+
+
+def is_offline(lm: dspy.LM) -> bool:
+    return getattr(lm, "model", "") == OFFLINE_MODEL

@@ -1,0 +1,199 @@
+"""The registry of optimizable programs, loaded from ``teleprompt.yaml`` (DESIGN §10).
+
+Users register their own DSPy programs here without editing this package; the sample programs are
+registered the same way, so the shipped config is the user's template. A bad entry fails at load
+with a message naming the entry and the field, never later inside a run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date
+from functools import cached_property
+from pathlib import Path
+from typing import Any, Literal
+
+import dspy
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from teleprompt_assets.contract import DEFAULT_EXPERIMENT
+
+Metric = Callable[[dspy.Example, Any, Any], float]
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+class ConfigError(ValueError):
+    """A configuration entry is invalid; the message names the entry and the field."""
+
+
+class MetricConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["exact_match", "token_f1", "function"] = "exact_match"
+    field: str | None = None
+    function: str | None = Field(default=None, description="package.module:function(example, prediction, trace=None) -> float in [0, 1]")
+
+
+class OptimizerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = "BootstrapFewShot"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class SplitConfig(BaseModel):
+    """Percentages of a window's traces going to each split, by a hash of the trace id."""
+
+    model_config = ConfigDict(extra="forbid")
+    train: int = 50
+    dev: int = 10
+    holdout: int = 40
+
+    @field_validator("holdout")
+    @classmethod
+    def _sums_to_100(cls, holdout: int, info) -> int:
+        if info.data.get("train", 0) + info.data.get("dev", 0) + holdout != 100:
+            raise ValueError("train + dev + holdout must be 100")
+        return holdout
+
+
+class ProgramConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    module: str = Field(description="import path of the dspy.Module class, package.module:Class")
+    experiment: str = DEFAULT_EXPERIMENT
+    metric: MetricConfig = Field(default_factory=MetricConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    outcomes: list[str] = Field(default_factory=list, description="feedback names logged as outcomes")
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    seed: int = 0
+
+
+class ProjectConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    start_date: date = date(2026, 1, 1)
+    window_days: int = Field(default=7, ge=1, le=366)
+    programs: dict[str, ProgramConfig]
+
+
+@dataclass(frozen=True)
+class ProgramSpec:
+    """A validated program entry with its class, fields and metric resolved."""
+
+    name: str
+    config: ProgramConfig
+
+    @cached_property
+    def module_class(self) -> type[dspy.Module]:
+        return import_object(self.config.module)
+
+    def build(self) -> dspy.Module:
+        return self.module_class()
+
+    @cached_property
+    def input_fields(self) -> tuple[str, ...]:
+        params = inspect.signature(self.module_class.forward).parameters
+        return tuple(p for p in params if p != "self" and params[p].kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL))
+
+    @cached_property
+    def output_fields(self) -> tuple[str, ...]:
+        names: list[str] = []
+        for predictor in self.build().predictors():
+            names += [n for n in predictor.signature.output_fields if n != "reasoning" and n not in names]
+        return tuple(names)
+
+    @property
+    def registered_model_name(self) -> str:
+        return f"teleprompt-{self.name}"
+
+    def metric(self) -> Metric:
+        return build_metric(self.config.metric)
+
+
+def import_object(path: str) -> Any:
+    module_name, _, attr = path.partition(":")
+    if not module_name or not attr:
+        raise ImportError(f"'{path}' is not of the form package.module:Name")
+    obj: Any = importlib.import_module(module_name)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _normalize(value: Any) -> str:
+    return " ".join(str(value).strip().lower().split())
+
+
+def exact_match(field: str) -> Metric:
+    def metric(example: dspy.Example, prediction: Any, trace: Any = None) -> float:
+        return float(_normalize(example[field]) == _normalize(getattr(prediction, field, "")))
+
+    metric.__name__ = f"exact_match_{field}"
+    return metric
+
+
+def token_f1(field: str) -> Metric:
+    def metric(example: dspy.Example, prediction: Any, trace: Any = None) -> float:
+        gold, pred = _normalize(example[field]).split(), _normalize(getattr(prediction, field, "")).split()
+        common = sum(min(gold.count(w), pred.count(w)) for w in set(gold))
+        if not gold or not pred or not common:
+            return float(gold == pred)
+        precision, recall = common / len(pred), common / len(gold)
+        return 2 * precision * recall / (precision + recall)
+
+    metric.__name__ = f"token_f1_{field}"
+    return metric
+
+
+def build_metric(config: MetricConfig) -> Metric:
+    if config.kind == "function":
+        return import_object(config.function or "")
+    factory = exact_match if config.kind == "exact_match" else token_f1
+    return factory(config.field or "")
+
+
+def _validate_entry(name: str, config: ProgramConfig) -> ProgramSpec:
+    from teleprompt_assets.optimize import validate_optimizer
+
+    where = f"programs.{name}"
+    if not _NAME.match(name):
+        raise ConfigError(f"{where}: name must match {_NAME.pattern} (it becomes a partition key and a model name)")
+    spec = ProgramSpec(name, config)
+    try:
+        cls = spec.module_class
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"{where}.module: cannot import '{config.module}': {exc}") from exc
+    if not (inspect.isclass(cls) and issubclass(cls, dspy.Module)):
+        raise ConfigError(f"{where}.module: '{config.module}' is not a dspy.Module subclass")
+    metric = config.metric
+    if metric.kind == "function":
+        try:
+            if not callable(import_object(metric.function or "")):
+                raise ConfigError(f"{where}.metric.function: '{metric.function}' is not callable")
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"{where}.metric.function: cannot import '{metric.function}': {exc}") from exc
+    elif metric.field not in spec.output_fields:
+        raise ConfigError(f"{where}.metric.field: '{metric.field}' is not an output of {config.module} (outputs: {', '.join(spec.output_fields)})")
+    try:
+        validate_optimizer(config.optimizer)
+    except ValueError as exc:
+        raise ConfigError(f"{where}.optimizer: {exc}") from exc
+    return spec
+
+
+def load_project(path: Path | str) -> tuple[ProjectConfig, dict[str, ProgramSpec]]:
+    """Parse and validate the config file; raises :class:`ConfigError` naming the bad entry."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} not found (set TELEPROMPT_CONFIG)") from exc
+    try:
+        project = ProjectConfig.model_validate(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"{path}: {where}: {first['msg']}") from exc
+    return project, {name: _validate_entry(name, cfg) for name, cfg in project.programs.items()}

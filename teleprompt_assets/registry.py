@@ -1,0 +1,168 @@
+"""MLflow model registry: one registered model per program, lineage tags, champion alias.
+
+A version is identified by what it contains (programHash) and the data window it learned from;
+registering the same pair again returns the existing version, so re-running a partition never
+creates a second one. The ``champion`` alias marks the serving version; every move is recorded in
+the version's tags so the history of promotions and rollbacks can be read back from MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import dspy
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from eth_utils import keccak
+
+from teleprompt_assets.optimize import load_state
+from teleprompt_assets.programs import ProgramSpec
+
+CHAMPION = "champion"
+STATE_ARTIFACT = "program_state.json"
+MODEL_ARTIFACT = "program"
+
+
+def canonical_state_bytes(state: dict[str, Any]) -> bytes:
+    return json.dumps(state, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def program_hash(state: dict[str, Any]) -> str:
+    """keccak256 of the canonical JSON state: the programHash of DESIGN §7 and §9."""
+    return "0x" + keccak(canonical_state_bytes(state)).hex()
+
+
+def pip_requirements() -> list[str]:
+    """Explicit requirements: inferring them costs seconds per log and adds nothing we don't know."""
+    import eth_account
+    import polars
+
+    return [f"dspy=={dspy.__version__}", f"mlflow=={mlflow.__version__}", f"polars=={polars.__version__}", f"eth-account=={eth_account.__version__}"]
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    name: str
+    version: int
+    run_id: str
+    program_hash: str
+    created: bool
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def find_version(client: MlflowClient, name: str, prog_hash: str, window: str) -> ModelVersion | None:
+    try:
+        found = client.search_model_versions(f"name = '{name}' and tags.program_hash = '{prog_hash}' and tags.window = '{window}'")
+    except MlflowException:
+        return None
+    return min(found, key=lambda v: int(v.version)) if found else None
+
+
+def champion(client: MlflowClient, name: str) -> ModelVersion | None:
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None
+
+
+def load_program_state(client: MlflowClient, version: ModelVersion) -> dict[str, Any]:
+    """The JSON state of a version: rebuilt from JSON, not unpickled, when we only need demos."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(version.run_id, STATE_ARTIFACT, tmp)
+        return json.loads(Path(path).read_text())
+
+
+def load_champion(client: MlflowClient, spec: ProgramSpec) -> tuple[dspy.Module, ModelVersion] | None:
+    version = champion(client, spec.registered_model_name)
+    if version is None:
+        return None
+    return load_state(spec, load_program_state(client, version)), version
+
+
+def register(
+    client: MlflowClient,
+    spec: ProgramSpec,
+    program: dspy.Module,
+    state: dict[str, Any],
+    window: str,
+    experiment_id: str,
+    tags: dict[str, Any],
+    run_name: str | None = None,
+) -> RegisteredVersion:
+    """Log the program (mlflow.dspy flavor + JSON state) and register it, unless already registered."""
+    name = spec.registered_model_name
+    prog_hash = program_hash(state)
+    existing = find_version(client, name, prog_hash, window)
+    if existing is not None:
+        return RegisteredVersion(name, int(existing.version), existing.run_id, prog_hash, created=False)
+    _ensure_registered_model(client, spec)
+    all_tags = {k: str(v) for k, v in tags.items()} | {"program_hash": prog_hash, "window": window, "program": spec.name}
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"{spec.name}:{window}") as run:
+        mlflow.set_tags(all_tags)
+        with dspy.context(lm=None):
+            info = mlflow.dspy.log_model(program, name=MODEL_ARTIFACT, pip_requirements=pip_requirements())
+        mlflow.log_text(canonical_state_bytes(state).decode("utf-8"), STATE_ARTIFACT)
+        version = client.create_model_version(name, info.model_uri, run_id=run.info.run_id, tags=all_tags)
+    return RegisteredVersion(name, int(version.version), run.info.run_id, prog_hash, created=True)
+
+
+def _ensure_registered_model(client: MlflowClient, spec: ProgramSpec) -> None:
+    try:
+        client.get_registered_model(spec.registered_model_name)
+    except MlflowException:
+        try:
+            client.create_registered_model(spec.registered_model_name, description=f"Optimized versions of the DSPy program '{spec.name}' ({spec.config.module}).")
+        except MlflowException:
+            client.get_registered_model(spec.registered_model_name)
+
+
+def promote(client: MlflowClient, name: str, version: int, reason: str) -> int | None:
+    """Move ``champion`` to ``version``; returns the previous champion. Recorded in both versions' tags."""
+    previous = champion(client, name)
+    if previous is not None and int(previous.version) == version:
+        return version
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    client.set_model_version_tag(name, str(version), "promoted_at", now)
+    client.set_model_version_tag(name, str(version), "promotion_reason", reason)
+    if previous is not None:
+        client.set_model_version_tag(name, str(version), "previous_champion", previous.version)
+        client.set_model_version_tag(name, previous.version, "demoted_at", now)
+    return int(previous.version) if previous is not None else None
+
+
+def baseline_for(client: MlflowClient, spec: ProgramSpec, prog_hash: str, window: str) -> tuple[dspy.Module, int]:
+    """The program to beat and its version (0 = the uncompiled program).
+
+    A candidate already registered for this window keeps the baseline it was first measured
+    against, so re-running a partition after promotion reproduces the same evaluation.
+    """
+    name = spec.registered_model_name
+    existing = find_version(client, name, prog_hash, window)
+    if existing is not None:
+        base = int(existing.tags.get("base_version", "0"))
+        if base == 0:
+            return spec.build(), 0
+        return load_state(spec, load_program_state(client, client.get_model_version(name, str(base)))), base
+    current = load_champion(client, spec)
+    if current is None:
+        return spec.build(), 0
+    program, version = current
+    return program, int(version.version)
+
+
+def previous_attestation(client: MlflowClient, name: str, before_version: int) -> str | None:
+    """uid of the program's latest attestation on a version older than ``before_version``."""
+    versions = client.search_model_versions(f"name = '{name}'")
+    attested = [v for v in versions if int(v.version) < before_version and v.tags.get("attestation_uid")]
+    return max(attested, key=lambda v: int(v.version)).tags["attestation_uid"] if attested else None

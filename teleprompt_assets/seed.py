@@ -1,0 +1,73 @@
+"""Demo traffic: production-like labeled traces for the sample programs, back-dated into their days.
+
+Each call runs the serving program (the registered champion, else the uncompiled program) under
+``mlflow.dspy.autolog()`` through the trace contract helper, then labels it as an app would when
+the outcome arrives. Deterministic for a given seed, so demos and tests are reproducible.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+
+import dspy
+import mlflow
+
+from teleprompt_assets.contract import label_trace, traced_call
+from teleprompt_assets.lm import build_lm
+from teleprompt_assets.programs import ProgramSpec
+from teleprompt_assets.samples.ticket_traffic import tickets
+from teleprompt_assets.settings import Settings
+from teleprompt_assets.tracking import connect, experiment_id
+
+
+@dataclass(frozen=True)
+class SeedReport:
+    program: str
+    days: list[str]
+    traces: int
+    labeled: int
+
+
+def day_start_ns(day: date) -> int:
+    return int(datetime.combine(day, time(0), tzinfo=timezone.utc).timestamp()) * 1_000_000_000
+
+
+def seed_ticket_router(
+    settings: Settings,
+    spec: ProgramSpec,
+    end: date,
+    days: int = 7,
+    per_day: int = 40,
+    seed: int = 0,
+    program: dspy.Module | None = None,
+) -> SeedReport:
+    """Log ``days × per_day`` routed tickets ending on ``end`` (inclusive), spread over each day."""
+    client = connect(settings)
+    exp_id = experiment_id(client, settings, spec.config.experiment)
+    program = program or spec.build()
+    rng = random.Random(seed)
+    mlflow.dspy.autolog(log_traces_from_eval=False, log_traces_from_compile=False)
+    traces = labeled = 0
+    dates = [end - timedelta(days=offset) for offset in reversed(range(days))]
+    try:
+        with dspy.context(lm=build_lm()):
+            for day in dates:
+                start = day_start_ns(day)
+                offsets = sorted(rng.randrange(86_000 * 10**9) for _ in range(per_day))
+                for offset, ticket in zip(offsets, tickets(per_day, rng)):
+                    trace_id, outputs = traced_call(
+                        spec.name, ticket.contributor.address, {"message": ticket.message}, program,
+                        experiment_id=exp_id, start_time_ns=start + offset, output_fields=spec.output_fields,
+                    )
+                    correct = outputs.get("queue") == ticket.true_queue
+                    resolved = rng.random() < (0.9 if correct else 0.15)
+                    csat = round(min(1.0, max(0.0, rng.gauss(0.8 if resolved else 0.4, 0.1))), 2)
+                    expectations = {"queue": ticket.label} if ticket.label else {}
+                    label_trace(trace_id, ticket.contributor.address, {"resolved_first_touch": resolved, "csat": csat}, expectations)
+                    traces += 1
+                    labeled += bool(expectations)
+    finally:
+        mlflow.dspy.autolog(disable=True)
+    return SeedReport(spec.name, [d.isoformat() for d in dates], traces, labeled)
