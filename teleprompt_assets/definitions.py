@@ -22,13 +22,13 @@ def build_definitions() -> dg.Definitions:
     partitions = program_day_partitions(project.start_date, list(specs))
     assets = build_assets(partitions, project.window_days)
     job = dg.define_asset_job(
-        OPTIMIZE_JOB, selection=dg.AssetSelection.assets(*assets), partitions_def=partitions,
+        OPTIMIZE_JOB, selection=dg.AssetSelection.assets(*assets),
         executor_def=dg.in_process_executor,
         description="Ingest, curate, optimize, evaluate, register and attest one program for one day.",
     )
     ingest = dg.define_asset_job(
         INGEST_JOB, selection=dg.AssetSelection.assets("raw_traces").downstream(depth=1) - dg.AssetSelection.assets("training_set"),
-        partitions_def=partitions, executor_def=dg.in_process_executor,
+        executor_def=dg.in_process_executor,
         description="Ingest and curate one program's traces for one day (backfills of the training window).",
     )
     schedule, sensor = build_automation(job, sorted(specs), project.start_date.isoformat())

@@ -46,9 +46,15 @@ def parse_fields(text: str) -> dict[str, str]:
     return fields
 
 
+STOPWORDS = frozenset(
+    "a an and are as at be but by can do does for from has have how i if in is it its me my no not of on or our please "
+    "so that the their there this to up was we what when where which who why will with you your".split()
+)
+
+
 def tokens(text: str) -> Counter[str]:
-    """Lower-cased words with a light plural strip, so 'refunds' and 'refund' agree."""
-    words = (w[:-1] if len(w) > 3 and w.endswith("s") else w for w in _WORD.findall(text.lower()))
+    """Content words, lower-cased, with a light plural strip so 'refunds' and 'refund' agree."""
+    words = (w[:-1] if len(w) > 3 and w.endswith("s") else w for w in _WORD.findall(text.lower()) if w not in STOPWORDS)
     return Counter(words)
 
 

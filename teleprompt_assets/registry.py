@@ -136,8 +136,8 @@ def promote(client: MlflowClient, name: str, version: int, reason: str) -> int |
     client.set_model_version_tag(name, str(version), "promoted_at", now)
     client.set_model_version_tag(name, str(version), "promotion_reason", reason)
     if previous is not None:
-        client.set_model_version_tag(name, str(version), "previous_champion", previous.version)
-        client.set_model_version_tag(name, previous.version, "demoted_at", now)
+        client.set_model_version_tag(name, str(version), "previous_champion", str(previous.version))
+        client.set_model_version_tag(name, str(previous.version), "demoted_at", now)
     return int(previous.version) if previous is not None else None
 
 

@@ -1,0 +1,40 @@
+# Two commands on a fresh machine with Python 3.11+ and make: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV_VERSION := 0.13.9
+export TELEPROMPT_HOME ?= $(CURDIR)/.teleprompt
+export DAGSTER_HOME ?= $(TELEPROMPT_HOME)/dagster
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: install demo test check ui clean
+
+install: $(VENV)/.synced
+
+# The virtualenv is built from uv.lock exactly; uv itself is bootstrapped into it with pip.
+$(VENV)/.synced: pyproject.toml uv.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip --version >/dev/null 2>&1 || $(BIN)/python -m ensurepip -q
+	$(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv sync --locked --inexact --python $(BIN)/python
+	touch $@
+
+demo: install
+	$(BIN)/teleprompt demo
+
+test: install
+	$(BIN)/python -m pytest -q
+
+check: install
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/dagster definitions validate -w workspace.yaml
+	$(BIN)/dg check defs
+
+ui: install
+	mkdir -p $(DAGSTER_HOME)
+	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(TELEPROMPT_HOME)/mlflow.db --host 127.0.0.1 --port 5000 & \
+	trap 'kill $$!' EXIT INT TERM; \
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+clean:
+	rm -rf $(TELEPROMPT_HOME)

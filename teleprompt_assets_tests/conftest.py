@@ -1,0 +1,34 @@
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def tp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A fresh TELEPROMPT_HOME (sqlite MLflow store, Dagster home, keys, outbox) per test."""
+    home = tmp_path / "tp"
+    monkeypatch.setenv("TELEPROMPT_HOME", str(home))
+    monkeypatch.setenv("TELEPROMPT_CONFIG", str(REPO / "teleprompt.yaml"))
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TELEPROMPT_LM", "TELEPROMPT_ATTESTER_KEY", "TELEPROMPT_KEYSTORE", "TELEPROMPT_ARTIFACT_ROOT"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false")
+    return home
+
+
+@pytest.fixture(scope="session")
+def session_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("tp-session")
+
+
+def set_env(home: Path) -> dict[str, str]:
+    """Env for a module-scoped store (monkeypatch is function-scoped)."""
+    saved = dict(os.environ)
+    os.environ["TELEPROMPT_HOME"] = str(home)
+    os.environ["TELEPROMPT_CONFIG"] = str(REPO / "teleprompt.yaml")
+    os.environ["MLFLOW_ENABLE_ASYNC_TRACE_LOGGING"] = "false"
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TELEPROMPT_LM", "TELEPROMPT_ATTESTER_KEY", "TELEPROMPT_KEYSTORE", "TELEPROMPT_ARTIFACT_ROOT"):
+        os.environ.pop(var, None)
+    return saved

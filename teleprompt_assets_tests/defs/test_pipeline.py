@@ -1,0 +1,106 @@
+"""End to end: a real sqlite MLflow store, a real Dagster instance, real DSPy programs, offline LM."""
+
+import json
+import os
+from datetime import date, timedelta
+from pathlib import Path
+
+import dagster as dg
+import mlflow
+import pytest
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+
+from teleprompt_assets import eas
+from teleprompt_assets.attest import verify_bundle
+from teleprompt_assets.defs.demo import run_partition
+from teleprompt_assets.definitions import INGEST_JOB, build_definitions
+from teleprompt_assets.programs import load_project
+from teleprompt_assets.registry import CHAMPION
+from teleprompt_assets.seed import seed_ticket_router
+from teleprompt_assets.settings import load_settings
+from teleprompt_assets.tracking import connect
+from teleprompt_assets_tests.conftest import set_env
+
+END = date(2026, 11, 20)
+DAYS = 5
+PER_DAY = 20
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory: pytest.TempPathFactory):
+    saved = set_env(tmp_path_factory.mktemp("e2e") / "tp")
+    try:
+        settings = load_settings()
+        spec = load_project(settings.config_path)[1]["ticket_router"]
+        seeded = seed_ticket_router(settings, spec, END, days=DAYS, per_day=PER_DAY, seed=0)
+        defs = build_definitions()
+        with dg.instance_for_test() as instance:
+            for day in seeded.days[:-1]:
+                run_partition(defs, "ticket_router", day, instance, INGEST_JOB)
+            first = run_partition(defs, "ticket_router", END.isoformat(), instance)
+            second = run_partition(defs, "ticket_router", END.isoformat(), instance)
+            yield settings, first, second, connect(settings), instance
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def test_counts_reconcile(pipeline):
+    _, first, _, _, instance = pipeline
+    assert len(first["raw_traces"]) == PER_DAY
+    assert len(first["curated_traces"]) + len(first["quarantined_traces"]) == PER_DAY
+    assert set(first["quarantined_traces"]["reason"]) <= {"no_ground_truth"}
+
+
+def test_version_has_lineage_and_is_champion(pipeline):
+    _, first, _, client, _ = pipeline
+    reg = first["registered_version"]
+    version = client.get_model_version(reg["name"], str(reg["version"]))
+    for tag in ("base_version", "window", "dataset_hash", "optimizer", "dagster_run_id", "program_hash", "delta_ppm", "baseline_score", "candidate_score", "contributor_count"):
+        assert version.tags.get(tag), tag
+    assert version.tags["dagster_run_id"] == first["run_id"]
+    assert version.tags["window"] == f"{(END - timedelta(days=6)).isoformat()}..{END.isoformat()}"
+    assert int(client.get_model_version_by_alias(reg["name"], CHAMPION).version) == reg["version"]
+
+
+def test_deltaone_attestation_signature_and_uid(pipeline):
+    _, first, _, client, _ = pipeline
+    report = first["evaluation_report"]["comparison"]
+    assert report["deltaone"] and report["significant"], report
+    att = first["deltaone_attestation"]
+    assert att["attested"] and att["verifies"], att
+    body = json.loads((Path(att["bundle"]) / "attestation.json").read_text())
+    typed = {"domain": body["domain"] | {"chainId": int(body["domain"]["chainId"])}, "types": body["types"], "primaryType": "Attest",
+             "message": body["message"] | {"time": int(body["message"]["time"]), "expirationTime": int(body["message"]["expirationTime"])}}
+    sig = body["signature"]
+    signature = bytes.fromhex(sig["r"][2:] + sig["s"][2:]) + bytes([sig["v"]])
+    assert Account.recover_message(encode_typed_data(full_message=typed), signature=signature) == att["attester"]
+    msg = body["message"]
+    assert eas.offchain_uid(schema=msg["schema"], recipient=msg["recipient"], time=int(msg["time"]), expiration_time=int(msg["expirationTime"]),
+                            revocable=msg["revocable"], ref_uid=msg["refUID"], data=msg["data"], salt=msg["salt"]) == body["uid"]
+    reg = first["registered_version"]
+    assert client.get_model_version(reg["name"], str(reg["version"])).tags["attestation_uid"] == body["uid"]
+    assert verify_bundle(Path(att["bundle"]), att["attester"]) == []
+
+
+def test_rerun_creates_no_second_version_or_attestation(pipeline):
+    settings, first, second, client, _ = pipeline
+    name = first["registered_version"]["name"]
+    assert len(client.search_model_versions(f"name = '{name}'")) == 1
+    assert second["registered_version"]["version"] == first["registered_version"]["version"]
+    assert second["registered_version"]["created"] is False
+    assert second["deltaone_attestation"]["uid"] == first["deltaone_attestation"]["uid"]
+    assert len(list((settings.outbox / "ticket_router").iterdir())) == 1
+
+
+def test_champion_loads_with_mlflow_dspy_and_runs_offline(pipeline):
+    from teleprompt_assets.lm import offline_lm
+    import dspy
+
+    _, first, _, _, _ = pipeline
+    model = mlflow.dspy.load_model(f"models:/{first['registered_version']['name']}@{CHAMPION}")
+    with dspy.context(lm=offline_lm()):
+        prediction = model(message="My package for order #10482 has not arrived yet.")
+    assert prediction.queue == "shipping"
+    assert len(model.route.demos) > 0
