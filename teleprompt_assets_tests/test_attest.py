@@ -1,0 +1,60 @@
+import json
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+
+from teleprompt_assets.attest import SCHEMA, Evidence, build_bundle, verify_bundle, write_bundle
+from teleprompt_assets.eas import decode_data, schema_uid
+
+KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3b362318")
+SIGNER = Account.from_key(KEY).address
+EVIDENCE = Evidence(
+    program="ticket_router", model_version=3, baseline_version=2, program_state={"route": {"demos": [], "signature": {"instructions": "x"}}},
+    eval_leaves=[(f"0x{i:064x}", 0 if i % 3 else 10**6, 10**6) for i in range(30)],
+    data_leaves=[f"0x{i + 100:064x}" for i in range(12)],
+    reward_leaves=[("0x" + "a" * 40, 600_000), ("0x" + "b" * 40, 400_000)],
+    seed=1, resamples=200, confidence_pct=95, time=1_790_000_000,
+)
+
+
+@pytest.fixture
+def bundle(tmp_path: Path) -> Path:
+    return write_bundle(build_bundle(EVIDENCE, KEY), tmp_path / "bundle")
+
+
+def test_bundle_verifies_and_is_deterministic(bundle, tmp_path):
+    assert verify_bundle(bundle, SIGNER) == []
+    again = write_bundle(build_bundle(EVIDENCE, KEY), tmp_path / "again")
+    assert (again / "attestation.json").read_bytes() == (bundle / "attestation.json").read_bytes()
+    att = json.loads((bundle / "attestation.json").read_text())
+    assert att["message"]["schema"] == schema_uid(SCHEMA)
+    data = decode_data(SCHEMA, att["message"]["data"])
+    assert (data["evalCount"], data["contributorCount"], data["modelVersion"], data["baselineVersion"]) == (30, 2, 3, 2)
+    assert data["baselineScore"] == 10 * 10**6 and data["candidateScore"] == 30 * 10**6 and data["deltaPpm"] == 2 * 10**6
+
+
+def test_wrong_signer_fails(bundle):
+    assert any("recovers to" in p for p in verify_bundle(bundle, "0x" + "1" * 40))
+
+
+@pytest.mark.parametrize("name", ["eval_tree.json", "data_tree.json", "rewards_tree.json", "program.json", "evaluation.json"])
+def test_tampering_any_evidence_file_fails(bundle, name):
+    path = bundle / name
+    text = path.read_text()
+    changed = text.replace('"1"', '"2"', 1) if '"1"' in text else text.replace("1", "2", 1)
+    if name == "program.json":
+        changed = text.replace('"x"', '"y"')
+    assert changed != text
+    path.write_text(changed)
+    assert verify_bundle(bundle, SIGNER)
+
+
+@pytest.mark.parametrize("field", ["time", "refUID", "salt", "data", "recipient", "schema"])
+def test_tampering_the_attestation_message_fails(bundle, field):
+    path = bundle / "attestation.json"
+    att = json.loads(path.read_text())
+    value = att["message"][field]
+    att["message"][field] = str(int(value) + 1) if field == "time" else value[:-1] + ("1" if value[-1] != "1" else "2")
+    path.write_text(json.dumps(att))
+    assert verify_bundle(bundle, SIGNER)

@@ -1,0 +1,36 @@
+from fractions import Fraction
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from teleprompt_assets.attribution import PPM, largest_remainder, reward_weights
+
+A, B, C = "0x" + "a" * 40, "0x" + "b" * 40, "0x" + "c" * 40
+
+
+@given(st.dictionaries(st.text("0123456789abcdef", min_size=1, max_size=6), st.fractions(min_value=0, max_value=1000), min_size=1, max_size=20))
+def test_largest_remainder_sums_exactly_and_stays_within_one_unit(weights):
+    out = largest_remainder(weights)
+    total = sum(w for w in weights.values() if w > 0)
+    if total == 0:
+        assert out == {}
+        return
+    assert sum(out.values()) == PPM
+    for key, value in out.items():
+        assert abs(Fraction(value) - weights[key] * PPM / total) < 1
+
+
+def test_ties_go_to_the_lower_address():
+    assert largest_remainder({B: Fraction(1), A: Fraction(1), C: Fraction(1)}) == {A: 333_334, B: 333_333, C: 333_333}
+
+
+def test_volume_quality_and_impact_mix():
+    rows = {r.contributor: r for r in reward_weights([(A, '{"ok": true}'), (A, '{"ok": true}'), (B, '{"ok": false}')], [A])}
+    assert sum(r.weight_ppm for r in rows.values()) == PPM
+    # volume 2/3 vs 1/3, quality 1 vs 0, impact 1 vs 0 under the 2:1:2 default mix
+    assert rows[A].weight_ppm == 866_667 and rows[B].weight_ppm == 133_333
+
+
+def test_no_demos_drops_impact_and_renormalizes():
+    rows = reward_weights([(A, "{}"), (B, "{}")], [])
+    assert [r.weight_ppm for r in rows] == [500_000, 500_000]

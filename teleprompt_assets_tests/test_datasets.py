@@ -1,0 +1,41 @@
+import json
+
+import polars as pl
+from hypothesis import given
+from hypothesis import strategies as st
+
+from teleprompt_assets.datasets import examples, split_of, training_table
+from teleprompt_assets.programs import SplitConfig, load_project
+from teleprompt_assets.traces import CURATED_SCHEMA
+
+SPEC = load_project("teleprompt.yaml")[1]["ticket_router"]
+
+
+def _row(i: int, message: str, label: str = "billing") -> dict:
+    return {"trace_id": f"t{i}", "timestamp_ms": i, "state": "OK", "experiment_id": "1", "program": "ticket_router",
+            "contributor": "0x" + "a" * 40, "inputs": json.dumps({"message": message}), "outputs": '{"queue": "billing"}',
+            "feedback": "{}", "expectations": json.dumps({"queue": label}), "trace_hash": f"0x{i:064x}"}
+
+
+@given(st.text(max_size=50))
+def test_split_is_a_pure_function_of_the_key(key):
+    split = SplitConfig()
+    assert split_of(key, split) == split_of(key, split) in {"train", "dev", "holdout"}
+
+
+def test_duplicates_collapse_to_the_earliest_and_keep_their_split():
+    rows = [_row(i, f"message number {i}") for i in range(40)] + [_row(100, "Message  number 3"), _row(101, "message number 3", "sales")]
+    table = training_table(pl.DataFrame(rows, schema=CURATED_SCHEMA), SPEC)
+    assert table.height == 41  # the re-submission with the same label is dropped, the conflicting label stays
+    assert "t100" not in table["trace_id"].to_list()
+    assert len(set(table.filter(pl.col("input_key") == "message number 3")["split"])) == 1
+    window_grows = training_table(pl.DataFrame(rows + [_row(200, "something new")], schema=CURATED_SCHEMA), SPEC)
+    before = dict(zip(table["trace_id"], table["split"]))
+    assert all(before[t] == s for t, s in zip(window_grows["trace_id"], window_grows["split"]) if t in before)
+
+
+def test_examples_carry_ground_truth_and_provenance():
+    table = training_table(pl.DataFrame([_row(i, f"text {i}") for i in range(30)], schema=CURATED_SCHEMA), SPEC)
+    train = examples(table, SPEC, "train")
+    assert train and all(ex.queue == "billing" and ex.trace_id and ex.trace_hash and ex.contributor for ex in train)
+    assert set(train[0].inputs().keys()) == {"message"}

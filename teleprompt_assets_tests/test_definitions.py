@@ -1,0 +1,27 @@
+"""Outside tools are the judge: `dagster definitions validate` and `dg check defs` accept the project."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+
+def _run(args, tp_home):
+    env = dict(os.environ, DAGSTER_HOME=str(tp_home / "dagster"), VIRTUAL_ENV=str(BIN.parent))
+    (tp_home / "dagster").mkdir(parents=True, exist_ok=True)
+    return subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_dagster_definitions_validate(tp_home):
+    result = _run([str(BIN / "dagster"), "definitions", "validate", "-w", "workspace.yaml"], tp_home)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Validation successful" in result.stdout + result.stderr
+
+
+def test_dg_check_defs(tp_home):
+    result = _run([str(BIN / "dg"), "check", "defs"], tp_home)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "All definitions loaded successfully" in result.stdout + result.stderr

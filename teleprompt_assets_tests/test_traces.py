@@ -1,0 +1,97 @@
+import json
+from datetime import date
+
+import mlflow
+import polars as pl
+import pytest
+
+from teleprompt_assets import traces
+from teleprompt_assets.contract import CONTRIBUTOR_TAG, PROGRAM_TAG, label_trace, traced_call
+from teleprompt_assets.programs import load_project
+from teleprompt_assets.seed import day_start_ns
+from teleprompt_assets.settings import load_settings
+from teleprompt_assets.tracking import connect, experiment_id
+
+DAY = date(2026, 3, 4)
+GOOD = "0xA2DFbbE547B9fe2Eb36D63B62AE89F1b950f0dD8"
+
+
+@pytest.fixture
+def store(tp_home):
+    settings = load_settings()
+    client = connect(settings)
+    spec = load_project(settings.config_path)[1]["ticket_router"]
+    return client, experiment_id(client, settings, spec.config.experiment), spec
+
+
+def _log(exp_id, contributor=GOOD, program="ticket_router", message="My parcel is late", queue="shipping", offset_s=60, feedback=None, expectations=None):
+    trace_id, _ = traced_call(program, contributor, {"message": message}, lambda message: {"queue": queue} if queue else {},
+                              experiment_id=exp_id, start_time_ns=day_start_ns(DAY) + offset_s * 10**9)
+    label_trace(trace_id, contributor, feedback if feedback is not None else {"resolved_first_touch": True},
+                expectations if expectations is not None else {"queue": "shipping"})
+    return trace_id
+
+
+def test_trace_becomes_a_row_with_contract_fields_and_hash(store):
+    client, exp_id, spec = store
+    trace_id = _log(exp_id, feedback={"resolved_first_touch": True, "csat": 0.75})
+    raw = traces.read_day(client, exp_id, DAY.isoformat())
+    assert raw.height == 1
+    row = raw.row(0, named=True)
+    assert row["trace_id"] == trace_id and row["program"] == "ticket_router" and row["contributor"] == GOOD
+    assert json.loads(row["inputs"]) == {"message": "My parcel is late"}
+    assert json.loads(row["outputs"]) == {"queue": "shipping"}
+    assert json.loads(row["feedback"]) == {"resolved_first_touch": True, "csat": 0.75}
+    assert json.loads(row["expectations"]) == {"queue": "shipping"}
+    assert row["timestamp_ms"] == day_start_ns(DAY) // 10**6 + 60_000
+    curated, quarantined = traces.validate(raw, spec, now_ms=2**62)
+    assert quarantined.height == 0
+    assert curated["trace_hash"][0] == traces.trace_hash(row) and curated["trace_hash"][0].startswith("0x")
+
+
+def test_other_days_are_not_read(store):
+    client, exp_id, _ = store
+    _log(exp_id, offset_s=86_400 + 5)
+    _log(exp_id, offset_s=-5)
+    assert traces.read_day(client, exp_id, DAY.isoformat()).height == 0
+
+
+def test_contract_violations_are_quarantined_with_reasons(store):
+    client, exp_id, spec = store
+    cases = {
+        "invalid_contributor": dict(contributor="0x1234"),
+        "contributor_not_checksummed": dict(contributor=GOOD.lower()),
+        "program_mismatch": dict(program="someone_else"),
+        "missing_outputs": dict(queue=None),
+        "invalid_score": dict(feedback={"csat": 5}),
+        "no_ground_truth": dict(expectations={}),
+    }
+    for i, kwargs in enumerate(cases.values()):
+        _log(exp_id, offset_s=100 + i, **kwargs)
+    span = mlflow.start_span_no_context("ticket_router", inputs={"message": "hi"}, tags={PROGRAM_TAG: "ticket_router"},
+                                        experiment_id=exp_id, start_time_ns=day_start_ns(DAY) + 10**12)
+    span.end(outputs={"queue": "sales"})
+    raw = traces.read_day(client, exp_id, DAY.isoformat())
+    curated, quarantined = traces.validate(raw, spec, now_ms=2**62)
+    assert curated.height == 0 and quarantined.height == raw.height == len(cases) + 1
+    assert sorted(quarantined["reason"]) == sorted([*cases, "missing_contributor"])
+    assert all(quarantined["detail"].str.len_chars() > 0)
+
+
+def test_duplicate_ids_and_future_timestamps_are_quarantined():
+    row = {"trace_id": "tr-1", "timestamp_ms": 1_000, "state": "OK", "experiment_id": "1", "program": "ticket_router", "contributor": GOOD,
+           "inputs": '{"message": "hi"}', "outputs": '{"queue": "sales"}', "feedback": "{}", "expectations": '{"queue": "sales"}'}
+    future = row | {"trace_id": "tr-2", "timestamp_ms": 10**15}
+    spec = load_project("teleprompt.yaml")[1]["ticket_router"]
+    curated, quarantined = traces.validate(traces.raw_frame([row, row, future]), spec, now_ms=2_000)
+    assert curated.height == 1
+    assert sorted(quarantined["reason"]) == ["duplicate_trace_id", "future_timestamp"]
+
+
+def test_canonical_json_is_stable_and_order_free():
+    row = {"trace_id": "t", "program": "p", "contributor": GOOD, "timestamp_ms": 5, "inputs": '{"b": 1, "a": "é"}',
+           "outputs": '{"x": 1}', "feedback": '{"z": true, "y": 0.5}', "expectations": "{}"}
+    swapped = row | {"inputs": '{"a": "é", "b": 1}', "feedback": '{"y": 0.5, "z": true}'}
+    assert traces.canonical_json(row) == traces.canonical_json(swapped)
+    assert traces.canonical_json(row) == '{"contributor":"0xA2DFbbE547B9fe2Eb36D63B62AE89F1b950f0dD8","expectations":{},"feedback":{"y":0.5,"z":true},"inputs":{"a":"é","b":1},"outputs":{"x":1},"program":"p","timestamp_ms":5,"trace_id":"t"}'.encode()
+    assert isinstance(traces.raw_frame([]), pl.DataFrame)
