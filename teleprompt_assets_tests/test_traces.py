@@ -6,7 +6,7 @@ import polars as pl
 import pytest
 
 from teleprompt_assets import traces
-from teleprompt_assets.contract import CONTRIBUTOR_TAG, PROGRAM_TAG, label_trace, traced_call
+from teleprompt_assets.contract import PROGRAM_TAG, label_trace, traced_call
 from teleprompt_assets.programs import load_project
 from teleprompt_assets.seed import day_start_ns
 from teleprompt_assets.settings import load_settings
