@@ -6,6 +6,7 @@ UV_VERSION := 0.13.9
 export TELEPROMPT_HOME ?= $(CURDIR)/.teleprompt
 export DAGSTER_HOME ?= $(TELEPROMPT_HOME)/dagster
 export UV_PYTHON_DOWNLOADS := never
+export LITELLM_LOCAL_MODEL_COST_MAP ?= True
 
 .PHONY: install demo test check ui clean
 
