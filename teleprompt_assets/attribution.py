@@ -90,3 +90,21 @@ def reward_weights(
     ppm = largest_remainder(combined)
     everyone = sorted(set(volume) | set(demos), key=str.lower)
     return [ContributorRow(c, volume[c], quality.get(c, Fraction(0)), demos[c], ppm.get(c, 0)) for c in everyone]
+
+
+def contributor_summary(data_traces: Iterable[Mapping[str, str]], demos: Iterable[Mapping[str, str | None]]) -> list[dict]:
+    """Per contributor: the traces it supplied to the training window and those that became demos.
+
+    Travels with every model version, attested or not, so credit is traceable even without DeltaOne.
+    """
+    supplied: dict[str, list[str]] = {}
+    for trace in data_traces:
+        supplied.setdefault(trace["contributor"], []).append(trace["trace_id"])
+    demo_ids: dict[str, list[str]] = {}
+    for demo in demos:
+        if demo.get("contributor") and demo.get("trace_id"):
+            demo_ids.setdefault(str(demo["contributor"]), []).append(str(demo["trace_id"]))
+    return [
+        {"contributor": c, "traces": sorted(supplied.get(c, [])), "demo_traces": sorted(demo_ids.get(c, []))}
+        for c in sorted(set(supplied) | set(demo_ids), key=str.lower)
+    ]

@@ -41,6 +41,23 @@ def _verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rollback(args: argparse.Namespace) -> int:
+    from teleprompt_assets.lm import build_lm
+    from teleprompt_assets.programs import load_project
+    from teleprompt_assets.registry import RollbackError, rollback
+    from teleprompt_assets.tracking import connect
+
+    settings = load_settings()
+    spec = load_project(settings.config_path)[1][args.program]
+    try:
+        done = rollback(connect(settings), spec, build_lm(), args.to, args.reason)
+    except RollbackError as exc:
+        print(f"rollback refused: {exc}", file=sys.stderr)
+        return 1
+    print(f"{done.name}: champion v{done.from_version} -> v{done.to_version} (validated: loads and runs)")
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from teleprompt_assets.defs.demo import demo
 
@@ -91,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     verify.add_argument("bundle")
     verify.add_argument("--signer", help="expected attester address")
     verify.set_defaults(func=_verify)
+    back = sub.add_parser("rollback", help="move a program's champion back to an earlier, validated version")
+    back.add_argument("program")
+    back.add_argument("--to", type=int, help="version to restore (default: the one the champion replaced)")
+    back.add_argument("--reason", default="manual rollback")
+    back.set_defaults(func=_rollback)
     demo = sub.add_parser("demo", help="seed a week of traffic and run the whole graph for the latest day")
     demo.add_argument("--days", type=int, default=7)
     demo.add_argument("--per-day", type=int, default=40)

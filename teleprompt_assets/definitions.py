@@ -7,6 +7,7 @@ import dagster as dg
 from teleprompt_assets.defs.assets import build_assets
 from teleprompt_assets.defs.automation import build_automation
 from teleprompt_assets.defs.io import LocalTableIOManager
+from teleprompt_assets.defs.jobs import rollback_job
 from teleprompt_assets.defs.partitions import program_day_partitions
 from teleprompt_assets.defs.resources import TelepromptResource
 from teleprompt_assets.programs import load_project
@@ -34,7 +35,7 @@ def build_definitions() -> dg.Definitions:
     schedule, sensor = build_automation(job, sorted(specs), project.start_date.isoformat())
     return dg.Definitions(
         assets=assets,
-        jobs=[job, ingest],
+        jobs=[job, ingest, rollback_job],
         schedules=[schedule],
         sensors=[sensor],
         resources={

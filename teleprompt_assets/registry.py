@@ -97,9 +97,14 @@ def register(
     window: str,
     experiment_id: str,
     tags: dict[str, Any],
+    artifacts: dict[str, str] | None = None,
     run_name: str | None = None,
 ) -> RegisteredVersion:
-    """Log the program (mlflow.dspy flavor + JSON state) and register it, unless already registered."""
+    """Log the program (mlflow.dspy flavor + JSON state) and register it, unless already registered.
+
+    ``artifacts`` (file name → text) travel with the version: the A/B report, the per-example
+    scores, the contributor list.
+    """
     name = spec.registered_model_name
     prog_hash = program_hash(state)
     existing = find_version(client, name, prog_hash, window)
@@ -112,6 +117,8 @@ def register(
         with dspy.context(lm=None):
             info = mlflow.dspy.log_model(program, name=MODEL_ARTIFACT, pip_requirements=pip_requirements())
         mlflow.log_text(canonical_state_bytes(state).decode("utf-8"), STATE_ARTIFACT)
+        for file_name, text in (artifacts or {}).items():
+            mlflow.log_text(text, file_name)
         version = client.create_model_version(name, info.model_uri, run_id=run.info.run_id, tags=all_tags)
     return RegisteredVersion(name, int(version.version), run.info.run_id, prog_hash, created=True)
 
@@ -124,6 +131,23 @@ def _ensure_registered_model(client: MlflowClient, spec: ProgramSpec) -> None:
             client.create_registered_model(spec.registered_model_name, description=f"Optimized versions of the DSPy program '{spec.name}' ({spec.config.module}).")
         except MlflowException:
             client.get_registered_model(spec.registered_model_name)
+
+
+def promote_if_not_worse(client: MlflowClient, name: str, version: int, baseline_sum: int, candidate_sum: int, n: int) -> tuple[bool, str]:
+    """DESIGN §6: a candidate with C < B is never promoted. The refusal is recorded on the version.
+
+    A version that was rolled back stays out of serving when its partition is re-run.
+    """
+    rolled_back = client.get_model_version(name, str(version)).tags.get("rolled_back_at")
+    if rolled_back:
+        return False, f"not promoted: v{version} was rolled back at {rolled_back}"
+    if candidate_sum < baseline_sum:
+        reason = f"not promoted: C={candidate_sum} < B={baseline_sum} on {n} holdout examples"
+        client.set_model_version_tag(name, str(version), "promotion_refused", reason)
+        return False, reason
+    reason = f"C={candidate_sum} >= B={baseline_sum} on {n} holdout examples"
+    promote(client, name, version, reason)
+    return True, reason
 
 
 def promote(client: MlflowClient, name: str, version: int, reason: str) -> int | None:
@@ -166,3 +190,65 @@ def previous_attestation(client: MlflowClient, name: str, before_version: int) -
     versions = client.search_model_versions(f"name = '{name}'")
     attested = [v for v in versions if int(v.version) < before_version and v.tags.get("attestation_uid")]
     return max(attested, key=lambda v: int(v.version)).tags["attestation_uid"] if attested else None
+
+
+SAMPLE_ARTIFACT = "sample_input.json"
+
+
+class RollbackError(RuntimeError):
+    """The rollback cannot proceed; the champion is left where it was."""
+
+
+@dataclass(frozen=True)
+class Rollback:
+    name: str
+    from_version: int
+    to_version: int
+
+
+def smoke_test(client: MlflowClient, spec: ProgramSpec, version: ModelVersion, lm: dspy.LM) -> None:
+    """The version loads with the mlflow.dspy flavor and answers its recorded sample input.
+
+    Loading resets DSPy's global settings (it restores those pickled with the model, LM unset), so
+    the call below passes its LM explicitly through ``dspy.context``.
+    """
+    model = mlflow.dspy.load_model(f"models:/{version.name}/{version.version}")
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            sample = json.loads(Path(client.download_artifacts(version.run_id, SAMPLE_ARTIFACT, tmp)).read_text())
+        except (MlflowException, OSError) as exc:
+            raise RollbackError(f"version {version.version} has no {SAMPLE_ARTIFACT} to validate with") from exc
+    with dspy.context(lm=lm):
+        prediction = model(**sample)
+    missing = [f for f in spec.output_fields if getattr(prediction, f, None) in (None, "")]
+    if missing:
+        raise RollbackError(f"version {version.version} loaded but returned no {', '.join(missing)}")
+
+
+def rollback(client: MlflowClient, spec: ProgramSpec, lm: dspy.LM, to_version: int | None = None, reason: str = "manual rollback") -> Rollback:
+    """Move ``champion`` back to ``to_version`` (default: the version the current champion replaced).
+
+    The target is validated first (it loads and runs); only then does the alias move, and both
+    versions record the event in their tags.
+    """
+    name = spec.registered_model_name
+    current = champion(client, name)
+    if current is None:
+        raise RollbackError(f"{name} has no champion to roll back")
+    target_number = to_version if to_version is not None else int(current.tags.get("previous_champion", "0") or 0)
+    if not target_number:
+        raise RollbackError(f"{name} v{current.version} replaced no earlier champion; pass --to VERSION")
+    if target_number == int(current.version):
+        raise RollbackError(f"{name} v{target_number} is already the champion")
+    try:
+        target = client.get_model_version(name, str(target_number))
+    except MlflowException as exc:
+        raise RollbackError(f"{name} has no version {target_number}") from exc
+    smoke_test(client, spec, target, lm)
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    client.set_registered_model_alias(name, CHAMPION, str(target_number))
+    client.set_model_version_tag(name, str(current.version), "rolled_back_at", now)
+    client.set_model_version_tag(name, str(current.version), "rollback_reason", reason)
+    client.set_model_version_tag(name, str(target_number), "restored_at", now)
+    client.set_model_version_tag(name, str(target_number), "restored_from", str(current.version))
+    return Rollback(name, int(current.version), target_number)

@@ -9,7 +9,7 @@ import dagster as dg
 import dspy
 import polars as pl
 
-from teleprompt_assets import attest, attribution, datasets, evaluate, optimize, registry, traces
+from teleprompt_assets import attest, attribution, datasets, evaluate, optimize, registry, report, traces
 from teleprompt_assets.defs.partitions import split_key, window_mapping
 from teleprompt_assets.defs.resources import TelepromptResource
 from teleprompt_assets.keys import load_attester
@@ -113,12 +113,14 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
         field = spec.config.metric.field or spec.output_fields[0]
         scores = evaluate.score_pair(baseline, candidate, holdout, spec.metric(), build_lm(), field)
         result = evaluate.compare(scores)
+        ab = report.markdown(result, scores, [str(ex.get(field, "")) for ex in holdout], [str(ex.get(spec.input_fields[0], "")) for ex in holdout])
         context.add_output_metadata({
+            "ab_report": dg.MetadataValue.md(ab),
             "holdout": result.n, "baseline_version": baseline_version, "baseline_score": result.baseline_mean,
             "candidate_score": result.candidate_mean, "delta_ppm": result.delta_ppm, "ci_low_ppm": result.ci_low_ppm,
             "deltaone": result.deltaone, "significant": result.significant, "wins": result.wins, "losses": result.losses,
         })
-        return {"baseline_version": baseline_version, "comparison": result.to_dict(), "scores": [s.__dict__ for s in scores]}
+        return {"baseline_version": baseline_version, "comparison": result.to_dict(), "scores": [s.__dict__ for s in scores], "ab_report": ab}
 
     @dg.asset(
         partitions_def=partitions, group_name=GROUP, kinds={"mlflow"},
@@ -139,20 +141,25 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
             "contributor_count": len({t["contributor"] for t in compiled_program["data_traces"]}),
         }
         candidate = optimize.load_state(spec, compiled_program["state"])
-        version = registry.register(client, spec, candidate, compiled_program["state"], window, teleprompt.experiment_id(client, teleprompt.settings().pipeline_experiment), tags)
-        promotable = comparison["candidate_sum"] >= comparison["baseline_sum"]
-        if promotable:
-            registry.promote(client, version.name, version.version, f"C={comparison['candidate_sum']} >= B={comparison['baseline_sum']} on {comparison['n']} holdout examples")
+        artifacts = {
+            "ab_report.md": evaluation_report["ab_report"],
+            "evaluation.json": json.dumps({k: evaluation_report[k] for k in ("baseline_version", "comparison", "scores")}, indent=1, sort_keys=True),
+            registry.SAMPLE_ARTIFACT: json.dumps(_sample_input(training_set, spec)),
+            "contributors.json": json.dumps(attribution.contributor_summary(compiled_program["data_traces"], compiled_program["demos"]), indent=1),
+        }
+        experiment = teleprompt.experiment_id(client, teleprompt.settings().pipeline_experiment)
+        version = registry.register(client, spec, candidate, compiled_program["state"], window, experiment, tags, artifacts)
+        promotable, decision = registry.promote_if_not_worse(client, version.name, version.version, comparison["baseline_sum"], comparison["candidate_sum"], comparison["n"])
         current = registry.champion(client, version.name)
         out = {"name": version.name, "version": version.version, "run_id": version.run_id, "program_hash": version.program_hash,
                "created": version.created, "champion": current is not None and int(current.version) == version.version, "window": window}
         yield dg.Output(out, metadata={
-            "model": version.name, "version": version.version, "created": version.created, "champion": out["champion"],
+            "model": version.name, "version": version.version, "created": version.created, "champion": out["champion"], "promotion": decision,
             "mlflow": dg.MetadataValue.url(f"{MLFLOW_UI}/#/models/{version.name}/versions/{version.version}"),
         })
         yield dg.AssetCheckResult(
             check_name="no_regression", passed=promotable,
-            description=None if promotable else "candidate scores below the baseline: kept out of serving",
+            description=decision, severity=dg.AssetCheckSeverity.WARN,
             metadata={"baseline_sum": comparison["baseline_sum"], "candidate_sum": comparison["candidate_sum"]},
         )
 
@@ -203,6 +210,12 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
         return {"attested": True, "uid": uid, "bundle": str(folder), "attester": attester.address, "verifies": not problems, "problems": problems}
 
     return [raw_traces, curate, training_set, compiled_program, evaluation_report, registered_version, contributor_rewards, deltaone_attestation]
+
+
+def _sample_input(table: pl.DataFrame, spec) -> dict:
+    """One held-out input, kept with the version so a rollback can check the version still runs."""
+    rows = table.filter(pl.col("split") == "holdout").head(1)
+    return {k: v for k, v in json.loads(rows["inputs"][0]).items() if k in spec.input_fields} if len(rows) else {f: "" for f in spec.input_fields}
 
 
 def _dataset_hash(table: pl.DataFrame) -> str:

@@ -20,16 +20,23 @@ class LocalTableIOManager(dg.ConfigurableIOManager):
         name = (partition or "__all__").replace("|", "__").replace("/", "_")
         return Path(self.base_dir, *asset_key.path, f"{name}.{suffix}")
 
+    def _key(self, context: dg.OutputContext) -> dg.AssetKey:
+        """Asset outputs by asset key; plain op outputs (operational jobs) by run and step."""
+        if context.has_asset_key:
+            return context.asset_key
+        return dg.AssetKey(["_ops", context.run_id, f"{context.step_key}.{context.name}"])
+
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
             return
-        partition = context.partition_key if context.has_partition_key else None
+        partition = context.partition_key if context.has_asset_key and context.has_partition_key else None
+        key = self._key(context)
         if isinstance(obj, pl.DataFrame):
-            path = self._path(context.asset_key, partition, "parquet")
+            path = self._path(key, partition, "parquet")
             path.parent.mkdir(parents=True, exist_ok=True)
             obj.write_parquet(path)
         else:
-            path = self._path(context.asset_key, partition, "json")
+            path = self._path(key, partition, "json")
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(obj, sort_keys=True, indent=1, default=str))
 
@@ -43,6 +50,8 @@ class LocalTableIOManager(dg.ConfigurableIOManager):
         return None
 
     def load_input(self, context: dg.InputContext) -> Any:
+        if not context.has_asset_key:
+            return self._load(self._key(context.upstream_output), None)
         key = context.asset_key
         if not context.has_asset_partitions:
             return self._load(key, None)

@@ -22,6 +22,8 @@ from teleprompt_assets.settings import load_settings
 from teleprompt_assets.tracking import connect
 from teleprompt_assets_tests.conftest import set_env
 
+ATTESTER_KEY = "0x8f2a55949038a9610f50fb23b5883af3b4ecb3c3bb792cbcefbd1542c692be63"
+API_KEY = "sk-teleprompt-test-not-a-real-key-4242"
 END = date(2026, 11, 20)
 DAYS = 5
 PER_DAY = 20
@@ -30,6 +32,8 @@ PER_DAY = 20
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory: pytest.TempPathFactory):
     saved = set_env(tmp_path_factory.mktemp("e2e") / "tp")
+    os.environ["TELEPROMPT_ATTESTER_KEY"] = ATTESTER_KEY
+    os.environ["OPENAI_API_KEY"] = API_KEY
     try:
         settings = load_settings()
         spec = load_project(settings.config_path)[1]["ticket_router"]
@@ -104,3 +108,16 @@ def test_champion_loads_with_mlflow_dspy_and_runs_offline(pipeline):
         prediction = model(message="My package for order #10482 has not arrived yet.")
     assert prediction.queue == "shipping"
     assert len(model.route.demos) > 0
+
+
+def test_no_secret_in_any_file_the_run_wrote(pipeline):
+    settings, first, _, _, _ = pipeline
+    assert first["deltaone_attestation"]["attester"] == Account.from_key(ATTESTER_KEY).address
+    needles = [ATTESTER_KEY[2:].lower().encode(), ATTESTER_KEY[2:].upper().encode(), API_KEY.encode()]
+    scanned = 0
+    for path in settings.home.rglob("*"):
+        if path.is_file():
+            body = path.read_bytes()
+            scanned += 1
+            assert not any(n in body for n in needles), f"secret found in {path}"
+    assert scanned > 20  # mlflow.db, pickled model, artifacts, bundle, Dagster storage

@@ -1,0 +1,82 @@
+"""Registry behaviour against a real sqlite MLflow store."""
+
+import json
+
+import mlflow
+import pytest
+
+from teleprompt_assets.lm import offline_lm
+from teleprompt_assets.optimize import load_state, program_state
+from teleprompt_assets.programs import load_project
+from teleprompt_assets import registry
+from teleprompt_assets.settings import load_settings
+from teleprompt_assets.tracking import connect, experiment_id
+
+import dspy
+
+
+@pytest.fixture
+def reg(tp_home):
+    settings = load_settings()
+    client = connect(settings)
+    spec = load_project(settings.config_path)[1]["ticket_router"]
+    return client, spec, experiment_id(client, settings, "teleprompt-pipeline")
+
+
+def _register(reg, demo_queue: str, window: str = "2026-01-01..2026-01-07", base: int = 0):
+    client, spec, exp = reg
+    program = spec.build()
+    program.route.demos = [dspy.Example(message="my parcel never arrived", queue=demo_queue)]
+    state = program_state(program)
+    sample = {registry.SAMPLE_ARTIFACT: json.dumps({"message": "my parcel never arrived"})}
+    return registry.register(client, spec, load_state(spec, state), state, window, exp, {"base_version": base}, sample)
+
+
+def test_same_program_and_window_registers_once(reg):
+    client, spec, _ = reg
+    first = _register(reg, "shipping")
+    again = _register(reg, "shipping")
+    assert first.created and not again.created and again.version == first.version
+    assert _register(reg, "shipping", window="2026-01-02..2026-01-08").version == first.version + 1
+    assert len(client.search_model_versions(f"name = '{spec.registered_model_name}'")) == 2
+
+
+def test_promotion_and_refusal_on_regression(reg):
+    client, spec, _ = reg
+    name = spec.registered_model_name
+    v1 = _register(reg, "shipping")
+    assert registry.promote_if_not_worse(client, name, v1.version, 10, 10, 5)[0]
+    v2 = _register(reg, "billing")
+    promoted, reason = registry.promote_if_not_worse(client, name, v2.version, 10, 9, 5)
+    assert not promoted and "C=9 < B=10" in reason
+    assert int(registry.champion(client, name).version) == v1.version
+    assert client.get_model_version(name, str(v2.version)).tags["promotion_refused"] == reason
+
+
+def test_rollback_restores_validates_and_records(reg):
+    client, spec, _ = reg
+    name = spec.registered_model_name
+    v1, v2 = _register(reg, "shipping"), _register(reg, "billing", window="w2")
+    registry.promote(client, name, v1.version, "first")
+    registry.promote(client, name, v2.version, "better")
+    done = registry.rollback(client, spec, offline_lm())
+    assert (done.from_version, done.to_version) == (v2.version, v1.version)
+    assert int(registry.champion(client, name).version) == v1.version
+    assert client.get_model_version(name, str(v2.version)).tags["rollback_reason"] == "manual rollback"
+    assert client.get_model_version(name, str(v1.version)).tags["restored_from"] == str(v2.version)
+    # a re-run of the rolled-back version's partition does not put it back
+    assert not registry.promote_if_not_worse(client, name, v2.version, 1, 2, 1)[0]
+    with pytest.raises(registry.RollbackError, match="no version 99"):
+        registry.rollback(client, spec, offline_lm(), to_version=99)
+    with pytest.raises(registry.RollbackError, match="already the champion"):
+        registry.rollback(client, spec, offline_lm(), to_version=v1.version)
+
+
+def test_champion_loads_with_the_mlflow_dspy_flavor(reg):
+    client, spec, _ = reg
+    v1 = _register(reg, "shipping")
+    registry.promote(client, spec.registered_model_name, v1.version, "first")
+    model = mlflow.dspy.load_model(f"models:/{spec.registered_model_name}@{registry.CHAMPION}")
+    with dspy.context(lm=offline_lm()):
+        assert model(message="my parcel never arrived at all").queue == "shipping"
+    assert registry.load_champion(client, spec)[0].route.demos[0]["queue"] == "shipping"
