@@ -9,7 +9,9 @@ from teleprompt_assets.defs.automation import build_automation
 from teleprompt_assets.defs.io import LocalTableIOManager
 from teleprompt_assets.defs.jobs import rollback_job
 from teleprompt_assets.defs.partitions import program_day_partitions
-from teleprompt_assets.defs.resources import TelepromptResource
+from dagster_mlflow import end_mlflow_on_run_finished
+
+from teleprompt_assets.defs.resources import TelepromptResource, pipeline_tracking
 from teleprompt_assets.programs import load_project
 from teleprompt_assets.settings import load_settings
 
@@ -24,12 +26,12 @@ def build_definitions() -> dg.Definitions:
     assets = build_assets(partitions, project.window_days)
     job = dg.define_asset_job(
         OPTIMIZE_JOB, selection=dg.AssetSelection.assets(*assets),
-        executor_def=dg.in_process_executor,
+        executor_def=dg.in_process_executor, hooks={end_mlflow_on_run_finished},
         description="Ingest, curate, optimize, evaluate, register and attest one program for one day.",
     )
     ingest = dg.define_asset_job(
         INGEST_JOB, selection=dg.AssetSelection.assets("raw_traces").downstream(depth=1) - dg.AssetSelection.assets("training_set"),
-        executor_def=dg.in_process_executor,
+        executor_def=dg.in_process_executor, hooks={end_mlflow_on_run_finished},
         description="Ingest and curate one program's traces for one day (backfills of the training window).",
     )
     schedule, sensor = build_automation(job, sorted(specs), project.start_date.isoformat())
@@ -40,6 +42,7 @@ def build_definitions() -> dg.Definitions:
         sensors=[sensor],
         resources={
             "teleprompt": TelepromptResource(),
+            "mlflow": pipeline_tracking.configured({"experiment_name": settings.pipeline_experiment, "mlflow_tracking_uri": settings.tracking_uri}),
             "io_manager": LocalTableIOManager(base_dir=str(settings.storage)),
         },
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -102,6 +103,9 @@ def register(
 ) -> RegisteredVersion:
     """Log the program (mlflow.dspy flavor + JSON state) and register it, unless already registered.
 
+    Logs into the active MLflow run when there is one (the Dagster run's, via dagster-mlflow), so the
+    version's run holds the whole pipeline run's params and metrics; otherwise starts its own run.
+
     ``artifacts`` (file name → text) travel with the version: the A/B report, the per-example
     scores, the contributor list.
     """
@@ -112,7 +116,9 @@ def register(
         return RegisteredVersion(name, int(existing.version), existing.run_id, prog_hash, created=False)
     _ensure_registered_model(client, spec)
     all_tags = {k: str(v) for k, v in tags.items()} | {"program_hash": prog_hash, "window": window, "program": spec.name}
-    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"{spec.name}:{window}") as run:
+    active = mlflow.active_run()
+    run_context = nullcontext(active) if active is not None else mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"{spec.name}:{window}")
+    with run_context as run:
         mlflow.set_tags(all_tags)
         with dspy.context(lm=None):
             info = mlflow.dspy.log_model(program, name=MODEL_ARTIFACT, pip_requirements=pip_requirements())

@@ -8,6 +8,7 @@ from datetime import date, datetime, time as dtime, timedelta, timezone
 import dagster as dg
 import dspy
 import polars as pl
+from dagster_mlflow.resources import MlFlow
 
 from teleprompt_assets import attest, attribution, datasets, evaluate, optimize, registry, report, traces
 from teleprompt_assets.defs.partitions import split_key, window_mapping
@@ -16,6 +17,7 @@ from teleprompt_assets.keys import load_attester
 from teleprompt_assets.lm import build_lm
 
 GROUP = "teleprompt"
+Tracking = dg.ResourceParam[MlFlow]
 MLFLOW_UI = "http://127.0.0.1:5000"
 
 
@@ -26,13 +28,14 @@ def _window(day: str, days: int) -> str:
 
 def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
     @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"mlflow", "polars"})
-    def raw_traces(context: dg.AssetExecutionContext, teleprompt: TelepromptResource) -> pl.DataFrame:
+    def raw_traces(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, mlflow: Tracking) -> pl.DataFrame:
         """One day of a program's production traces, as MLflow holds them."""
         program, day = split_key(context)
         client = teleprompt.client()
         spec = teleprompt.spec(program)
         table = traces.read_day(client, teleprompt.experiment_id(client, spec.config.experiment), day)
         context.add_output_metadata({"traces_read": len(table), "experiment": spec.config.experiment})
+        _track(mlflow, params={"program": program, "partition_date": day}, metrics={"traces_read": len(table)})
         return table
 
     @dg.multi_asset(
@@ -45,11 +48,12 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
         },
         check_specs=[dg.AssetCheckSpec("counts_reconcile", asset="curated_traces", blocking=True, description="read = accepted + quarantined")],
     )
-    def curate(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, raw_traces: pl.DataFrame):
+    def curate(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, mlflow: Tracking, raw_traces: pl.DataFrame):
         program, _ = split_key(context)
         accepted, rejected = traces.validate(raw_traces, teleprompt.spec(program), now_ms=int(time.time() * 1000))
         reasons = dict(rejected.group_by("reason").len().sort("reason").iter_rows()) if len(rejected) else {}
         rate = len(rejected) / len(raw_traces) if len(raw_traces) else 0.0
+        _track(mlflow, metrics={"traces_accepted": len(accepted), "traces_quarantined": len(rejected), "quarantine_rate": rate})
         yield dg.Output(accepted, "curated_traces", metadata={"accepted": len(accepted), "quarantine_rate": rate, "contributors": accepted["contributor"].n_unique()})
         yield dg.Output(rejected, "quarantined_traces", metadata={"quarantined": len(rejected), "reasons": dg.MetadataValue.json(reasons)})
         yield dg.AssetCheckResult(
@@ -63,7 +67,7 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
         description=f"The last {window_days} days of curated traces, deduplicated and split train / dev / holdout by a hash of the inputs.",
         ins={"curated_traces": dg.AssetIn(partition_mapping=window_mapping(window_days), metadata={"allow_missing_partitions": True})},
     )
-    def training_set(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, curated_traces: pl.DataFrame) -> pl.DataFrame:
+    def training_set(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, mlflow: Tracking, curated_traces: pl.DataFrame) -> pl.DataFrame:
         program, day = split_key(context)
         curated = curated_traces if isinstance(curated_traces, pl.DataFrame) else pl.DataFrame(schema=traces.CURATED_SCHEMA)
         table = datasets.training_table(curated, teleprompt.spec(program))
@@ -73,10 +77,12 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
             **{f"{s}_rows": counts.get(s, 0) for s in datasets.SPLITS},
             "dataset_hash": _dataset_hash(table),
         })
+        _track(mlflow, params={"window": _window(day, window_days), "dataset_hash": _dataset_hash(table)},
+               metrics={f"{s}_rows": counts.get(s, 0) for s in datasets.SPLITS})
         return table
 
     @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"dspy"})
-    def compiled_program(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, training_set: pl.DataFrame) -> dict:
+    def compiled_program(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, mlflow: Tracking, training_set: pl.DataFrame) -> dict:
         """The program recompiled by its configured teleprompter on the window's train split."""
         program, _ = split_key(context)
         spec = teleprompt.spec(program)
@@ -96,13 +102,15 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
             "optimizer": spec.config.optimizer.name, "trainset_size": len(trainset), "demos": len(demos),
             "program_hash": prog_hash, "compile_seconds": round(time.perf_counter() - started, 3), "lm": lm.model,
         })
+        _track(mlflow, params={"optimizer": spec.config.optimizer.name, "optimizer_params": json.dumps(spec.config.optimizer.params, sort_keys=True), "lm": lm.model},
+               metrics={"demos": len(demos), "trainset_size": len(trainset), "compile_seconds": time.perf_counter() - started})
         return {
             "program": program, "state": result.state, "program_hash": prog_hash, "demos": demos,
             "optimizer": spec.config.optimizer.model_dump(), "data_traces": training_set.filter(pl.col("split") == "train").select("trace_id", "trace_hash", "contributor", "feedback").to_dicts(),
         }
 
     @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"dspy"})
-    def evaluation_report(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, training_set: pl.DataFrame, compiled_program: dict) -> dict:
+    def evaluation_report(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, mlflow: Tracking, training_set: pl.DataFrame, compiled_program: dict) -> dict:
         """Baseline (champion, else uncompiled) vs candidate on the same holdout; DeltaOne decided exactly."""
         program, day = split_key(context)
         spec = teleprompt.spec(program)
@@ -120,13 +128,15 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
             "candidate_score": result.candidate_mean, "delta_ppm": result.delta_ppm, "ci_low_ppm": result.ci_low_ppm,
             "deltaone": result.deltaone, "significant": result.significant, "wins": result.wins, "losses": result.losses,
         })
+        _track(mlflow, metrics={"baseline_score": result.baseline_mean, "candidate_score": result.candidate_mean, "delta_ppm": result.delta_ppm,
+                                 "ci_low_ppm": result.ci_low_ppm, "holdout": result.n, "deltaone": int(result.deltaone)})
         return {"baseline_version": baseline_version, "comparison": result.to_dict(), "scores": [s.__dict__ for s in scores], "ab_report": ab}
 
     @dg.asset(
         partitions_def=partitions, group_name=GROUP, kinds={"mlflow"},
         check_specs=[dg.AssetCheckSpec("no_regression", asset="registered_version", blocking=False, description="champion moves only when C >= B")],
     )
-    def registered_version(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, training_set: pl.DataFrame, compiled_program: dict, evaluation_report: dict):
+    def registered_version(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, mlflow: Tracking, training_set: pl.DataFrame, compiled_program: dict, evaluation_report: dict):
         """The candidate as an MLflow model version with lineage; `champion` moves to it only if C >= B."""
         program, day = split_key(context)
         spec = teleprompt.spec(program)
@@ -164,7 +174,7 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
         )
 
     @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"polars"})
-    def contributor_rewards(context: dg.AssetExecutionContext, compiled_program: dict) -> pl.DataFrame:
+    def contributor_rewards(context: dg.AssetExecutionContext, mlflow: Tracking, compiled_program: dict) -> pl.DataFrame:
         """Reward weights (ppm, summing to 1,000,000) for the contributors whose traces fed this program."""
         rows = attribution.reward_weights(
             [(t["contributor"], t["feedback"]) for t in compiled_program["data_traces"]],
@@ -177,7 +187,7 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
         return table
 
     @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"ethereum"})
-    def deltaone_attestation(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, compiled_program: dict, evaluation_report: dict,
+    def deltaone_attestation(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, mlflow: Tracking, compiled_program: dict, evaluation_report: dict,
                              registered_version: dict, contributor_rewards: pl.DataFrame) -> dict:
         """A signed EAS off-chain attestation when DeltaOne holds with significance; otherwise the reason it was skipped."""
         program, day = split_key(context)
@@ -205,11 +215,20 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
         client.log_artifacts(registered_version["run_id"], str(folder), artifact_path="attestation")
         client.set_model_version_tag(registered_version["name"], str(registered_version["version"]), "attestation_uid", uid)
         problems = attest.verify_bundle(folder, expected_signer=attester.address)
+        mlflow.set_tag("attestation_uid", uid)
         context.add_output_metadata({"attested": True, "uid": uid, "attester": attester.address, "dev_key": attester.is_dev,
                                      "bundle": dg.MetadataValue.path(str(folder)), "verifies": not problems})
         return {"attested": True, "uid": uid, "bundle": str(folder), "attester": attester.address, "verifies": not problems, "problems": problems}
 
     return [raw_traces, curate, training_set, compiled_program, evaluation_report, registered_version, contributor_rewards, deltaone_attestation]
+
+
+def _track(tracking: MlFlow, params: dict | None = None, metrics: dict | None = None) -> None:
+    """Mirror a step's figures into the Dagster run's MLflow run (dagster-mlflow)."""
+    if params:
+        tracking.log_params({k: str(v)[:500] for k, v in params.items()})
+    if metrics:
+        tracking.log_metrics({k: float(v) for k, v in metrics.items()})
 
 
 def _sample_input(table: pl.DataFrame, spec) -> dict:

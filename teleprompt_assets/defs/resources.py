@@ -5,6 +5,8 @@ import dataclasses
 from pathlib import Path
 
 import dagster as dg
+import dagster_mlflow
+from dagster_mlflow.resources import MlFlow
 from mlflow import MlflowClient
 
 from teleprompt_assets.programs import ProgramSpec, load_project
@@ -35,3 +37,15 @@ class TelepromptResource(dg.ConfigurableResource):
 
     def experiment_id(self, client: MlflowClient, name: str) -> str:
         return experiment_id(client, self.settings(), name)
+
+
+@dg.resource(config_schema=dagster_mlflow.mlflow_tracking.config_schema, required_resource_keys={"teleprompt"})
+def pipeline_tracking(context: dg.InitResourceContext) -> MlFlow:
+    """dagster-mlflow's run tracking (one MLflow run per Dagster run, tagged with its run id).
+
+    Our experiments carry an explicit artifact location; dagster-mlflow would create its experiment
+    without one (payloads in ./mlruns), so it is created here first.
+    """
+    teleprompt: TelepromptResource = context.resources.teleprompt
+    teleprompt.experiment_id(teleprompt.client(), context.resource_config["experiment_name"])
+    return MlFlow(context)

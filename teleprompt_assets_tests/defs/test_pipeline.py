@@ -121,3 +121,21 @@ def test_no_secret_in_any_file_the_run_wrote(pipeline):
             scanned += 1
             assert not any(n in body for n in needles), f"secret found in {path}"
     assert scanned > 20  # mlflow.db, pickled model, artifacts, bundle, Dagster storage
+
+
+def test_each_dagster_run_is_a_finished_mlflow_run_holding_the_version(pipeline):
+    settings, first, _, client, _ = pipeline
+    experiment = client.get_experiment_by_name(settings.pipeline_experiment)
+    assert experiment.artifact_location.startswith(settings.artifact_root.as_uri())
+    runs = client.search_runs([experiment.experiment_id], f"tags.dagster_run_id = '{first['run_id']}'")
+    assert len(runs) == 1
+    run = runs[0]
+    assert run.info.status == "FINISHED"
+    assert run.data.metrics["delta_ppm"] == first["evaluation_report"]["comparison"]["delta_ppm"]
+    assert run.data.params["optimizer"] == "BootstrapFewShot"
+    assert run.data.tags["attestation_uid"] == first["deltaone_attestation"]["uid"]
+    assert first["registered_version"]["run_id"] == run.info.run_id
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"ab_report.md", "evaluation.json", "contributors.json", "program_state.json", "attestation"} <= artifacts
+    unfinished = client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
+    assert unfinished == []
