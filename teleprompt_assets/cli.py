@@ -28,16 +28,39 @@ def _seed(args: argparse.Namespace) -> int:
     return 0
 
 
+def _registered_hash(bundle: Path) -> str | None:
+    """programHash of the model version the bundle attests, read from the configured MLflow store."""
+    from teleprompt_assets.attest import SCHEMA
+    from teleprompt_assets.eas import decode_data
+    from teleprompt_assets.tracking import connect
+
+    message = json.loads((bundle / "attestation.json").read_text())["message"]
+    data = decode_data(SCHEMA, message["data"])
+    version = connect(load_settings()).get_model_version(f"teleprompt-{data['program']}", str(data["modelVersion"]))
+    return version.tags.get("program_hash")
+
+
 def _verify(args: argparse.Namespace) -> int:
+    from mlflow.exceptions import MlflowException
+
     from teleprompt_assets.attest import verify_bundle
 
-    problems = verify_bundle(Path(args.bundle), expected_signer=args.signer)
+    bundle = Path(args.bundle)
+    registered = None
+    if not args.offline:
+        try:
+            registered = _registered_hash(bundle)
+        except (MlflowException, OSError, KeyError, ValueError) as exc:
+            print(f"FAIL registry: cannot read the attested model version ({type(exc).__name__}); use --offline to skip this check")
+            return 1
+    problems = verify_bundle(bundle, expected_signer=args.signer, registered_program_hash=registered)
     if problems:
         for problem in problems:
             print(f"FAIL {problem}")
         return 1
     uid = json.loads((Path(args.bundle) / "attestation.json").read_text())["uid"]
-    print(f"OK {uid}: signature, uid, roots, DeltaOne arithmetic and program hash verify")
+    checked = "program hash (bundle" + (" and registered model)" if registered else ")")
+    print(f"OK {uid}: signature, uid, roots, DeltaOne arithmetic and {checked} verify")
     return 0
 
 
@@ -56,6 +79,47 @@ def _rollback(args: argparse.Namespace) -> int:
         return 1
     print(f"{done.name}: champion v{done.from_version} -> v{done.to_version} (validated: loads and runs)")
     return 0
+
+
+def _proof(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from eth_utils import is_checksum_address
+
+    from teleprompt_assets import registry
+    from teleprompt_assets.merkle import StandardMerkleTree
+    from teleprompt_assets.programs import load_project
+    from teleprompt_assets.tracking import connect
+
+    if not is_checksum_address(args.address):
+        print(f"{args.address} is not an EIP-55 checksummed address", file=sys.stderr)
+        return 2
+    settings = load_settings()
+    spec = load_project(settings.config_path)[1][args.program]
+    client = connect(settings)
+    version = client.get_model_version(spec.registered_model_name, str(args.version)) if args.version else registry.champion(client, spec.registered_model_name)
+    if version is None:
+        print(f"{spec.registered_model_name} has no champion; pass --version", file=sys.stderr)
+        return 1
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            bundle = registry.download_attestation(client, version, Path(tmp))
+        except LookupError as exc:
+            print(str(exc), file=sys.stderr)
+            return 1
+        dump = json.loads((bundle / "rewards_tree.json").read_text())
+        attestation = json.loads((bundle / "attestation.json").read_text())
+    tree = StandardMerkleTree.load(dump)
+    for index, value in tree.entries():
+        if value[0].lower() == args.address.lower():
+            print(json.dumps({
+                "program": spec.name, "modelVersion": int(version.version), "attestationUid": attestation["uid"],
+                "rewardsRoot": tree.root, "leafEncoding": dump["leafEncoding"], "account": args.address,
+                "weightPpm": int(value[1]), "proof": tree.get_proof(index),
+            }, indent=2))
+            return 0
+    print(f"{args.address} has no reward weight in {spec.registered_model_name} v{version.version}", file=sys.stderr)
+    return 1
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -107,7 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     verify = sub.add_parser("verify", help="verify an attestation bundle end to end")
     verify.add_argument("bundle")
     verify.add_argument("--signer", help="expected attester address")
+    verify.add_argument("--offline", action="store_true", help="skip the check against the registered model version")
     verify.set_defaults(func=_verify)
+    proof = sub.add_parser("proof", help="a contributor's reward weight and Merkle proof, for a claim contract")
+    proof.add_argument("address")
+    proof.add_argument("--program", default="ticket_router")
+    proof.add_argument("--version", type=int, help="model version (default: the champion)")
+    proof.set_defaults(func=_proof)
     back = sub.add_parser("rollback", help="move a program's champion back to an earlier, validated version")
     back.add_argument("program")
     back.add_argument("--to", type=int, help="version to restore (default: the one the champion replaced)")

@@ -258,3 +258,10 @@ def rollback(client: MlflowClient, spec: ProgramSpec, lm: dspy.LM, to_version: i
     client.set_model_version_tag(name, str(target_number), "restored_at", now)
     client.set_model_version_tag(name, str(target_number), "restored_from", str(current.version))
     return Rollback(name, int(current.version), target_number)
+
+
+def download_attestation(client: MlflowClient, version: ModelVersion, dest: Path) -> Path:
+    """The evidence bundle stored with a version (``attestation/`` artifacts of its run)."""
+    if not version.tags.get("attestation_uid"):
+        raise LookupError(f"{version.name} v{version.version} has no attestation")
+    return Path(client.download_artifacts(version.run_id, "attestation", str(dest)))

@@ -89,3 +89,15 @@ def test_compare_counts_wins_losses_ties_and_gates_on_significance():
     assert result.deltaone and result.significant and result.attestable
     flat = compare([ExampleScore("0x0", "1", "0x0", 10**6, 10**6, "", "")] * 10)
     assert not flat.deltaone and not flat.attestable
+
+
+def test_rule_equals_exact_comparison_on_an_exhaustive_grid():
+    """Every (B, C) for n ≤ 3 at a resolution that contains every boundary exactly."""
+    for n in range(1, 4):
+        top = n * 10**6
+        grid = sorted({*range(0, top + 1, 10_000), *range(0, 30_001), *(b + -(-b // 100) + d for b in range(0, top + 1, 10_000) for d in (-1, 0, 1))})
+        grid = [x for x in grid if 0 <= x <= top]
+        for b in grid[:: max(1, len(grid) // 600)]:
+            for c in (b - 1, b, b + -(-b // 100) - 1, b + -(-b // 100), b + -(-b // 100) + 1, n * 10_000 - 1, n * 10_000, top):
+                if 0 <= c <= top:
+                    assert is_deltaone(b, c, n) == exact_rule(b, c, n), (b, c, n)

@@ -10,7 +10,7 @@ import dspy
 import polars as pl
 from dagster_mlflow.resources import MlFlow
 
-from teleprompt_assets import attest, attribution, datasets, evaluate, optimize, registry, report, traces
+from teleprompt_assets import attest, attribution, datasets, evaluate, optimize, registry, report, share, traces
 from teleprompt_assets.defs.partitions import split_key, window_mapping
 from teleprompt_assets.defs.resources import TelepromptResource
 from teleprompt_assets.keys import load_attester
@@ -215,10 +215,12 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
         client.log_artifacts(registered_version["run_id"], str(folder), artifact_path="attestation")
         client.set_model_version_tag(registered_version["name"], str(registered_version["version"]), "attestation_uid", uid)
         problems = attest.verify_bundle(folder, expected_signer=attester.address)
+        url = share.share_url(json.loads(files["attestation.json"]), attester.address)
         mlflow.set_tag("attestation_uid", uid)
         context.add_output_metadata({"attested": True, "uid": uid, "attester": attester.address, "dev_key": attester.is_dev,
-                                     "bundle": dg.MetadataValue.path(str(folder)), "verifies": not problems})
-        return {"attested": True, "uid": uid, "bundle": str(folder), "attester": attester.address, "verifies": not problems, "problems": problems}
+                                     "bundle": dg.MetadataValue.path(str(folder)), "verifies": not problems,
+                                     "explorer": dg.MetadataValue.url(url)})
+        return {"attested": True, "uid": uid, "bundle": str(folder), "attester": attester.address, "verifies": not problems, "problems": problems, "share_url": url}
 
     return [raw_traces, curate, training_set, compiled_program, evaluation_report, registered_version, contributor_rewards, deltaone_attestation]
 

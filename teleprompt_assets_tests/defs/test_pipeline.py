@@ -139,3 +139,28 @@ def test_each_dagster_run_is_a_finished_mlflow_run_holding_the_version(pipeline)
     assert {"ab_report.md", "evaluation.json", "contributors.json", "program_state.json", "attestation"} <= artifacts
     unfinished = client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
     assert unfinished == []
+
+
+def test_cli_verify_checks_the_registered_model_and_proof_verifies(pipeline, capsys, tmp_path):
+    import shutil
+
+    from teleprompt_assets.attest import SCHEMA
+    from teleprompt_assets.cli import main
+    from teleprompt_assets.merkle import verify_proof
+
+    _, first, _, _, _ = pipeline
+    att = first["deltaone_attestation"]
+    assert main(["verify", att["bundle"], "--signer", att["attester"]]) == 0
+    assert "and registered model" in capsys.readouterr().out
+    address = first["contributor_rewards"].sort("weight_ppm", descending=True)["contributor"][0]
+    assert main(["proof", address]) == 0
+    proof = json.loads(capsys.readouterr().out)
+    data = eas.decode_data(SCHEMA, json.loads((Path(att["bundle"]) / "attestation.json").read_text())["message"]["data"])
+    assert proof["rewardsRoot"] == "0x" + data["rewardsRoot"].hex()
+    assert verify_proof(proof["rewardsRoot"], ["address", "uint256"], [address, proof["weightPpm"]], proof["proof"])
+    tampered = tmp_path / "tampered"
+    shutil.copytree(att["bundle"], tampered)
+    program = tampered / "program.json"
+    program.write_text(program.read_text().replace("shipping", "sales", 1))
+    assert main(["verify", str(tampered), "--offline"]) == 1
+    assert "program.json" in capsys.readouterr().out

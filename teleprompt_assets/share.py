@@ -1,0 +1,46 @@
+"""EAS off-chain attestation share strings: the compact, zipped form easscan.org URLs carry.
+
+Mirrors the EAS SDK's ``zipAndEncodeToBase64`` (compacted array → JSON → zlib deflate level 9 →
+base64) and ``createOffchainURL`` so an attestation can be opened in an EAS explorer without
+going on-chain.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+from typing import Any
+from urllib.parse import quote
+
+ZERO_ADDRESS = "0x" + "00" * 20
+ZERO_UID = "0x" + "00" * 32
+EXPLORERS = {1: "https://easscan.org", 11155111: "https://sepolia.easscan.org", 10: "https://optimism.easscan.org", 8453: "https://base.easscan.org"}
+
+
+def compact(attestation: dict[str, Any], signer: str) -> list[Any]:
+    """The SDK's compactOffchainAttestationPackage, field for field."""
+    domain, message, signature = attestation["domain"], attestation["message"], attestation["signature"]
+    return [
+        domain["version"], domain["chainId"], domain["verifyingContract"],
+        signature["r"], signature["s"], signature["v"], signer, attestation["uid"], message["schema"],
+        "0" if message["recipient"] == ZERO_ADDRESS else message["recipient"],
+        int(message["time"]), int(message["expirationTime"]),
+        "0" if message["refUID"] == ZERO_UID else message["refUID"],
+        message["revocable"], message["data"], 0, message["version"], message["salt"],
+    ]
+
+
+def share_string(attestation: dict[str, Any], signer: str) -> str:
+    text = json.dumps(compact(attestation, signer), separators=(",", ":"), ensure_ascii=False)
+    return base64.b64encode(zlib.compress(text.encode("utf-8"), 9)).decode("ascii")
+
+
+def decode_share_string(encoded: str) -> list[Any]:
+    return json.loads(zlib.decompress(base64.b64decode(encoded)).decode("utf-8"))
+
+
+def share_url(attestation: dict[str, Any], signer: str) -> str:
+    """An explorer URL for the attestation (the path the SDK builds, on the chain's easscan host)."""
+    host = EXPLORERS.get(int(attestation["domain"]["chainId"]), EXPLORERS[11155111])
+    return f"{host}/offchain/url/#attestation={quote(share_string(attestation, signer), safe='')}"
