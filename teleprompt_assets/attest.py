@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +56,16 @@ class Evidence:
     ref_uid: str = ZERO_UID
 
 
+def default_domain() -> eas.EasDomain:
+    """The EIP-712 domain attestations are signed for: Sepolia's EAS unless configured otherwise."""
+    base = eas.EasDomain()
+    return eas.EasDomain(
+        version=os.environ.get("TELEPROMPT_EAS_VERSION", base.version),
+        chain_id=int(os.environ.get("TELEPROMPT_EAS_CHAIN_ID", base.chain_id)),
+        verifying_contract=os.environ.get("TELEPROMPT_EAS_CONTRACT", base.verifying_contract),
+    )
+
+
 def _tree(values: Sequence[Sequence[Any]], encoding: list[str]) -> StandardMerkleTree:
     return StandardMerkleTree.of([list(v) for v in values], encoding)
 
@@ -65,7 +76,7 @@ def _json_bytes(obj: Any) -> bytes:
 
 def build_bundle(evidence: Evidence, private_key: bytes, domain: eas.EasDomain | None = None) -> dict[str, bytes]:
     """The bundle's files (name → bytes), manifest included. Pure: same evidence, same bytes."""
-    domain = domain or eas.EasDomain()
+    domain = domain or default_domain()
     eval_tree = _tree(evidence.eval_leaves, EVAL_LEAF)
     data_tree = _tree([(h,) for h in sorted(set(evidence.data_leaves))], DATA_LEAF)
     rewards_tree = _tree([(to_checksum_address(a), w) for a, w in evidence.reward_leaves], REWARD_LEAF)
@@ -114,8 +125,14 @@ def attestation_uid(files: dict[str, bytes]) -> str:
     return json.loads(files["attestation.json"])["uid"]
 
 
-def verify_bundle(folder: Path, expected_signer: str | None = None, registered_program_hash: str | None = None) -> list[str]:
-    """Every problem found, most basic first; an empty list means the bundle verifies."""
+def verify_bundle(
+    folder: Path, expected_signer: str | None = None, registered_program_hash: str | None = None, expected_domain: eas.EasDomain | None = None
+) -> list[str]:
+    """Every problem found, most basic first; an empty list means the bundle verifies.
+
+    The domain is pinned (default: :func:`default_domain`), so a bundle signed for another chain or
+    contract does not pass.
+    """
     problems: list[str] = []
     try:
         files = {name: (folder / name).read_bytes() for name in (*FILES, "manifest.json")}
@@ -126,7 +143,7 @@ def verify_bundle(folder: Path, expected_signer: str | None = None, registered_p
         if manifest.get(name) != hashlib.sha256(files[name]).hexdigest():
             problems.append(f"manifest: sha256 of {name} does not match")
     attestation = json.loads(files["attestation.json"])
-    problems += [f"attestation: {p}" for p in eas.verify_offchain(attestation, expected_signer)]
+    problems += [f"attestation: {p}" for p in eas.verify_offchain(attestation, expected_signer, expected_domain or default_domain())]
     if attestation.get("message", {}).get("schema", "").lower() != eas.schema_uid(SCHEMA).lower():
         problems.append("attestation: schema uid is not the teleprompt DeltaOne schema")
     try:

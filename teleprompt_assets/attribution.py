@@ -5,9 +5,13 @@ weight(c) = mix.volume · volume(c) + mix.quality · quality(c) + mix.impact · 
   removed upstream, so flooding adds nothing);
 - quality(c): c's share of those traces weighted by their mean outcome score (feedback in [0, 1],
   booleans as 0/1);
-- impact(c): c's share of the compiled program's demos.
-A component with nothing to share (no demos, no outcomes) drops out and the rest renormalize.
-Weights are exact fractions, turned into integers summing to exactly 1,000,000 by largest
+- impact(c): c's share of the measured gain of the demos its traces became, by leave-one-out on
+  the holdout (:mod:`teleprompt_assets.impact`): a demo's credit is how much the candidate's
+  quantized holdout score drops when that demo alone is removed (never negative).
+A component with nothing to share (no demos, no outcomes, no demo that helps) drops out and the
+rest renormalize. No contributor may exceed ``mix.cap`` of the total: the excess is redistributed
+to the others in proportion to their weight. Defaults: volume 2/5, quality 1/5, impact 2/5, cap
+1/2. Weights are exact fractions, turned into integers summing to exactly 1,000,000 by largest
 remainder with ties broken by address, so anyone can recompute them.
 """
 
@@ -26,9 +30,10 @@ PPM = 1_000_000
 
 class RewardMix(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    volume: Fraction = Field(default=Fraction(2, 5))
-    quality: Fraction = Field(default=Fraction(1, 5))
-    impact: Fraction = Field(default=Fraction(2, 5))
+    volume: Fraction = Field(default=Fraction(2, 5), ge=0)
+    quality: Fraction = Field(default=Fraction(1, 5), ge=0)
+    impact: Fraction = Field(default=Fraction(2, 5), ge=0)
+    cap: Fraction = Field(default=Fraction(1, 2), gt=0, le=1, description="largest share any one contributor may get")
 
 
 @dataclass(frozen=True)
@@ -37,7 +42,31 @@ class ContributorRow:
     traces: int
     outcome_sum: Fraction
     demos: int
+    impact: Fraction
     weight_ppm: int
+
+
+def apply_cap(weights: Mapping[str, Fraction], cap: Fraction) -> dict[str, Fraction]:
+    """Clamp every share at ``cap`` and hand the excess to the others pro rata, until stable.
+
+    With fewer than 1/cap contributors of positive weight the cap cannot hold; it is relaxed to an
+    equal split among them. Zero weights stay zero.
+    """
+    total = sum(weights.values(), Fraction(0))
+    if total == 0:
+        return dict(weights)
+    cap = max(cap, Fraction(1, sum(1 for w in weights.values() if w > 0)))
+    shares = {k: w / total for k, w in weights.items()}
+    capped: set[str] = set()
+    while True:
+        over = {k for k, v in shares.items() if v > cap and k not in capped}
+        if not over:
+            return shares
+        capped |= over
+        free = {k: v for k, v in shares.items() if k not in capped}
+        left = 1 - cap * len(capped)
+        free_total = sum(free.values(), Fraction(0))
+        shares = {k: cap for k in capped} | {k: (v * left / free_total if free_total else Fraction(0)) for k, v in free.items()}
 
 
 def largest_remainder(weights: Mapping[str, Fraction], total: int = PPM) -> dict[str, int]:
@@ -66,9 +95,13 @@ def _shares(counts: Mapping[str, Fraction]) -> dict[str, Fraction]:
 
 
 def reward_weights(
-    traces: Iterable[tuple[str, str]], demo_contributors: Iterable[str], mix: RewardMix | None = None
+    traces: Iterable[tuple[str, str]],
+    demo_contributors: Iterable[str],
+    impact: Mapping[str, Fraction] | None = None,
+    mix: RewardMix | None = None,
 ) -> list[ContributorRow]:
-    """``traces``: (contributor, feedback_json) of each trace that fed the optimization."""
+    """``traces``: (contributor, feedback_json) of each trace that fed the optimization;
+    ``impact``: each contributor's leave-one-out credit (see module doc)."""
     mix = mix or RewardMix()
     volume: Counter[str] = Counter()
     quality: dict[str, Fraction] = {}
@@ -76,10 +109,11 @@ def reward_weights(
         volume[contributor] += 1
         quality[contributor] = quality.get(contributor, Fraction(0)) + (outcome_score(feedback) or Fraction(0))
     demos = Counter(demo_contributors)
+    credit = {k: Fraction(v) for k, v in (impact or {}).items() if v > 0}
     components = [
         (mix.volume, _shares({k: Fraction(v) for k, v in volume.items()})),
         (mix.quality, _shares(quality)),
-        (mix.impact, _shares({k: Fraction(v) for k, v in demos.items()})),
+        (mix.impact, _shares(credit)),
     ]
     active = [(m, s) for m, s in components if s and m > 0]
     mass = sum((m for m, _ in active), Fraction(0))
@@ -87,9 +121,9 @@ def reward_weights(
     for m, shares in active:
         for k, share in shares.items():
             combined[k] = combined.get(k, Fraction(0)) + m / mass * share
-    ppm = largest_remainder(combined)
+    ppm = largest_remainder(apply_cap(combined, mix.cap)) if combined else {}
     everyone = sorted(set(volume) | set(demos), key=str.lower)
-    return [ContributorRow(c, volume[c], quality.get(c, Fraction(0)), demos[c], ppm.get(c, 0)) for c in everyone]
+    return [ContributorRow(c, volume[c], quality.get(c, Fraction(0)), demos[c], credit.get(c, Fraction(0)), ppm.get(c, 0)) for c in everyone]
 
 
 def contributor_summary(data_traces: Iterable[Mapping[str, str]], demos: Iterable[Mapping[str, str | None]]) -> list[dict]:

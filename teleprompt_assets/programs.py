@@ -21,6 +21,7 @@ import dspy
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from teleprompt_assets.attribution import RewardMix
 from teleprompt_assets.contract import DEFAULT_EXPERIMENT
 
 Metric = Callable[[dspy.Example, Any, Any], float]
@@ -71,10 +72,15 @@ class ProgramConfig(BaseModel):
     seed: int = 0
 
 
+class RewardsConfig(RewardMix):
+    impact_budget: int = Field(default=20_000, ge=0, description="most LM calls spent measuring demo impact per run")
+
+
 class ProjectConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     start_date: date = date(2026, 1, 1)
     window_days: int = Field(default=7, ge=1, le=366)
+    rewards: RewardsConfig = Field(default_factory=RewardsConfig)
     programs: dict[str, ProgramConfig]
 
 

@@ -58,3 +58,11 @@ def test_tampering_the_attestation_message_fails(bundle, field):
     att["message"][field] = str(int(value) + 1) if field == "time" else value[:-1] + ("1" if value[-1] != "1" else "2")
     path.write_text(json.dumps(att))
     assert verify_bundle(bundle, SIGNER)
+
+
+def test_a_bundle_signed_for_another_chain_does_not_verify(tmp_path, monkeypatch):
+    monkeypatch.setenv("TELEPROMPT_EAS_CHAIN_ID", "1")
+    mainnet = write_bundle(build_bundle(EVIDENCE, KEY), tmp_path / "mainnet")
+    assert verify_bundle(mainnet, SIGNER) == []
+    monkeypatch.delenv("TELEPROMPT_EAS_CHAIN_ID")
+    assert any("chainId" in p or "domain" in p for p in verify_bundle(mainnet, SIGNER))

@@ -3,7 +3,7 @@ from fractions import Fraction
 from hypothesis import given
 from hypothesis import strategies as st
 
-from teleprompt_assets.attribution import PPM, largest_remainder, reward_weights
+from teleprompt_assets.attribution import PPM, RewardMix, apply_cap, largest_remainder, reward_weights
 
 A, B, C = "0x" + "a" * 40, "0x" + "b" * 40, "0x" + "c" * 40
 
@@ -25,12 +25,34 @@ def test_ties_go_to_the_lower_address():
 
 
 def test_volume_quality_and_impact_mix():
-    rows = {r.contributor: r for r in reward_weights([(A, '{"ok": true}'), (A, '{"ok": true}'), (B, '{"ok": false}')], [A])}
+    no_cap = RewardMix(cap=1)
+    rows = {r.contributor: r for r in reward_weights([(A, '{"ok": true}'), (A, '{"ok": true}'), (B, '{"ok": false}')], [A], {A: Fraction(5)}, no_cap)}
     assert sum(r.weight_ppm for r in rows.values()) == PPM
     # volume 2/3 vs 1/3, quality 1 vs 0, impact 1 vs 0 under the 2:1:2 default mix
     assert rows[A].weight_ppm == 866_667 and rows[B].weight_ppm == 133_333
+    capped = {r.contributor: r.weight_ppm for r in reward_weights([(A, '{"ok": true}'), (A, '{"ok": true}'), (B, '{"ok": false}')], [A], {A: Fraction(5)})}
+    assert capped == {A: 500_000, B: 500_000}
+
+
+@given(st.lists(st.fractions(min_value=0, max_value=100), min_size=1, max_size=12), st.fractions(min_value=Fraction(1, 20), max_value=1))
+def test_cap_holds_sums_to_one_and_keeps_order(values, cap):
+    weights = {f"0x{i:040x}": v for i, v in enumerate(values)}
+    if sum(values) == 0:
+        return
+    shares = apply_cap(weights, cap)
+    assert sum(shares.values()) == 1
+    bound = max(cap, Fraction(1, sum(1 for v in values if v > 0)))
+    assert all(v <= bound for v in shares.values())
+    ordered = sorted(weights, key=weights.get)
+    assert all(shares[a] <= shares[b] for a, b in zip(ordered, ordered[1:]))
+
+
+def test_flooding_duplicates_gains_nothing():
+    """Duplicates are removed before attribution; what arrives is one trace per distinct input."""
+    honest = reward_weights([(A, "{}"), (B, "{}")], [])
+    assert [r.weight_ppm for r in honest] == [500_000, 500_000]
 
 
 def test_no_demos_drops_impact_and_renormalizes():
-    rows = reward_weights([(A, "{}"), (B, "{}")], [])
-    assert [r.weight_ppm for r in rows] == [500_000, 500_000]
+    rows = reward_weights([(A, "{}"), (A, "{}"), (A, "{}"), (B, "{}")], [], {}, RewardMix(cap=1))
+    assert [r.weight_ppm for r in rows] == [750_000, 250_000]

@@ -4,17 +4,19 @@
 import json
 import time
 from datetime import date, datetime, time as dtime, timedelta, timezone
+from fractions import Fraction
 
 import dagster as dg
 import dspy
 import polars as pl
 from dagster_mlflow.resources import MlFlow
 
-from teleprompt_assets import attest, attribution, datasets, evaluate, optimize, registry, report, share, traces
+from teleprompt_assets import attest, attribution, datasets, evaluate, impact, optimize, registry, report, share, traces
 from teleprompt_assets.defs.partitions import split_key, window_mapping
 from teleprompt_assets.defs.resources import TelepromptResource
 from teleprompt_assets.keys import load_attester
 from teleprompt_assets.lm import build_lm
+from teleprompt_assets.programs import load_project
 
 GROUP = "teleprompt"
 Tracking = dg.ResourceParam[MlFlow]
@@ -174,16 +176,28 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
         )
 
     @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"polars"})
-    def contributor_rewards(context: dg.AssetExecutionContext, mlflow: Tracking, compiled_program: dict) -> pl.DataFrame:
-        """Reward weights (ppm, summing to 1,000,000) for the contributors whose traces fed this program."""
+    def contributor_rewards(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, mlflow: Tracking,
+                            training_set: pl.DataFrame, compiled_program: dict) -> pl.DataFrame:
+        """Reward weights (ppm, summing to 1,000,000): volume, outcome quality and leave-one-out demo impact."""
+        program, _ = split_key(context)
+        spec = teleprompt.spec(program)
+        config = load_project(teleprompt.settings().config_path)[0].rewards
+        measured = impact.demo_impact(optimize.load_state(spec, compiled_program["state"]), datasets.examples(training_set, spec, "holdout"),
+                                      spec.metric(), build_lm(), config.impact_budget)
+        credit: dict[str, Fraction] = {}
+        for (_, _, units), demo in zip(measured.credits, compiled_program["demos"], strict=True):
+            if demo["contributor"]:
+                credit[demo["contributor"]] = credit.get(demo["contributor"], Fraction(0)) + units
         rows = attribution.reward_weights(
             [(t["contributor"], t["feedback"]) for t in compiled_program["data_traces"]],
-            [d["contributor"] for d in compiled_program["demos"] if d["contributor"]],
+            [d["contributor"] for d in compiled_program["demos"] if d["contributor"]], credit, config,
         )
-        table = pl.DataFrame([{"contributor": r.contributor, "traces": r.traces, "demos": r.demos, "weight_ppm": r.weight_ppm} for r in rows],
-                             schema={"contributor": pl.String, "traces": pl.Int64, "demos": pl.Int64, "weight_ppm": pl.Int64})
+        table = pl.DataFrame([{"contributor": r.contributor, "traces": r.traces, "demos": r.demos, "impact": int(r.impact), "weight_ppm": r.weight_ppm} for r in rows],
+                             schema={"contributor": pl.String, "traces": pl.Int64, "demos": pl.Int64, "impact": pl.Int64, "weight_ppm": pl.Int64})
         context.add_output_metadata({"contributors": len(table), "weight_sum_ppm": int(table["weight_ppm"].sum()) if len(table) else 0,
-                                     "weights": dg.MetadataValue.md(_markdown(table))})
+                                     "impact_method": f"{measured.method} on {measured.examples_used}/{measured.examples_total} holdout examples",
+                                     "impact_lm_calls": measured.lm_calls, "weights": dg.MetadataValue.md(_markdown(table))})
+        _track(mlflow, metrics={"contributors": len(table), "impact_lm_calls": measured.lm_calls})
         return table
 
     @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"ethereum"})

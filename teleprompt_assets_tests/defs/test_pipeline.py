@@ -164,3 +164,14 @@ def test_cli_verify_checks_the_registered_model_and_proof_verifies(pipeline, cap
     program.write_text(program.read_text().replace("shipping", "sales", 1))
     assert main(["verify", str(tampered), "--offline"]) == 1
     assert "program.json" in capsys.readouterr().out
+
+
+def test_pipeline_bundle_verifies_with_the_eas_sdk_and_openzeppelin(pipeline):
+    from teleprompt_assets_tests.interop.node import verify_with_js
+
+    _, first, _, _, _ = pipeline
+    att = first["deltaone_attestation"]
+    result = verify_with_js(Path(att["bundle"]), att["attester"])
+    assert result["ok"], result["errors"]
+    assert result["uid"] == att["uid"] and result["signer"] == att["attester"]
+    assert all(result["checks"].values())
