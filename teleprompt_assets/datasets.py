@@ -1,8 +1,8 @@
 """Turning a window of curated traces into train / dev / holdout examples.
 
 The split is a pure function of the trace's normalized inputs (keccak of the text, mod 100), so a
-trace never moves between splits as the window slides, and exact re-submissions of a message land
-in the same split as the original: they cannot leak the holdout into training.
+trace never moves between splits as the window slides, and re-submissions of a message land in the
+same split as the original: they cannot leak the holdout into training.
 """
 
 from __future__ import annotations
@@ -33,12 +33,20 @@ def split_of(key: str, split: SplitConfig) -> str:
 
 
 def training_table(curated: pl.DataFrame, spec: ProgramSpec) -> pl.DataFrame:
-    """Deduplicated window with a ``split`` column; the earliest trace of each (inputs, label) wins."""
+    """One row per distinct normalized input, with a ``split`` column.
+
+    Re-submissions collapse to the earliest trace. When contributors disagree on the label of the
+    same input, the label most of them gave wins (earliest trace on a tie), so a demo or a holdout
+    example never carries two answers for one question.
+    """
     if curated.is_empty():
         return curated.with_columns(pl.lit(None, pl.String).alias("input_key"), pl.lit(None, pl.String).alias("split"))
     keys = [normalized_inputs(s, spec.input_fields) for s in curated["inputs"]]
-    table = curated.with_columns(pl.Series("input_key", keys, pl.String))
-    table = table.sort("timestamp_ms", "trace_id").unique(subset=["input_key", "expectations"], keep="first", maintain_order=True)
+    table = curated.with_columns(pl.Series("input_key", keys, pl.String)).sort("timestamp_ms", "trace_id")
+    votes = table.group_by("input_key", "expectations").agg(pl.len().alias("votes"), pl.col("timestamp_ms").min().alias("first_seen"))
+    winners = votes.sort(["votes", "first_seen"], descending=[True, False]).unique(subset=["input_key"], keep="first")
+    table = table.join(winners.select("input_key", "expectations"), on=["input_key", "expectations"], how="semi")
+    table = table.unique(subset=["input_key"], keep="first", maintain_order=True)
     return table.with_columns(pl.col("input_key").map_elements(lambda k: split_of(k, spec.config.split), return_dtype=pl.String).alias("split"))
 
 

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import inspect
 import json
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,21 +24,61 @@ OPTIMIZERS: dict[str, type] = {
     "LabeledFewShot": dspy.LabeledFewShot,
     "BootstrapFewShot": dspy.BootstrapFewShot,
     "BootstrapFewShotWithRandomSearch": dspy.BootstrapFewShotWithRandomSearch,
+    "COPRO": dspy.COPRO,
+    "MIPROv2": dspy.MIPROv2,
+    "GEPA": dspy.GEPA,
 }
-_USES_METRIC = {"BootstrapFewShot", "BootstrapFewShotWithRandomSearch"}
+_USES_METRIC = {"BootstrapFewShot", "BootstrapFewShotWithRandomSearch", "COPRO", "MIPROv2", "GEPA"}
+_USES_VALSET = {"BootstrapFewShotWithRandomSearch", "MIPROv2", "GEPA"}
+_NEEDS_REFLECTION_LM = {"GEPA"}
+MAX_THREADS = 64
 
 
 def validate_optimizer(config: OptimizerConfig) -> None:
-    """Fail before a run starts when the optimizer or one of its parameters is unknown."""
+    """Fail before a run starts when the optimizer or one of its parameters is unknown or out of range."""
     cls = OPTIMIZERS.get(config.name)
     if cls is None:
         raise ValueError(f"name: unknown optimizer '{config.name}' (choose from {', '.join(OPTIMIZERS)})")
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "metric"}
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "metric", "args", "kwargs", "_kwargs"}
     for key, value in config.params.items():
         if key not in accepted:
             raise ValueError(f"params.{key}: not a parameter of {config.name} (accepted: {', '.join(sorted(accepted))})")
-        if key.startswith(("max_", "num_")) and not (isinstance(value, int) and value >= 0):
+        if key.startswith(("max_", "num_")) and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
             raise ValueError(f"params.{key}: must be a non-negative integer, got {value!r}")
+    if config.params.get("num_threads", 1) > MAX_THREADS:
+        raise ValueError(f"params.num_threads: at most {MAX_THREADS}")
+    if config.name == "COPRO" and config.params.get("breadth", 10) <= 1:
+        raise ValueError("params.breadth: COPRO needs breadth > 1")
+    if config.name == "MIPROv2":
+        import importlib.util
+
+        if importlib.util.find_spec("optuna") is None:
+            raise ValueError("name: MIPROv2 needs the optuna package")
+    if config.name in _NEEDS_REFLECTION_LM and not config.reflection_lm:
+        raise ValueError(f"reflection_lm: {config.name} needs a reflection LM (a LiteLLM model string)")
+
+
+class CompileTimeout(TimeoutError):
+    """The whole compile ran past its configured limit; nothing downstream ran."""
+
+
+@contextmanager
+def time_limit(seconds: int) -> Iterator[None]:
+    """Interrupt the block after ``seconds`` (main thread only: elsewhere the limit cannot be enforced)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: Any) -> None:
+        raise CompileTimeout(f"compile exceeded its time limit of {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @dataclass(frozen=True)
@@ -67,27 +111,59 @@ def compile_program(
     spec: ProgramSpec,
     trainset: list[dspy.Example],
     metric: Metric,
-    student: dspy.Module | None = None,
+    valset: list[dspy.Example] | None = None,
+    teacher: dspy.Module | None = None,
 ) -> CompileResult:
+    """Compile ``spec``'s program on ``trainset``; ``teacher`` (e.g. the champion) warm-starts it.
+
+    Every demo leaves with the ``trace_id`` it came from, so provenance survives into the program's
+    JSON state and the checks downstream can prove where each demo was drawn from.
+    """
     config = spec.config.optimizer
-    cls = OPTIMIZERS[config.name]
+    student = spec.build()
+    if not trainset:
+        compiled = student.reset_copy()
+        return CompileResult(compiled, program_state(compiled), [])
+    optimizer = _build(config, metric)
+    kwargs: dict[str, Any] = {"trainset": trainset}
+    if config.name in _USES_VALSET and valset:
+        kwargs["valset"] = valset
+    if teacher is not None and "teacher" in inspect.signature(optimizer.compile).parameters:
+        teacher = teacher.deepcopy()
+        teacher._compiled = True  # keep its demos: DSPy would otherwise replace them with labeled ones
+        kwargs["teacher"] = teacher
+    compiled = optimizer.compile(student, **kwargs)
+    _stamp_sources(compiled, trainset, spec.input_fields)
+    return CompileResult(compiled, program_state(compiled), demo_sources(compiled))
+
+
+def _build(config: OptimizerConfig, metric: Metric) -> Any:
     params = dict(config.params)
     if config.name in _USES_METRIC:
         params["metric"] = metric
-    optimizer = cls(**params)
-    student = student or spec.build()
-    if len(trainset) == 0:
-        compiled = student.reset_copy()
-    else:
-        compiled = optimizer.compile(student, trainset=trainset)
-    return CompileResult(compiled, program_state(compiled), demo_sources(compiled, trainset, spec.input_fields))
+    if config.name in _NEEDS_REFLECTION_LM:
+        from teleprompt_assets.lm import build_lm
+
+        params["reflection_lm"] = build_lm(config.reflection_lm)
+    return OPTIMIZERS[config.name](**params)
 
 
-def demo_sources(program: dspy.Module, trainset: list[dspy.Example], input_fields: tuple[str, ...]) -> list[DemoSource]:
-    by_inputs = {tuple(str(ex.get(f)) for f in input_fields): ex.get("trace_id") for ex in trainset}
-    sources = []
-    for name, predictor in program.named_predictors():
+def _stamp_sources(program: dspy.Module, trainset: list[dspy.Example], input_fields: tuple[str, ...]) -> None:
+    """Bootstrapped demos are rebuilt from traces and lose their example's fields; match them back."""
+    by_inputs = {tuple(str(ex.get(f)) for f in input_fields): ex for ex in trainset}
+    for predictor in program.predictors():
+        stamped = []
         for demo in predictor.demos:
-            trace_id = demo.get("trace_id") or by_inputs.get(tuple(str(demo.get(f)) for f in input_fields))
-            sources.append(DemoSource(name, trace_id, bool(demo.get("augmented", False))))
-    return sources
+            source = by_inputs.get(tuple(str(demo.get(f)) for f in input_fields))
+            if demo.get("trace_id") is None and source is not None:
+                demo = demo.copy(trace_id=source.trace_id, trace_hash=source.get("trace_hash"), contributor=source.get("contributor"))
+            stamped.append(demo)
+        predictor.demos = stamped
+
+
+def demo_sources(program: dspy.Module) -> list[DemoSource]:
+    return [
+        DemoSource(name, demo.get("trace_id"), bool(demo.get("augmented", False)))
+        for name, predictor in program.named_predictors()
+        for demo in predictor.demos
+    ]

@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from teleprompt_assets.attribution import RewardMix
 from teleprompt_assets.contract import DEFAULT_EXPERIMENT
+from teleprompt_assets.usage import CostModel
 
 Metric = Callable[[dspy.Example, Any, Any], float]
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -42,7 +43,10 @@ class MetricConfig(BaseModel):
 class OptimizerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = "BootstrapFewShot"
-    params: dict[str, Any] = Field(default_factory=dict)
+    params: dict[str, Any] = Field(default_factory=dict, description="passed to the teleprompter's constructor")
+    warm_start: bool = Field(default=False, description="use the current champion as the teacher, so a daily run refines it")
+    reflection_lm: str | None = Field(default=None, description="LiteLLM model string for GEPA's reflection LM")
+    time_limit_s: int = Field(default=1800, ge=1, description="whole-compile time limit")
 
 
 class SplitConfig(BaseModel):
@@ -69,6 +73,8 @@ class ProgramConfig(BaseModel):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     outcomes: list[str] = Field(default_factory=list, description="feedback names logged as outcomes")
     split: SplitConfig = Field(default_factory=SplitConfig)
+    prompt_token_budget: int = Field(default=4000, ge=1, description="largest rendered prompt a compiled program may have")
+    cost: CostModel = Field(default_factory=CostModel, description="per-call latency and token prices for projections")
     seed: int = 0
 
 

@@ -219,6 +219,7 @@ def smoke_test(client: MlflowClient, spec: ProgramSpec, version: ModelVersion, l
     the call below passes its LM explicitly through ``dspy.context``.
     """
     model = mlflow.dspy.load_model(f"models:/{version.name}/{version.version}")
+    mlflow.clear_active_model()  # loading made it the "active model"; pipeline metrics must not attach to it
     with tempfile.TemporaryDirectory() as tmp:
         try:
             sample = json.loads(Path(client.download_artifacts(version.run_id, SAMPLE_ARTIFACT, tmp)).read_text())

@@ -11,8 +11,13 @@ from teleprompt_assets.settings import Settings, ensure_home
 
 
 def connect(settings: Settings) -> MlflowClient:
-    """Point MLflow's global state at our store. Trace export is synchronous so nothing is lost."""
+    """Point MLflow's global state at our store. Trace export is synchronous so nothing is lost.
+
+    MLflow also keeps an "active model" (set by ``load_model``) that later metrics attach to; it
+    belongs to whatever store was current then, so it is cleared here.
+    """
     ensure_home(settings)
+    mlflow.clear_active_model()
     os.environ.setdefault("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false")
     mlflow.set_tracking_uri(settings.tracking_uri)
     mlflow.set_registry_uri(settings.registry_uri)

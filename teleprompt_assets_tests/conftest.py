@@ -32,3 +32,12 @@ def set_env(home: Path) -> dict[str, str]:
     for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TELEPROMPT_LM", "TELEPROMPT_ATTESTER_KEY", "TELEPROMPT_KEYSTORE", "TELEPROMPT_ARTIFACT_ROOT"):
         os.environ.pop(var, None)
     return saved
+
+
+@pytest.fixture(autouse=True)
+def _no_active_mlflow_model():
+    """``mlflow.*.load_model`` leaves an active model id behind; it must not leak into the next test's store."""
+    yield
+    import mlflow
+
+    mlflow.clear_active_model()

@@ -23,12 +23,14 @@ def test_split_is_a_pure_function_of_the_key(key):
     assert split_of(key, split) == split_of(key, split) in {"train", "dev", "holdout"}
 
 
-def test_duplicates_collapse_to_the_earliest_and_keep_their_split():
+def test_duplicates_collapse_to_the_earliest_and_conflicts_to_the_majority_label():
     rows = [_row(i, f"message number {i}") for i in range(40)] + [_row(100, "Message  number 3"), _row(101, "message number 3", "sales")]
+    rows += [_row(102, "message number 5", "sales"), _row(103, "message number 5", "sales")]
     table = training_table(pl.DataFrame(rows, schema=CURATED_SCHEMA), SPEC)
-    assert table.height == 41  # the re-submission with the same label is dropped, the conflicting label stays
-    assert "t100" not in table["trace_id"].to_list()
-    assert len(set(table.filter(pl.col("input_key") == "message number 3")["split"])) == 1
+    assert table.height == 40
+    by_key = {r["input_key"]: r for r in table.iter_rows(named=True)}
+    assert by_key["message number 3"]["trace_id"] == "t3"  # billing: 2 votes against 1
+    assert by_key["message number 5"]["trace_id"] == "t102"  # sales: 2 votes against 1
     window_grows = training_table(pl.DataFrame(rows + [_row(200, "something new")], schema=CURATED_SCHEMA), SPEC)
     before = dict(zip(table["trace_id"], table["split"]))
     assert all(before[t] == s for t, s in zip(window_grows["trace_id"], window_grows["split"]) if t in before)

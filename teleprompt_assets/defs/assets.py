@@ -11,7 +11,7 @@ import dspy
 import polars as pl
 from dagster_mlflow.resources import MlFlow
 
-from teleprompt_assets import attest, attribution, datasets, evaluate, impact, optimize, registry, report, share, traces
+from teleprompt_assets import attest, attribution, datasets, evaluate, impact, optimize, prompt_quality, registry, report, share, traces, usage
 from teleprompt_assets.defs.partitions import split_key, window_mapping
 from teleprompt_assets.defs.resources import TelepromptResource
 from teleprompt_assets.keys import load_attester
@@ -83,33 +83,47 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
                metrics={f"{s}_rows": counts.get(s, 0) for s in datasets.SPLITS})
         return table
 
-    @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"dspy"})
-    def compiled_program(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, mlflow: Tracking, training_set: pl.DataFrame) -> dict:
+    @dg.asset(
+        partitions_def=partitions, group_name=GROUP, kinds={"dspy"},
+        retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
+        check_specs=[dg.AssetCheckSpec("prompt_quality", asset="compiled_program", blocking=True,
+                                       description="demos complete, unique, from accepted training traces only; instructions present; prompt within budget")],
+    )
+    def compiled_program(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, mlflow: Tracking, training_set: pl.DataFrame):
         """The program recompiled by its configured teleprompter on the window's train split."""
         program, _ = split_key(context)
         spec = teleprompt.spec(program)
+        config = spec.config
         trainset = datasets.examples(training_set, spec, "train")
+        teacher = None
+        if config.optimizer.warm_start:
+            champion = registry.load_champion(teleprompt.client(), spec)
+            teacher = champion[0] if champion else None
         lm = build_lm()
         started = time.perf_counter()
-
-        with dspy.context(lm=lm):
-            result = optimize.compile_program(spec, trainset, spec.metric())
-        demos = [{"predictor": d.predictor, "trace_id": d.trace_id, "augmented": d.augmented} for d in result.demos]
+        with usage.metered(lm) as used, optimize.time_limit(config.optimizer.time_limit_s):
+            result = optimize.compile_program(spec, trainset, spec.metric(), datasets.examples(training_set, spec, "dev"), teacher)
+        seconds = time.perf_counter() - started
         by_id = {ex.trace_id: ex for ex in trainset}
-        for demo in demos:
-            source = by_id.get(demo["trace_id"])
-            demo |= {"trace_hash": source.trace_hash, "contributor": source.contributor} if source else {"trace_hash": None, "contributor": None}
+        demos = [{"predictor": d.predictor, "trace_id": d.trace_id, "augmented": d.augmented,
+                  "trace_hash": getattr(by_id.get(d.trace_id), "trace_hash", None), "contributor": getattr(by_id.get(d.trace_id), "contributor", None)}
+                 for d in result.demos]
+        check = prompt_quality.check_program(result.program, set(by_id), set(training_set.filter(pl.col("split") != "train")["trace_id"]), config.prompt_token_budget)
         prog_hash = registry.program_hash(result.state)
-        context.add_output_metadata({
-            "optimizer": spec.config.optimizer.name, "trainset_size": len(trainset), "demos": len(demos),
-            "program_hash": prog_hash, "compile_seconds": round(time.perf_counter() - started, 3), "lm": lm.model,
-        })
-        _track(mlflow, params={"optimizer": spec.config.optimizer.name, "optimizer_params": json.dumps(spec.config.optimizer.params, sort_keys=True), "lm": lm.model},
-               metrics={"demos": len(demos), "trainset_size": len(trainset), "compile_seconds": time.perf_counter() - started})
-        return {
-            "program": program, "state": result.state, "program_hash": prog_hash, "demos": demos,
-            "optimizer": spec.config.optimizer.model_dump(), "data_traces": training_set.filter(pl.col("split") == "train").select("trace_id", "trace_hash", "contributor", "feedback").to_dicts(),
-        }
+        figures = {"trainset_size": len(trainset), "demos": len(demos), "lm_calls": used.calls, "input_tokens": used.input_tokens,
+                   "output_tokens": used.output_tokens, "compile_seconds": round(seconds, 3),
+                   "projected_wall_s": round(used.projected_wall_s(config.cost), 1), "projected_usd": round(used.projected_usd(config.cost), 6)}
+        _track(mlflow, params={"optimizer": config.optimizer.name, "optimizer_params": json.dumps(config.optimizer.params, sort_keys=True), "lm": lm.model,
+                               "warm_start": teacher is not None}, metrics=figures)
+        yield dg.Output(
+            {"program": program, "state": result.state, "program_hash": prog_hash, "demos": demos, "optimizer": config.optimizer.model_dump(),
+             "warm_start_from": None if teacher is None else "champion", "usage": figures,
+             "data_traces": training_set.filter(pl.col("split") == "train").select("trace_id", "trace_hash", "contributor", "feedback").to_dicts()},
+            metadata={"optimizer": config.optimizer.name, "program_hash": prog_hash, "lm": lm.model, **figures},
+        )
+        yield dg.AssetCheckResult(check_name="prompt_quality", passed=check.passed, metadata={
+            "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in check.problems) or "none"),
+            **{f"prompt_tokens_{name}": n for name, n in check.prompt_tokens.items()}})
 
     @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"dspy"})
     def evaluation_report(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, mlflow: Tracking, training_set: pl.DataFrame, compiled_program: dict) -> dict:

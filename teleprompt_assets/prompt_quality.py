@@ -1,0 +1,64 @@
+"""Checks a compiled program must pass before it may be evaluated or registered.
+
+Demos are the product of optimization and the thing a user's LM will read on every call, so they
+are checked for what would silently hurt production: incomplete or duplicated demos, demos drawn
+from data the optimizer must not see (quarantined or held-out traces), missing instructions, and
+prompts too long for the budget. Each problem names the predictor, the demo and the field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+
+import dspy
+from dspy.adapters import ChatAdapter
+
+CHARS_PER_TOKEN = 4  # a conservative estimate for English prompts; real tokenizers vary
+
+
+@dataclass(frozen=True)
+class PromptReport:
+    problems: list[str]
+    prompt_tokens: dict[str, int]
+
+    @property
+    def passed(self) -> bool:
+        return not self.problems
+
+
+def estimate_tokens(messages: list[dict]) -> int:
+    return sum(len(str(m.get("content", ""))) for m in messages) // CHARS_PER_TOKEN + 1
+
+
+def check_program(program: dspy.Module, allowed_trace_ids: Collection[str], forbidden_trace_ids: Collection[str], token_budget: int) -> PromptReport:
+    """``allowed``: the accepted training traces; ``forbidden``: holdout (and anything else held back)."""
+    problems: list[str] = []
+    tokens: dict[str, int] = {}
+    for name, predictor in program.named_predictors():
+        signature = predictor.signature
+        if not (signature.instructions or "").strip():
+            problems.append(f"{name}: instructions are empty")
+        seen: dict[tuple, int] = {}
+        for i, demo in enumerate(predictor.demos):
+            where = f"{name}.demos[{i}]"
+            fields = [f for f in (*signature.input_fields, *signature.output_fields) if f != "reasoning"]
+            missing = [f for f in fields if str(demo.get(f, "") or "").strip() == ""]
+            if missing:
+                problems.append(f"{where}: missing {', '.join(missing)}")
+            trace_id = demo.get("trace_id")
+            if trace_id is None:
+                problems.append(f"{where}: no source trace (cannot prove it came from accepted training data)")
+            elif trace_id in forbidden_trace_ids:
+                problems.append(f"{where}: drawn from held-out trace {trace_id}")
+            elif trace_id not in allowed_trace_ids:
+                problems.append(f"{where}: trace {trace_id} is not an accepted training trace")
+            key = tuple(str(demo.get(f, "")) for f in signature.input_fields)
+            if key in seen:
+                problems.append(f"{where}: duplicates {name}.demos[{seen[key]}]")
+            seen.setdefault(key, i)
+        placeholder = {f: "…" for f in signature.input_fields}
+        tokens[name] = estimate_tokens(ChatAdapter().format(signature, demos=[d.toDict() if hasattr(d, "toDict") else dict(d) for d in predictor.demos], inputs=placeholder))
+        if tokens[name] > token_budget:
+            problems.append(f"{name}: rendered prompt is ~{tokens[name]} tokens, over the budget of {token_budget}")
+    return PromptReport(problems, tokens)
