@@ -122,6 +122,30 @@ def _proof(args: argparse.Namespace) -> int:
     return 1
 
 
+def _submit(args: argparse.Namespace) -> int:
+    import os
+
+    from teleprompt_assets.keys import AttesterKeyError, load_attester
+    from teleprompt_assets.onchain import OnchainError, submit_delegated
+
+    try:
+        attester = load_attester(load_settings().home)
+    except AttesterKeyError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    if attester.is_dev:
+        print(f"warning: submitting with the DEVELOPMENT attester key {attester.address}", file=sys.stderr)
+    relayer = os.environ.get("TELEPROMPT_RELAYER_KEY") or None
+    try:
+        result = submit_delegated(Path(args.bundle), args.rpc, attester.private_key(), relayer, args.eas,
+                                  ref_uid=args.ref_uid, deadline_s=args.deadline or None)
+    except OnchainError as exc:
+        print(f"submit failed: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from teleprompt_assets.defs.demo import demo
 
@@ -178,6 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     proof.add_argument("--program", default="ticket_router")
     proof.add_argument("--version", type=int, help="model version (default: the champion)")
     proof.set_defaults(func=_proof)
+    submit = sub.add_parser("submit", help="land a bundle's attestation on an EAS contract (attestByDelegation)")
+    submit.add_argument("bundle")
+    submit.add_argument("--rpc", required=True, help="JSON-RPC URL of the chain (never printed)")
+    submit.add_argument("--eas", required=True, help="EAS contract address on that chain (EAS >= 1.3.0)")
+    submit.add_argument("--ref-uid", help="on-chain uid to reference instead of the bundle's refUID (0x00…00 to drop it)")
+    submit.add_argument("--deadline", type=int, default=3600, help="seconds the signed request stays valid (0: no deadline)")
+    submit.set_defaults(func=_submit)
     back = sub.add_parser("rollback", help="move a program's champion back to an earlier, validated version")
     back.add_argument("program")
     back.add_argument("--to", type=int, help="version to restore (default: the one the champion replaced)")
