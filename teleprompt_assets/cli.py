@@ -146,6 +146,49 @@ def _submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _status(args: argparse.Namespace) -> int:
+    from datetime import date as _date
+
+    from teleprompt_assets import registry
+    from teleprompt_assets.programs import load_project
+    from teleprompt_assets.tracking import connect, experiment_id
+    from teleprompt_assets.traces import count_by_day
+
+    settings = load_settings()
+    client = connect(settings)
+    today = datetime.now(timezone.utc).date()
+    for spec in load_project(settings.config_path)[1].values():
+        info = registry.status(client, spec)
+        since = _date.fromisoformat(info["last_window_end"]) + timedelta(days=1) if info["last_window_end"] else today - timedelta(days=6)
+        days = [(since + timedelta(days=i)).isoformat() for i in range((today - since).days + 1)] if since <= today else []
+        info["pending_traces"] = sum(count_by_day(client, experiment_id(client, settings, spec.config.experiment), days).values())
+        print(json.dumps(info, indent=2) if args.json else "\n".join(f"{k:20} {v}" for k, v in info.items()) + "\n")
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    import dagster as dg
+
+    from teleprompt_assets.definitions import build_definitions
+    from teleprompt_assets.defs.demo import ensure_dagster_home, run_partition
+
+    settings = load_settings()
+    ensure_dagster_home(settings.dagster_home)
+    import os
+
+    os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home))
+    day = args.date or (datetime.now(timezone.utc) - timedelta(days=1)).date().isoformat()
+    with dg.DagsterInstance.get() as instance:
+        out = run_partition(build_definitions(), args.program, day, instance)
+    report = out["evaluation_report"]["comparison"]
+    reg = out["registered_version"]
+    att = out["deltaone_attestation"]
+    print(f"{args.program} {day}: run {out['run_id']}; deltaPpm {report['delta_ppm']}, DeltaOne {'yes' if report['deltaone'] else 'no'}; "
+          f"{reg['name']} v{reg['version']}{' @champion' if reg['champion'] else ''}; "
+          + (f"attestation {att['uid']}" if att.get("attested") else f"no attestation ({att['reason']})"))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from teleprompt_assets.defs.demo import demo
 
@@ -209,6 +252,13 @@ def main(argv: list[str] | None = None) -> int:
     submit.add_argument("--ref-uid", help="on-chain uid to reference instead of the bundle's refUID (0x00…00 to drop it)")
     submit.add_argument("--deadline", type=int, default=3600, help="seconds the signed request stays valid (0: no deadline)")
     submit.set_defaults(func=_submit)
+    status = sub.add_parser("status", help="per program: champion, its scores, last run, last attestation, pending traces")
+    status.add_argument("--json", action="store_true")
+    status.set_defaults(func=_status)
+    run = sub.add_parser("run", help="optimize one program for one day now (the same job the schedule runs)")
+    run.add_argument("--program", default="ticket_router")
+    run.add_argument("--date", help="partition day YYYY-MM-DD (default: yesterday, UTC)")
+    run.set_defaults(func=_run)
     back = sub.add_parser("rollback", help="move a program's champion back to an earlier, validated version")
     back.add_argument("program")
     back.add_argument("--to", type=int, help="version to restore (default: the one the champion replaced)")

@@ -266,3 +266,27 @@ def download_attestation(client: MlflowClient, version: ModelVersion, dest: Path
     if not version.tags.get("attestation_uid"):
         raise LookupError(f"{version.name} v{version.version} has no attestation")
     return Path(client.download_artifacts(version.run_id, "attestation", str(dest)))
+
+
+def status(client: MlflowClient, spec: ProgramSpec) -> dict[str, Any]:
+    """What a person asks first: which version serves, how it scored, when things last happened."""
+    name = spec.registered_model_name
+    versions = client.search_model_versions(f"name = '{name}'")
+    current = champion(client, name)
+    latest = max(versions, key=lambda v: int(v.version), default=None)
+    attested = [v for v in versions if v.tags.get("attestation_uid")]
+    last_attested = max(attested, key=lambda v: int(v.version), default=None)
+    tags = current.tags if current is not None else {}
+    return {
+        "program": spec.name,
+        "model": name,
+        "versions": len(versions),
+        "champion": int(current.version) if current is not None else None,
+        "champion_window": tags.get("window"),
+        "champion_delta_ppm": tags.get("delta_ppm"),
+        "champion_scores": f"{tags.get('baseline_score')} -> {tags.get('candidate_score')} over {tags.get('eval_count')}" if current is not None else None,
+        "last_version": int(latest.version) if latest is not None else None,
+        "last_run": latest.tags.get("dagster_run_id") if latest is not None else None,
+        "last_attestation": last_attested.tags["attestation_uid"] if last_attested is not None else None,
+        "last_window_end": (latest.tags.get("window", "..").split("..")[-1] or None) if latest is not None else None,
+    }

@@ -175,3 +175,15 @@ def test_pipeline_bundle_verifies_with_the_eas_sdk_and_openzeppelin(pipeline):
     assert result["ok"], result["errors"]
     assert result["uid"] == att["uid"] and result["signer"] == att["attester"]
     assert all(result["checks"].values())
+
+
+def test_cli_status_reports_the_champion_and_attestation(pipeline, capsys):
+    from teleprompt_assets.cli import main
+
+    _, first, _, _, _ = pipeline
+    assert main(["status", "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["champion"] == first["registered_version"]["version"]
+    assert info["last_attestation"] == first["deltaone_attestation"]["uid"]
+    assert info["last_run"] == first["run_id"]
+    assert info["pending_traces"] >= 0
