@@ -14,7 +14,7 @@ from teleprompt_assets.settings import load_settings
 def _seed(args: argparse.Namespace) -> int:
     from teleprompt_assets.programs import load_project
     from teleprompt_assets.registry import load_champion
-    from teleprompt_assets.seed import seed_ticket_router
+    from teleprompt_assets.seed import seed_program
     from teleprompt_assets.tracking import connect
 
     settings = load_settings()
@@ -22,7 +22,7 @@ def _seed(args: argparse.Namespace) -> int:
     spec = specs[args.program]
     champion = load_champion(connect(settings), spec)
     end = date.fromisoformat(args.end) if args.end else (datetime.now(timezone.utc) - timedelta(days=1)).date()
-    report = seed_ticket_router(settings, spec, end, days=args.days, per_day=args.per_day, seed=args.seed, program=champion[0] if champion else None)
+    report = seed_program(settings, spec, end, days=args.days, per_day=args.per_day, seed=args.seed, program=champion[0] if champion else None)
     print(f"seeded {report.traces} traces ({report.labeled} with ground truth) for {report.program} over {report.days[0]}..{report.days[-1]}"
           f" using {'champion v' + champion[1].version if champion else 'the uncompiled program'}")
     return 0
@@ -157,12 +157,14 @@ def _status(args: argparse.Namespace) -> int:
     settings = load_settings()
     client = connect(settings)
     today = datetime.now(timezone.utc).date()
+    infos = []
     for spec in load_project(settings.config_path)[1].values():
         info = registry.status(client, spec)
         since = _date.fromisoformat(info["last_window_end"]) + timedelta(days=1) if info["last_window_end"] else today - timedelta(days=6)
         days = [(since + timedelta(days=i)).isoformat() for i in range((today - since).days + 1)] if since <= today else []
         info["pending_traces"] = sum(count_by_day(client, experiment_id(client, settings, spec.config.experiment), days).values())
-        print(json.dumps(info, indent=2) if args.json else "\n".join(f"{k:20} {v}" for k, v in info.items()) + "\n")
+        infos.append(info)
+    print(json.dumps(infos, indent=2) if args.json else "\n\n".join("\n".join(f"{k:20} {v}" for k, v in i.items()) for i in infos))
     return 0
 
 
@@ -192,33 +194,38 @@ def _run(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from teleprompt_assets.defs.demo import demo
 
-    summary = demo(load_settings(), days=args.days, per_day=args.per_day)
-    print(render_summary(summary))
-    return 0 if summary["outputs"]["deltaone_attestation"].get("verifies", True) else 1
+    summaries = demo(load_settings(), days=args.days, per_day=args.per_day)
+    for summary in summaries:
+        print(render_summary(summary))
+    return 0 if all(s["outputs"]["deltaone_attestation"].get("verifies", True) for s in summaries) else 1
 
 
 def render_summary(summary: dict) -> str:
     out = summary["outputs"]
     report = out["evaluation_report"]["comparison"]
+    method = out["evaluation_report"]["evaluation_method"]
     reg = out["registered_version"]
     att = out["deltaone_attestation"]
-    read = len(out["raw_traces"])
+    seeded = f"seeded {summary['seeded']} traces in {summary['seed_seconds']:.1f} s" if summary["seeded"] else f"reused {summary['reused']} seeded traces"
+    measured = "exact match with ground truth" if method["kind"] != "outcome_model" else f"predicted {method['model']['outcome']} (outcome model, dev Brier {method['calibration_dev'].get('brier', float('nan')):.3f})"
     lines = [
         "",
-        f"teleprompt demo — ticket_router, partition {summary['day']} (window of {summary['seeded'].days[0]}..{summary['seeded'].days[-1]})",
-        f"  seeded            {summary['seeded'].traces} traces in {summary['seed_seconds']:.1f} s; pipeline {summary['pipeline_seconds']:.1f} s (Dagster run {out['run_id']})",
-        f"  traces            read {read}, accepted {len(out['curated_traces'])}, quarantined {len(out['quarantined_traces'])} (this day)",
+        f"teleprompt demo — {summary['program']}, partition {summary['day']} (window {summary['window'][0]}..{summary['window'][-1]})",
+        f"  traffic           {seeded}; pipeline {summary['pipeline_seconds']:.1f} s (Dagster run {out['run_id']})",
+        f"  traces            read {len(out['raw_traces'])}, accepted {len(out['curated_traces'])}, quarantined {len(out['quarantined_traces'])} (this day)",
         f"  training window   {len(out['training_set'])} rows after dedupe",
+        f"  metric            {measured}",
         f"  held-out score    baseline v{out['evaluation_report']['baseline_version']} {report['baseline_mean']:.4f} -> candidate {report['candidate_mean']:.4f} on {report['n']} examples",
         f"  deltaPpm          {report['delta_ppm']} (95% CI low {report['ci_low_ppm']} ppm)",
         f"  DeltaOne          {'yes' if report['deltaone'] else 'no'}",
         f"  model version     {reg['name']} v{reg['version']}{' @champion' if reg['champion'] else ' (not champion)'}",
     ]
     if att.get("attested"):
+        ok = att["verifies"] and not summary["bundle_problems"]
         lines += [
             f"  attestation uid   {att['uid']}",
             f"  bundle            {att['bundle']}",
-            f"  verifies          {'yes' if att['verifies'] and not summary['bundle_problems'] else 'NO: ' + '; '.join(att['problems'] + (summary['bundle_problems'] or []))}",
+            f"  verifies          {'yes' if ok else 'NO: ' + '; '.join(att['problems'] + (summary['bundle_problems'] or []))}",
         ]
     else:
         lines.append(f"  attestation       skipped: {att['reason']}")

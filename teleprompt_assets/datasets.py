@@ -51,13 +51,28 @@ def training_table(curated: pl.DataFrame, spec: ProgramSpec) -> pl.DataFrame:
 
 
 def examples(table: pl.DataFrame, spec: ProgramSpec, split: str) -> list[dspy.Example]:
-    """DSPy examples with ground truth from expectations, carrying provenance fields along."""
+    """DSPy examples carrying provenance fields along.
+
+    Outputs come from the ground truth (expectations) when the metric has one, otherwise from what
+    was logged (outcome-only programs learn from outputs that earned good outcomes).
+    """
+    from_outputs = spec.config.metric.kind == "outcome_model"
     out = []
     for row in table.filter(pl.col("split") == split).iter_rows(named=True):
         inputs = json.loads(row["inputs"])
-        labels = json.loads(row["expectations"])
+        labels = json.loads(row["outputs"] if from_outputs else row["expectations"])
         fields = {f: inputs[f] for f in spec.input_fields}
         fields |= {f: labels[f] for f in spec.output_fields if f in labels}
-        example = dspy.Example(**fields, trace_id=row["trace_id"], trace_hash=row["trace_hash"], contributor=row["contributor"])
+        extra = {"outcome": json.loads(row["feedback"]).get(spec.config.metric.outcome)} if from_outputs else {}
+        example = dspy.Example(**fields, trace_id=row["trace_id"], trace_hash=row["trace_hash"], contributor=row["contributor"], **extra)
         out.append(example.with_inputs(*spec.input_fields))
     return out
+
+
+def training_examples(table: pl.DataFrame, spec: ProgramSpec) -> list[dspy.Example]:
+    """What the optimizer learns from: the train split; for outcome-only programs, only the traces
+    whose outcome was good (≥ 0.5), so demos show what worked rather than everything that was sent."""
+    train = examples(table, spec, "train")
+    if spec.config.metric.kind != "outcome_model":
+        return train
+    return [ex for ex in train if isinstance(ex.get("outcome"), (bool, int, float)) and float(ex.get("outcome")) >= 0.5]

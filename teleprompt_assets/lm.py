@@ -6,6 +6,9 @@ prompt DSPy's ChatAdapter renders (field headers ``[[ ## name ## ]]``), answers 
 similar demonstration in that prompt, and otherwise falls back to a zero-shot rule. Better demos
 therefore give measurably better answers, which is what optimization needs to show.
 
+A free-text answer copied from a demo has the demo's input values (a name, a company) replaced by
+the query's wherever they appear verbatim, so a demonstrated style transfers to a new input.
+
 Zero-shot rule, per output field:
 - a field restricted to options (``Literal``) answers the option named in the input text, else the
   option whose name shares the most characters with the input's words, else the first option;
@@ -137,10 +140,20 @@ def answer(view: PromptView, threshold: float = SIMILARITY_THRESHOLD) -> dict[st
             best, best_sim = demo_outputs, sim
     if best is None:
         return _zero_shot(view, "No similar demonstration; answered by the zero-shot rule.")
-    out = {name: best.get(name, "") for name in view.output_names}
+    best_inputs = next(i for i, o in view.demos if o is best)
+    out = {name: _substitute(best.get(name, ""), best_inputs, view.query) if name not in view.options else best.get(name, "") for name in view.output_names}
     if "reasoning" in view.output_names:
         out["reasoning"] = f"Followed the most similar demonstration (similarity {best_sim:.2f})."
     return out
+
+
+def _substitute(text: str, demo_inputs: dict[str, str], query: dict[str, str]) -> str:
+    """Copy a demo's free-text answer, swapping in the query's value wherever the demo's input value appears."""
+    for name, value in demo_inputs.items():
+        value = value.strip()
+        if len(value) >= 3 and "\n" not in value and query.get(name):
+            text = text.replace(value, query[name].strip())
+    return text
 
 
 def render(fields: dict[str, str]) -> str:

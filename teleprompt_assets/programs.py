@@ -35,8 +35,9 @@ class ConfigError(ValueError):
 
 class MetricConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    kind: Literal["exact_match", "token_f1", "function"] = "exact_match"
+    kind: Literal["exact_match", "token_f1", "function", "outcome_model"] = "exact_match"
     field: str | None = None
+    outcome: str | None = Field(default=None, description="outcome_model: the feedback name to predict (numeric in [0, 1] or boolean)")
     function: str | None = Field(default=None, description="package.module:function(example, prediction, trace=None) -> float in [0, 1]")
 
 
@@ -87,6 +88,7 @@ class ProjectConfig(BaseModel):
     start_date: date = date(2026, 1, 1)
     window_days: int = Field(default=7, ge=1, le=366)
     rewards: RewardsConfig = Field(default_factory=RewardsConfig)
+    quality: dict[str, Any] = Field(default_factory=dict, description="data-quality rules, see teleprompt_assets.quality.QualityConfig")
     programs: dict[str, ProgramConfig]
 
 
@@ -160,6 +162,9 @@ def token_f1(field: str) -> Metric:
 
 
 def build_metric(config: MetricConfig) -> Metric:
+    """Fixed metrics; an outcome model is trained per window (see :mod:`teleprompt_assets.metrics`)."""
+    if config.kind == "outcome_model":
+        raise ValueError("an outcome_model metric is trained per window: use metrics.window_metric")
     if config.kind == "function":
         return import_object(config.function or "")
     factory = exact_match if config.kind == "exact_match" else token_f1
@@ -186,6 +191,8 @@ def _validate_entry(name: str, config: ProgramConfig) -> ProgramSpec:
                 raise ConfigError(f"{where}.metric.function: '{metric.function}' is not callable")
         except (ImportError, AttributeError) as exc:
             raise ConfigError(f"{where}.metric.function: cannot import '{metric.function}': {exc}") from exc
+    elif metric.kind == "outcome_model" and not metric.outcome:
+        raise ConfigError(f"{where}.metric.outcome: outcome_model needs the feedback name to predict")
     elif metric.field not in spec.output_fields:
         raise ConfigError(f"{where}.metric.field: '{metric.field}' is not an output of {config.module} (outputs: {', '.join(spec.output_fields)})")
     try:
@@ -208,4 +215,11 @@ def load_project(path: Path | str) -> tuple[ProjectConfig, dict[str, ProgramSpec
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"{path}: {where}: {first['msg']}") from exc
+    from teleprompt_assets.quality import QualityConfig
+
+    try:
+        QualityConfig.model_validate(project.quality)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise ConfigError(f"{path}: quality.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from exc
     return project, {name: _validate_entry(name, cfg) for name, cfg in project.programs.items()}

@@ -17,6 +17,7 @@ import mlflow
 from teleprompt_assets.contract import label_trace, traced_call
 from teleprompt_assets.lm import build_lm
 from teleprompt_assets.programs import ProgramSpec
+from teleprompt_assets.samples import outreach_traffic
 from teleprompt_assets.samples.ticket_traffic import tickets
 from teleprompt_assets.settings import Settings
 from teleprompt_assets.tracking import connect, experiment_id
@@ -71,3 +72,57 @@ def seed_ticket_router(
     finally:
         mlflow.dspy.autolog(disable=True)
     return SeedReport(spec.name, [d.isoformat() for d in dates], traces, labeled)
+
+
+def seed_outreach_reply(
+    settings: Settings,
+    spec: ProgramSpec,
+    end: date,
+    days: int = 7,
+    per_day: int = 40,
+    seed: int = 0,
+    program: dspy.Module | None = None,
+) -> SeedReport:
+    """Prospect messages answered by the serving program's draft, edited by the rep, then sent.
+
+    The trace's root span records the reply that was sent (what the prospect reacted to); the
+    program's own draft is in the autologged child spans.
+    """
+    client = connect(settings)
+    exp_id = experiment_id(client, settings, spec.config.experiment)
+    program = program or spec.build()
+    rng = random.Random(seed)
+    mlflow.dspy.autolog(log_traces_from_eval=False, log_traces_from_compile=False)
+    traces = 0
+    dates = [end - timedelta(days=offset) for offset in reversed(range(days))]
+    try:
+        with dspy.context(lm=build_lm()):
+            for day in dates:
+                start = day_start_ns(day)
+                offsets = sorted(rng.randrange(86_000 * 10**9) for _ in range(per_day))
+                for offset, prospect in zip(offsets, outreach_traffic.prospects(per_day, rng)):
+                    sent = outreach_traffic.sent_reply(prospect, rng)
+
+                    def draft_then_send(prospect_message: str, company: str) -> dict[str, str]:
+                        program(prospect_message=prospect_message, company=company)
+                        return {"reply": sent}
+
+                    trace_id, outputs = traced_call(
+                        spec.name, prospect.contributor.address, {"prospect_message": prospect.prospect_message, "company": prospect.company},
+                        draft_then_send, experiment_id=exp_id, start_time_ns=start + offset,
+                    )
+                    label_trace(trace_id, prospect.contributor.address, outreach_traffic.outcomes(outputs["reply"], prospect.company, rng))
+                    traces += 1
+    finally:
+        mlflow.dspy.autolog(disable=True)
+    return SeedReport(spec.name, [d.isoformat() for d in dates], traces, 0)
+
+
+SEEDERS = {"ticket_router": seed_ticket_router, "outreach_reply": seed_outreach_reply}
+
+
+def seed_program(settings: Settings, spec: ProgramSpec, end: date, **kwargs) -> SeedReport:
+    """Demo traffic for a sample program; user programs log their own production traffic."""
+    if spec.name not in SEEDERS:
+        raise ValueError(f"no demo traffic generator for '{spec.name}' (samples: {', '.join(SEEDERS)})")
+    return SEEDERS[spec.name](settings, spec, end, **kwargs)

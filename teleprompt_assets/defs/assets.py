@@ -11,7 +11,7 @@ import dspy
 import polars as pl
 from dagster_mlflow.resources import MlFlow
 
-from teleprompt_assets import attest, attribution, datasets, evaluate, impact, optimize, prompt_quality, registry, report, share, traces, usage
+from teleprompt_assets import attest, attribution, datasets, evaluate, impact, metrics, optimize, prompt_quality, quality, registry, report, share, traces, usage
 from teleprompt_assets.defs.partitions import split_key, window_mapping
 from teleprompt_assets.defs.resources import TelepromptResource
 from teleprompt_assets.keys import load_attester
@@ -52,7 +52,9 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
     )
     def curate(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, mlflow: Tracking, raw_traces: pl.DataFrame):
         program, _ = split_key(context)
-        accepted, rejected = traces.validate(raw_traces, teleprompt.spec(program), now_ms=int(time.time() * 1000))
+        rules = quality.QualityConfig.model_validate(load_project(teleprompt.settings().config_path)[0].quality)
+        result = quality.curate(raw_traces, teleprompt.spec(program), rules, now_ms=int(time.time() * 1000))
+        accepted, rejected = result.accepted, result.quarantined
         reasons = dict(rejected.group_by("reason").len().sort("reason").iter_rows()) if len(rejected) else {}
         rate = len(rejected) / len(raw_traces) if len(raw_traces) else 0.0
         _track(mlflow, metrics={"traces_accepted": len(accepted), "traces_quarantined": len(rejected), "quarantine_rate": rate})
@@ -94,7 +96,8 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
         program, _ = split_key(context)
         spec = teleprompt.spec(program)
         config = spec.config
-        trainset = datasets.examples(training_set, spec, "train")
+        trainset = datasets.training_examples(training_set, spec)
+        metric, method = metrics.window_metric(spec, training_set)
         teacher = None
         if config.optimizer.warm_start:
             champion = registry.load_champion(teleprompt.client(), spec)
@@ -102,7 +105,7 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
         lm = build_lm()
         started = time.perf_counter()
         with usage.metered(lm) as used, optimize.time_limit(config.optimizer.time_limit_s):
-            result = optimize.compile_program(spec, trainset, spec.metric(), datasets.examples(training_set, spec, "dev"), teacher)
+            result = optimize.compile_program(spec, trainset, metric, datasets.examples(training_set, spec, "dev"), teacher)
         seconds = time.perf_counter() - started
         by_id = {ex.trace_id: ex for ex in trainset}
         demos = [{"predictor": d.predictor, "trace_id": d.trace_id, "augmented": d.augmented,
@@ -117,7 +120,7 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
                                "warm_start": teacher is not None}, metrics=figures)
         yield dg.Output(
             {"program": program, "state": result.state, "program_hash": prog_hash, "demos": demos, "optimizer": config.optimizer.model_dump(),
-             "warm_start_from": None if teacher is None else "champion", "usage": figures,
+             "warm_start_from": None if teacher is None else "champion", "usage": figures, "metric": method,
              "data_traces": training_set.filter(pl.col("split") == "train").select("trace_id", "trace_hash", "contributor", "feedback").to_dicts()},
             metadata={"optimizer": config.optimizer.name, "program_hash": prog_hash, "lm": lm.model, **figures},
         )
@@ -135,18 +138,19 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
         baseline, baseline_version = registry.baseline_for(client, spec, compiled_program["program_hash"], _window(day, window_days))
         candidate = optimize.load_state(spec, compiled_program["state"])
         field = spec.config.metric.field or spec.output_fields[0]
-        scores = evaluate.score_pair(baseline, candidate, holdout, spec.metric(), build_lm(), field)
+        metric, method = metrics.window_metric(spec, training_set)
+        scores = evaluate.score_pair(baseline, candidate, holdout, metric, build_lm(), field)
         result = evaluate.compare(scores)
         ab = report.markdown(result, scores, [str(ex.get(field, "")) for ex in holdout], [str(ex.get(spec.input_fields[0], "")) for ex in holdout])
         context.add_output_metadata({
-            "ab_report": dg.MetadataValue.md(ab),
+            "ab_report": dg.MetadataValue.md(ab), "evaluation_method": dg.MetadataValue.json(method),
             "holdout": result.n, "baseline_version": baseline_version, "baseline_score": result.baseline_mean,
             "candidate_score": result.candidate_mean, "delta_ppm": result.delta_ppm, "ci_low_ppm": result.ci_low_ppm,
             "deltaone": result.deltaone, "significant": result.significant, "wins": result.wins, "losses": result.losses,
         })
         _track(mlflow, metrics={"baseline_score": result.baseline_mean, "candidate_score": result.candidate_mean, "delta_ppm": result.delta_ppm,
                                  "ci_low_ppm": result.ci_low_ppm, "holdout": result.n, "deltaone": int(result.deltaone)})
-        return {"baseline_version": baseline_version, "comparison": result.to_dict(), "scores": [s.__dict__ for s in scores], "ab_report": ab}
+        return {"baseline_version": baseline_version, "evaluation_method": method, "comparison": result.to_dict(), "scores": [s.__dict__ for s in scores], "ab_report": ab}
 
     @dg.asset(
         partitions_def=partitions, group_name=GROUP, kinds={"mlflow"},
@@ -161,7 +165,7 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
         window = _window(day, window_days)
         tags = {
             "base_version": evaluation_report["baseline_version"], "partition": context.partition_key, "dataset_hash": _dataset_hash(training_set),
-            "optimizer": spec.config.optimizer.name, "optimizer_config": json.dumps(spec.config.optimizer.params, sort_keys=True),
+            "evaluation_method": evaluation_report["evaluation_method"]["kind"], "optimizer": spec.config.optimizer.name, "optimizer_config": json.dumps(spec.config.optimizer.params, sort_keys=True),
             "dagster_run_id": context.run.run_id, "baseline_score": comparison["baseline_sum"], "candidate_score": comparison["candidate_sum"],
             "eval_count": comparison["n"], "delta_ppm": comparison["delta_ppm"], "deltaone": comparison["deltaone"],
             "contributor_count": len({t["contributor"] for t in compiled_program["data_traces"]}),
@@ -169,7 +173,7 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
         candidate = optimize.load_state(spec, compiled_program["state"])
         artifacts = {
             "ab_report.md": evaluation_report["ab_report"],
-            "evaluation.json": json.dumps({k: evaluation_report[k] for k in ("baseline_version", "comparison", "scores")}, indent=1, sort_keys=True),
+            "evaluation.json": json.dumps({k: evaluation_report[k] for k in ("baseline_version", "evaluation_method", "comparison", "scores")}, indent=1, sort_keys=True),
             registry.SAMPLE_ARTIFACT: json.dumps(_sample_input(training_set, spec)),
             "contributors.json": json.dumps(attribution.contributor_summary(compiled_program["data_traces"], compiled_program["demos"]), indent=1),
         }
@@ -197,7 +201,7 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
         spec = teleprompt.spec(program)
         config = load_project(teleprompt.settings().config_path)[0].rewards
         measured = impact.demo_impact(optimize.load_state(spec, compiled_program["state"]), datasets.examples(training_set, spec, "holdout"),
-                                      spec.metric(), build_lm(), config.impact_budget)
+                                      metrics.window_metric(spec, training_set)[0], build_lm(), config.impact_budget)
         credit: dict[str, Fraction] = {}
         for (_, _, units), demo in zip(measured.credits, compiled_program["demos"], strict=True):
             if demo["contributor"]:
