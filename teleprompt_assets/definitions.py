@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dagster as dg
 
+from teleprompt_assets.alerts import load_automation
+from teleprompt_assets.defs.alerting import ALERT_RESOURCE, AlertingResource, build_alerting
 from teleprompt_assets.defs.assets import build_assets
 from teleprompt_assets.defs.automation import build_automation
 from teleprompt_assets.defs.io import LocalTableIOManager
@@ -34,14 +36,17 @@ def build_definitions() -> dg.Definitions:
         executor_def=dg.in_process_executor, hooks={end_mlflow_on_run_finished},
         description="Ingest and curate one program's traces for one day (backfills of the training window).",
     )
-    schedule, sensor = build_automation(job, sorted(specs), project.start_date.isoformat())
+    automation = load_automation(settings.config_path)
+    schedule, sensor = build_automation(job, sorted(specs), project.start_date.isoformat(), project.window_days, automation)
+    alert_sensors = build_alerting(automation.alerts, project.window_days)
     return dg.Definitions(
         assets=assets,
         jobs=[job, ingest, rollback_job],
         schedules=[schedule],
-        sensors=[sensor],
+        sensors=[sensor, *alert_sensors],
         resources={
             "teleprompt": TelepromptResource(),
+            ALERT_RESOURCE: AlertingResource(),
             "mlflow": pipeline_tracking.configured({"experiment_name": settings.pipeline_experiment, "mlflow_tracking_uri": settings.tracking_uri}),
             "io_manager": LocalTableIOManager(base_dir=str(settings.storage)),
         },

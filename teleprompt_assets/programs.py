@@ -89,6 +89,7 @@ class ProjectConfig(BaseModel):
     window_days: int = Field(default=7, ge=1, le=366)
     rewards: RewardsConfig = Field(default_factory=RewardsConfig)
     quality: dict[str, Any] = Field(default_factory=dict, description="data-quality rules, see teleprompt_assets.quality.QualityConfig")
+    automation: dict[str, Any] = Field(default_factory=dict, description="schedules and alerts, see teleprompt_assets.alerts.AutomationConfig")
     programs: dict[str, ProgramConfig]
 
 
@@ -215,11 +216,13 @@ def load_project(path: Path | str) -> tuple[ProjectConfig, dict[str, ProgramSpec
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"{path}: {where}: {first['msg']}") from exc
+    from teleprompt_assets.alerts import AutomationConfig
     from teleprompt_assets.quality import QualityConfig
 
-    try:
-        QualityConfig.model_validate(project.quality)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        raise ConfigError(f"{path}: quality.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from exc
+    for section, model in (("quality", QualityConfig), ("automation", AutomationConfig)):
+        try:
+            model.model_validate(getattr(project, section))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise ConfigError(f"{path}: {section}.{'.'.join(str(p) for p in first['loc'])}: {first['msg']}") from exc
     return project, {name: _validate_entry(name, cfg) for name, cfg in project.programs.items()}

@@ -41,3 +41,14 @@ def _no_active_mlflow_model():
     import mlflow
 
     mlflow.clear_active_model()
+
+
+@pytest.fixture(autouse=True)
+def _no_stale_dagster_defs_state():
+    """A Dagster instance registers its defs-state storage in a context variable and resets it on
+    exit; fixtures that open and close instances in other orders can leave one whose instance is
+    gone ("undefined DagsterInstance weakref"). Each test starts without one."""
+    from dagster._core.storage.defs_state.base import _current_storage
+
+    _current_storage.set(None)
+    yield

@@ -1,57 +1,101 @@
-"""Automation: a daily schedule for yesterday's partition, and a sensor that reacts to new traces.
+"""Automation: the optimization-cycle schedule (daily, weekly or monthly) and the new-traces sensor.
 
-Daily partitions close at midnight UTC. The schedule runs each program on the day that just closed;
-the sensor re-counts a lookback window of closed days so traces that arrive late for an older day
-trigger a re-run of that day (run keys carry the count, so a count is acted on once).
+Daily partitions close at midnight UTC. The schedule runs the day after a cycle's last day closes and
+optimizes every program on that day; ``training_set`` reaches back ``window_days`` from it. Trigger
+conditions (``automation.min_new_traces`` over the cycle's period, ``automation.min_window_traces``
+over the training window) skip a program with a visible reason. The sensor re-counts a lookback
+window of closed days so traces that arrive late for an older day trigger a re-run of that day
+(run keys carry the count, so a count is acted on once). Settings: docs/operations.md.
 """
 
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
 
+from teleprompt_assets.alerts import AutomationConfig
 from teleprompt_assets.defs.partitions import DATE, PROGRAM
 from teleprompt_assets.defs.resources import TelepromptResource
 from teleprompt_assets.traces import count_by_day
 
-LOOKBACK_DAYS = 3
+LOOKBACK_DAYS = 3  # defaults; automation.sensor overrides them
 MIN_NEW_TRACES = 1
 
 
-def _request(program: str, day: str, tag: str) -> dg.RunRequest:
-    return dg.RunRequest(
-        run_key=f"{program}|{day}|{tag}",
-        partition_key=dg.MultiPartitionKey({DATE: day, PROGRAM: program}),
-        tags={"teleprompt/program": program, "teleprompt/trigger": tag.split(":")[0]},
-    )
+def _request(program: str, day: str, tag: str, cycle: str | None = None) -> dg.RunRequest:
+    tags = {"teleprompt/program": program, "teleprompt/trigger": tag.split(":")[0]}
+    if cycle:
+        tags["teleprompt/cycle"] = cycle
+    return dg.RunRequest(run_key=f"{program}|{day}|{tag}", partition_key=dg.MultiPartitionKey({DATE: day, PROGRAM: program}), tags=tags)
 
 
-def build_automation(job, programs: list[str], first_day: str) -> tuple[dg.ScheduleDefinition, dg.SensorDefinition]:
-    @dg.schedule(job=job, cron_schedule="0 1 * * *", execution_timezone="UTC", name="daily_optimization")
-    def daily_optimization(context: dg.ScheduleEvaluationContext):
-        """At 01:00 UTC, optimize every program on the day that just closed."""
-        day = (context.scheduled_execution_time.astimezone(timezone.utc) - timedelta(days=1)).date().isoformat()
+def skip_reasons(config: AutomationConfig, day: date, window_days: int, counts: dict[str, int]) -> str | None:
+    """Why a program's cycle ending on ``day`` is skipped, given its traces per day; None: run it."""
+    new = sum(counts.get(d.isoformat(), 0) for d in config.period(day))
+    window = sum(counts.get((day - timedelta(days=i)).isoformat(), 0) for i in range(window_days))
+    problems = []
+    if new < config.min_new_traces:
+        problems.append(f"{new} new traces in the {config.cycle} period < min_new_traces={config.min_new_traces}")
+    if window < config.min_window_traces:
+        problems.append(f"{window} traces in the {window_days}-day window < min_window_traces={config.min_window_traces}")
+    return "; ".join(problems) or None
+
+
+def build_automation(job, programs: list[str], first_day: str, window_days: int = 7,
+                     config: AutomationConfig | None = None) -> tuple[dg.ScheduleDefinition, dg.SensorDefinition]:
+    config = config or AutomationConfig()
+    lookback, min_new = config.sensor.lookback_days, config.sensor.min_new_traces
+    counting = config.min_new_traces > 0 or config.min_window_traces > 0
+
+    @dg.schedule(job=job, cron_schedule=config.cron, execution_timezone="UTC", name=config.schedule_name,
+                 description=f"{config.cycle} cycle at {config.hour:02d}:00 UTC: every program, on the cycle's last (closed) day.")
+    def optimization_cycle(context: dg.ScheduleEvaluationContext, teleprompt: TelepromptResource):
+        day = (context.scheduled_execution_time.astimezone(timezone.utc) - timedelta(days=1)).date()
+        if day.isoformat() < first_day:
+            return dg.SkipReason(f"{day} is before the first partition {first_day}")
+        requests, skipped = [], []
+        if counting:
+            client = teleprompt.client()
+            days = sorted({d.isoformat() for d in config.period(day)} | {(day - timedelta(days=i)).isoformat() for i in range(window_days)})
+            days = [d for d in days if d >= first_day]
         for program in programs:
-            yield _request(program, day, f"schedule:{day}")
+            if counting:
+                counts = count_by_day(client, teleprompt.experiment_id(client, teleprompt.spec(program).config.experiment), days)
+                reason = skip_reasons(config, day, window_days, counts)
+                if reason:
+                    skipped.append(f"{program}: {reason}")
+                    context.log.info(f"skipping {program} {day}: {reason}")
+                    continue
+            requests.append(_request(program, day.isoformat(), f"schedule:{day.isoformat()}", config.cycle))
+        if not requests:
+            return dg.SkipReason(f"{config.cycle} cycle for {day} skipped: " + " | ".join(skipped))
+        return requests
 
-    @dg.sensor(job=job, name="new_traces_sensor", minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.STOPPED)
+    @dg.sensor(job=job, name="new_traces_sensor", minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.STOPPED,
+               description=f"Re-runs a closed day of the last {lookback} once it has >= {min_new} new traces.")
     def new_traces_sensor(context: dg.SensorEvaluationContext, teleprompt: TelepromptResource):
-        """Re-counts the last closed days per program; a day with new traces is re-materialized."""
+        """Re-counts the last closed days per program; a day with enough new traces is re-materialized."""
         cursor = json.loads(context.cursor) if context.cursor else {}
         today = datetime.now(timezone.utc).date()
-        days = [d for d in ((today - timedelta(days=i)).isoformat() for i in range(1, LOOKBACK_DAYS + 1)) if d >= first_day]
+        days = [d for d in ((today - timedelta(days=i)).isoformat() for i in range(1, lookback + 1)) if d >= first_day]
         client = teleprompt.client()
-        requests = []
+        requests, pending = [], []
         for program in programs:
             spec = teleprompt.spec(program)
             counts = count_by_day(client, teleprompt.experiment_id(client, spec.config.experiment), days)
             seen = cursor.get(program, {})
             for day, count in sorted(counts.items()):
-                if count - seen.get(day, 0) >= MIN_NEW_TRACES:
+                new = count - seen.get(day, 0)
+                if new >= min_new:
                     requests.append(_request(program, day, f"traces:{count}"))
                     seen[day] = count
+                elif new > 0:
+                    pending.append(f"{program} {day}: {new} new")
             cursor[program] = {d: c for d, c in seen.items() if d in days}
-        return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
+        skip = None
+        if not requests:
+            skip = f"no day with >= {min_new} new traces in the last {lookback} closed days" + (f" (pending: {', '.join(pending)})" if pending else "")
+        return dg.SensorResult(run_requests=requests, skip_reason=skip, cursor=json.dumps(cursor, sort_keys=True))
 
-    return daily_optimization, new_traces_sensor
+    return optimization_cycle, new_traces_sensor

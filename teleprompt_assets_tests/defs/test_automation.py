@@ -1,10 +1,14 @@
-"""The daily schedule and the new-traces sensor, against a real sqlite MLflow store."""
+"""The optimization-cycle schedule and the new-traces sensor, against one real sqlite MLflow store per module."""
 
 import json
-from datetime import datetime, timedelta, timezone
+import os
+from typing import NamedTuple
+from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
+import pytest
 
+from teleprompt_assets.alerts import AutomationConfig
 from teleprompt_assets.contract import label_trace, traced_call
 from teleprompt_assets.definitions import build_definitions
 from teleprompt_assets.defs.resources import TelepromptResource
@@ -12,50 +16,131 @@ from teleprompt_assets.programs import load_project
 from teleprompt_assets.seed import day_start_ns
 from teleprompt_assets.settings import load_settings
 from teleprompt_assets.tracking import connect, experiment_id
+from teleprompt_assets_tests.conftest import set_env
 
 ADDRESS = "0xA2DFbbE547B9fe2Eb36D63B62AE89F1b950f0dD8"
 
 
-def test_daily_schedule_requests_yesterday_for_every_program(tp_home):
-    defs = build_definitions()
-    repo = defs.get_repository_def()
-    schedule = repo.get_schedule_def("daily_optimization")
-    with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=datetime(2026, 5, 2, 1, tzinfo=timezone.utc), repository_def=repo, resources={"teleprompt": TelepromptResource()})
-        requests = list(schedule.evaluate_tick(context).run_requests)
-    assert [r.partition_key for r in requests] == ["2026-05-01|ticket_router"]
-    assert requests[0].run_key == "ticket_router|2026-05-01|schedule:2026-05-01"
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """One MLflow store for the module (creating one costs seconds); tests use days apart from each other."""
+    saved = set_env(tmp_path_factory.mktemp("automation") / "tp")
+    try:
+        settings = load_settings()
+        client = connect(settings)
+        yield experiment_id(client, settings, load_project(settings.config_path)[1]["ticket_router"].config.experiment)
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
-def _log(exp_id, day, n):
-    for i in range(n):
+def _defs(monkeypatch, **automation):
+    """Definitions with an ``automation:`` section (the shipped teleprompt.yaml has none yet)."""
+    monkeypatch.setattr("teleprompt_assets.definitions.load_automation", lambda path: AutomationConfig.model_validate(automation))
+    return build_definitions()
+
+
+def _log(exp_id, day, n, start=0):
+    for i in range(start, start + n):
         trace_id, _ = traced_call("ticket_router", ADDRESS, {"message": f"hello {i}"}, lambda message: {"queue": "sales"},
                                   experiment_id=exp_id, start_time_ns=day_start_ns(day) + (i + 1) * 10**9)
         label_trace(trace_id, ADDRESS, {"resolved_first_touch": True}, {"queue": "sales"})
 
 
-def test_sensor_fires_on_new_and_late_traces_and_dedupes(tp_home):
-    settings = load_settings()
-    client = connect(settings)
-    exp_id = experiment_id(client, settings, load_project(settings.config_path)[1]["ticket_router"].config.experiment)
+class _Tick(NamedTuple):
+    run_requests: list
+    skip_message: str | None
+
+
+def _mine(requests):
+    """The ticket_router requests (teleprompt.yaml may register more programs)."""
+    return [r for r in requests if r.partition_key.endswith("|ticket_router")]
+
+
+@pytest.fixture
+def instance():
+    """One Dagster instance per test: a second one in the same test trips dagster's defs-state weakref."""
+    with dg.instance_for_test() as instance:
+        yield instance
+
+
+def _schedule_tick(instance, defs, when: datetime):
+    repo = defs.get_repository_def()
+    [schedule] = repo.schedule_defs
+    context = dg.build_schedule_context(instance=instance, scheduled_execution_time=when, repository_def=repo, resources={"teleprompt": TelepromptResource()})
+    tick = schedule.evaluate_tick(context)
+    return schedule, _Tick(list(tick.run_requests or []), tick.skip_message)
+
+
+def test_daily_schedule_requests_yesterday_for_every_program(tp_home, instance):
+    schedule, tick = _schedule_tick(instance, build_definitions(), datetime(2026, 5, 2, 1, tzinfo=timezone.utc))
+    assert (schedule.name, schedule.cron_schedule) == ("daily_optimization", "0 1 * * *")
+    requests = _mine(tick.run_requests)
+    assert [r.partition_key for r in requests] == ["2026-05-01|ticket_router"]
+    assert requests[0].run_key == "ticket_router|2026-05-01|schedule:2026-05-01"
+    assert requests[0].tags["teleprompt/cycle"] == "daily"
+
+
+def test_weekly_and_monthly_cycles_optimize_the_cycles_last_day(tp_home, monkeypatch, instance):
+    schedule, tick = _schedule_tick(instance, _defs(monkeypatch, cycle="weekly", hour=2), datetime(2026, 5, 4, 2, tzinfo=timezone.utc))  # a Monday
+    assert (schedule.name, schedule.cron_schedule) == ("weekly_optimization", "0 2 * * 1")
+    assert [r.partition_key for r in _mine(tick.run_requests)] == ["2026-05-03|ticket_router"]  # the Sunday that closed the week
+    schedule, tick = _schedule_tick(instance, _defs(monkeypatch, cycle="monthly"), datetime(2026, 6, 1, 1, tzinfo=timezone.utc))
+    assert (schedule.name, schedule.cron_schedule) == ("monthly_optimization", "0 1 1 * *")
+    assert [r.partition_key for r in _mine(tick.run_requests)] == ["2026-05-31|ticket_router"]
+    assert _mine(tick.run_requests)[0].tags["teleprompt/cycle"] == "monthly"
+
+
+def test_schedule_trigger_conditions_skip_with_a_reason(store, monkeypatch, instance):
+    day = date(2026, 3, 10)
+    defs = _defs(monkeypatch, min_new_traces=2, min_window_traces=3)
+    when = datetime(2026, 3, 11, 1, tzinfo=timezone.utc)
+    _, tick = _schedule_tick(instance, defs, when)
+    assert tick.run_requests == [] and tick.skip_message.startswith("daily cycle for 2026-03-10 skipped: ")
+    assert ("ticket_router: 0 new traces in the daily period < min_new_traces=2; "
+            "0 traces in the 7-day window < min_window_traces=3") in tick.skip_message
+    _log(store, day - timedelta(days=3), 2)  # in the window, not in the period
+    _log(store, day, 1)
+    _log(store, day - timedelta(days=7), 5)  # outside the 7-day window
+    _, tick = _schedule_tick(instance, defs, when)
+    assert "ticket_router: 1 new traces in the daily period < min_new_traces=2 |" in tick.skip_message + " |"
+    _log(store, day, 1, start=1)
+    _, tick = _schedule_tick(instance, defs, when)
+    assert [r.partition_key for r in _mine(tick.run_requests)] == ["2026-03-10|ticket_router"]
+
+
+def _sensor_tick(instance, defs, cursor):
+    repo = defs.get_repository_def()
+    sensor = repo.get_sensor_def("new_traces_sensor")
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, repository_def=repo, resources={"teleprompt": TelepromptResource()})
+    result = sensor(context)
+    return [r.partition_key for r in _mine(result.run_requests or [])], result.cursor, result.skip_reason
+
+
+def test_sensor_fires_on_new_and_late_traces_and_dedupes(store, instance):
     yesterday = (datetime.now(timezone.utc) - timedelta(days=1)).date()
     older = yesterday - timedelta(days=1)
     defs = build_definitions()
-    repo = defs.get_repository_def()
-    sensor = repo.get_sensor_def("new_traces_sensor")
-
-    def tick(cursor):
-        with dg.instance_for_test() as instance:
-            context = dg.build_sensor_context(instance=instance, cursor=cursor, repository_def=repo, resources={"teleprompt": TelepromptResource()})
-            result = sensor(context)
-        return [r.partition_key for r in result.run_requests], result.cursor
-
-    assert tick(None)[0] == []
-    _log(exp_id, yesterday, 2)
-    keys, cursor = tick(None)
+    keys, _, skip = _sensor_tick(instance, defs, None)
+    assert keys == [] and "no day with >= 1 new traces in the last 3 closed days" in skip.skip_message
+    _log(store, yesterday, 2)
+    keys, cursor, _ = _sensor_tick(instance, defs, None)
     assert keys == [f"{yesterday.isoformat()}|ticket_router"]
-    assert tick(cursor)[0] == []  # nothing new: no request
-    _log(exp_id, older, 1)  # a late trace for an older day
-    keys, cursor = tick(cursor)
+    assert _sensor_tick(instance, defs, cursor)[0] == []  # nothing new: no request
+    _log(store, older, 1)  # a late trace for an older day
+    keys, cursor, _ = _sensor_tick(instance, defs, cursor)
     assert keys == [f"{older.isoformat()}|ticket_router"]
     assert json.loads(cursor)["ticket_router"][older.isoformat()] == 1
+
+
+def test_sensor_minimum_count_is_configurable(store, monkeypatch, instance):
+    day = (datetime.now(timezone.utc) - timedelta(days=5)).date()
+    defs = _defs(monkeypatch, sensor={"min_new_traces": 3, "lookback_days": 5})
+    assert defs.get_repository_def().get_sensor_def("new_traces_sensor").description.startswith("Re-runs a closed day of the last 5 once it has >= 3")
+    _log(store, day, 2)
+    keys, cursor, skip = _sensor_tick(instance, defs, json.dumps({"ticket_router": {}}))
+    assert f"ticket_router {day.isoformat()}: 2 new" in skip.skip_message and f"{day.isoformat()}|ticket_router" not in keys
+    _log(store, day, 1, start=2)
+    keys, cursor, _ = _sensor_tick(instance, defs, cursor)
+    assert f"{day.isoformat()}|ticket_router" in keys
+    assert json.loads(cursor)["ticket_router"][day.isoformat()] == 3
