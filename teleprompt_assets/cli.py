@@ -181,9 +181,13 @@ def _run(args: argparse.Namespace) -> int:
     os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home))
     day = args.date or (datetime.now(timezone.utc) - timedelta(days=1)).date().isoformat()
     with dg.DagsterInstance.get() as instance:
-        out = run_partition(build_definitions(), args.program, day, instance)
+        try:
+            out = run_partition(build_definitions(), args.program, day, instance)
+        except RuntimeError as exc:
+            print(f"{args.program} {day}: {exc}", file=sys.stderr)
+            return 1
     report = out["evaluation_report"]["comparison"]
-    reg = out["registered_version"]
+    reg = out["registered_version"] | {"champion": out.get("champion_alias", {}).get("champion", False)}
     att = out["deltaone_attestation"]
     print(f"{args.program} {day}: run {out['run_id']}; deltaPpm {report['delta_ppm']}, DeltaOne {'yes' if report['deltaone'] else 'no'}; "
           f"{reg['name']} v{reg['version']}{' @champion' if reg['champion'] else ''}; "
@@ -204,7 +208,7 @@ def render_summary(summary: dict) -> str:
     out = summary["outputs"]
     report = out["evaluation_report"]["comparison"]
     method = out["evaluation_report"]["evaluation_method"]
-    reg = out["registered_version"]
+    reg = out["registered_version"] | {"champion": out.get("champion_alias", {}).get("champion", False)}
     att = out["deltaone_attestation"]
     seeded = f"seeded {summary['seeded']} traces in {summary['seed_seconds']:.1f} s" if summary["seeded"] else f"reused {summary['reused']} seeded traces"
     measured = "exact match with ground truth" if method["kind"] != "outcome_model" else f"predicted {method['model']['outcome']} (outcome model, dev Brier {method['calibration_dev'].get('brier', float('nan')):.3f})"

@@ -154,10 +154,11 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
 
     @dg.asset(
         partitions_def=partitions, group_name=GROUP, kinds={"mlflow"},
-        check_specs=[dg.AssetCheckSpec("no_regression", asset="registered_version", blocking=False, description="champion moves only when C >= B")],
+        check_specs=[dg.AssetCheckSpec("no_regression", asset="registered_version", blocking=True,
+                                       description="a candidate scoring below its baseline (C < B) stops here: registered, never promoted")],
     )
     def registered_version(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, mlflow: Tracking, training_set: pl.DataFrame, compiled_program: dict, evaluation_report: dict):
-        """The candidate as an MLflow model version with lineage; `champion` moves to it only if C >= B."""
+        """The candidate as an MLflow model version with lineage (registered whatever its score)."""
         program, day = split_key(context)
         spec = teleprompt.spec(program)
         client = teleprompt.client()
@@ -179,19 +180,30 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
         }
         experiment = teleprompt.experiment_id(client, teleprompt.settings().pipeline_experiment)
         version = registry.register(client, spec, candidate, compiled_program["state"], window, experiment, tags, artifacts)
-        promotable, decision = registry.promote_if_not_worse(client, version.name, version.version, comparison["baseline_sum"], comparison["candidate_sum"], comparison["n"])
-        current = registry.champion(client, version.name)
+        not_worse = comparison["candidate_sum"] >= comparison["baseline_sum"]
         out = {"name": version.name, "version": version.version, "run_id": version.run_id, "program_hash": version.program_hash,
-               "created": version.created, "champion": current is not None and int(current.version) == version.version, "window": window}
+               "created": version.created, "window": window}
         yield dg.Output(out, metadata={
-            "model": version.name, "version": version.version, "created": version.created, "champion": out["champion"], "promotion": decision,
+            "model": version.name, "version": version.version, "created": version.created,
             "mlflow": dg.MetadataValue.url(f"{MLFLOW_UI}/#/models/{version.name}/versions/{version.version}"),
         })
         yield dg.AssetCheckResult(
-            check_name="no_regression", passed=promotable,
-            description=decision, severity=dg.AssetCheckSeverity.WARN,
+            check_name="no_regression", passed=not_worse,
+            description=None if not_worse else f"C={comparison['candidate_sum']} < B={comparison['baseline_sum']}: v{version.version} is registered but kept out of serving",
             metadata={"baseline_sum": comparison["baseline_sum"], "candidate_sum": comparison["candidate_sum"]},
         )
+
+    @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"mlflow"})
+    def champion_alias(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, registered_version: dict, evaluation_report: dict) -> dict:
+        """The `champion` alias (the serving version), moved to the new version behind the no_regression gate."""
+        comparison = evaluation_report["comparison"]
+        client = teleprompt.client()
+        name, version = registered_version["name"], registered_version["version"]
+        promoted, decision = registry.promote_if_not_worse(client, name, version, comparison["baseline_sum"], comparison["candidate_sum"], comparison["n"])
+        current = registry.champion(client, name)
+        serving = int(current.version) if current is not None else None
+        context.add_output_metadata({"champion_version": serving, "promoted": promoted, "decision": decision})
+        return {"name": name, "version": version, "champion": serving == version, "champion_version": serving, "decision": decision}
 
     @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"polars"})
     def contributor_rewards(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, mlflow: Tracking,
@@ -254,7 +266,7 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
                                      "explorer": dg.MetadataValue.url(url)})
         return {"attested": True, "uid": uid, "bundle": str(folder), "attester": attester.address, "verifies": not problems, "problems": problems, "share_url": url}
 
-    return [raw_traces, curate, training_set, compiled_program, evaluation_report, registered_version, contributor_rewards, deltaone_attestation]
+    return [raw_traces, curate, training_set, compiled_program, evaluation_report, registered_version, champion_alias, contributor_rewards, deltaone_attestation]
 
 
 def _track(tracking: MlFlow, params: dict | None = None, metrics: dict | None = None) -> None:

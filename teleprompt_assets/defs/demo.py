@@ -21,9 +21,12 @@ def run_partition(defs: dg.Definitions, program: str, day: str, instance: dg.Dag
     from teleprompt_assets.definitions import OPTIMIZE_JOB
 
     job = defs.resolve_job_def(job_name or OPTIMIZE_JOB)
-    result = job.execute_in_process(instance=instance, partition_key=dg.MultiPartitionKey({DATE: day, PROGRAM: program}))
+    result = job.execute_in_process(instance=instance, partition_key=dg.MultiPartitionKey({DATE: day, PROGRAM: program}), raise_on_error=False)
     if not result.success:
-        raise RuntimeError(f"run {result.run_id} failed")
+        failed = [e.step_key for e in result.all_events if e.is_step_failure]
+        checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+        reasons = [f"{c.check_name}: {c.description}" for c in checks if not c.passed and c.description]
+        raise RuntimeError(f"run {result.run_id} failed at {', '.join(failed) or 'unknown step'}" + (f" ({'; '.join(reasons)})" if reasons else ""))
     outputs = {}
     for event in result.all_events:
         if event.is_successful_output:

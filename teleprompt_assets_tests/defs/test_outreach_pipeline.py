@@ -51,4 +51,4 @@ def test_demos_come_from_good_outcomes_and_the_candidate_wins(outreach):
     report = outreach["evaluation_report"]["comparison"]
     assert report["candidate_sum"] > report["baseline_sum"] and report["deltaone"]
     assert outreach["compiled_program"]["demos"]
-    assert outreach["registered_version"]["champion"]
+    assert outreach["champion_alias"]["champion"]

@@ -187,3 +187,32 @@ def test_cli_status_reports_the_champion_and_attestation(pipeline, capsys):
     assert info["last_attestation"] == first["deltaone_attestation"]["uid"]
     assert info["last_run"] == first["run_id"]
     assert info["pending_traces"] >= 0
+
+
+def test_a_regressing_candidate_is_registered_but_blocked_from_serving(pipeline, tmp_path):
+    """Last in the module: it adds a version. An optimizer that keeps no demos scores below v1."""
+    import yaml
+
+    from teleprompt_assets.definitions import OPTIMIZE_JOB
+    from teleprompt_assets.defs.partitions import DATE, PROGRAM
+
+    settings, first, _, client, instance = pipeline
+    config = yaml.safe_load(Path(os.environ["TELEPROMPT_CONFIG"]).read_text())
+    config["programs"]["ticket_router"]["optimizer"] = {"name": "LabeledFewShot", "params": {"k": 0}}
+    path = tmp_path / "teleprompt.yaml"
+    path.write_text(yaml.safe_dump(config))
+    os.environ["TELEPROMPT_CONFIG"] = str(path)
+    try:
+        job = build_definitions().resolve_job_def(OPTIMIZE_JOB)
+        result = job.execute_in_process(instance=instance, partition_key=dg.MultiPartitionKey({DATE: END.isoformat(), PROGRAM: "ticket_router"}), raise_on_error=False)
+    finally:
+        os.environ["TELEPROMPT_CONFIG"] = str(Path(__file__).resolve().parents[2] / "teleprompt.yaml")
+    assert not result.success
+    checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    gate = next(c for c in checks if c.check_name == "no_regression")
+    assert not gate.passed and "kept out of serving" in (gate.description or "")
+    name = first["registered_version"]["name"]
+    versions = sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+    assert versions == [first["registered_version"]["version"], first["registered_version"]["version"] + 1]
+    assert int(client.get_model_version_by_alias(name, CHAMPION).version) == first["registered_version"]["version"]
+    assert not any(e.step_key == "champion_alias" and e.is_step_success for e in result.all_events)
