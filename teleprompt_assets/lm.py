@@ -208,12 +208,15 @@ def build_lm(model: str | None = None) -> dspy.LM:
     """The LM named by ``TELEPROMPT_LM`` (a LiteLLM model string), or the offline LM when unset.
 
     Provider keys are read by LiteLLM from the environment; they are never passed here, so they
-    cannot end up in a pickled program.
+    cannot end up in a pickled program. Each call times out after ``TELEPROMPT_LM_TIMEOUT_S``
+    (default 60) and is retried ``TELEPROMPT_LM_RETRIES`` times (default 3) with backoff.
     """
     model = model if model is not None else os.environ.get(LM_ENV, "").strip()
     if not model or model.startswith("offline"):
         return offline_lm()
-    return dspy.LM(model, cache=False)
+    timeout = float(os.environ.get("TELEPROMPT_LM_TIMEOUT_S", "60"))
+    retries = int(os.environ.get("TELEPROMPT_LM_RETRIES", "3"))
+    return dspy.LM(model, cache=False, timeout=timeout, num_retries=retries)
 
 
 def is_offline(lm: dspy.LM) -> bool:

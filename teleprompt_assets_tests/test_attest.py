@@ -66,3 +66,50 @@ def test_a_bundle_signed_for_another_chain_does_not_verify(tmp_path, monkeypatch
     assert verify_bundle(mainnet, SIGNER) == []
     monkeypatch.delenv("TELEPROMPT_EAS_CHAIN_ID")
     assert any("chainId" in p or "domain" in p for p in verify_bundle(mainnet, SIGNER))
+
+
+def _rehash_manifest(folder):
+    import hashlib
+
+    manifest = {name: hashlib.sha256((folder / name).read_bytes()).hexdigest() for name in ("attestation.json", "eval_tree.json", "data_tree.json", "rewards_tree.json", "program.json", "evaluation.json")}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _bump(value):
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    text = str(value)
+    if text.isdigit():
+        return str(int(text) + 1)
+    return text[:-1] + ("1" if text[-1] != "1" else "2")
+
+
+def test_every_attestation_field_and_every_leaf_is_covered(tmp_path):
+    """Change any single value (manifest re-hashed, so only the real check can catch it): it fails."""
+    files = build_bundle(EVIDENCE, KEY)
+    attestation = json.loads(files["attestation.json"])
+    targets = [("attestation.json", ("uid",)), ("attestation.json", ("version",))]
+    targets += [("attestation.json", ("domain", k)) for k in attestation["domain"]]
+    targets += [("attestation.json", ("message", k)) for k in attestation["message"]]
+    targets += [("attestation.json", ("signature", k)) for k in attestation["signature"]]
+    for name in ("eval_tree.json", "data_tree.json", "rewards_tree.json"):
+        dump = json.loads(files[name])
+        targets += [(name, ("values", i, "value", j)) for i, v in enumerate(dump["values"]) for j in range(len(v["value"]))]
+    for n, (name, path) in enumerate(targets):
+        folder = write_bundle(files, tmp_path / f"b{n}")
+        doc = json.loads((folder / name).read_text())
+        node = doc
+        for key in path[:-1]:
+            node = node[key]
+        node[path[-1]] = _bump(node[path[-1]])
+        (folder / name).write_text(json.dumps(doc))
+        _rehash_manifest(folder)
+        assert verify_bundle(folder, SIGNER), f"{name} {path} changed but the bundle still verifies"
+    folder = write_bundle(files, tmp_path / "program")
+    state = json.loads((folder / "program.json").read_text())
+    state["route"]["signature"]["instructions"] = "changed"
+    (folder / "program.json").write_text(json.dumps(state))
+    _rehash_manifest(folder)
+    assert any("programHash" in p for p in verify_bundle(folder, SIGNER))
