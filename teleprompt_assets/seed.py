@@ -8,7 +8,9 @@ the outcome arrives. Deterministic for a given seed, so demos and tests are repr
 from __future__ import annotations
 
 import random
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 from datetime import date, datetime, time, timedelta, timezone
 
 import dspy
@@ -35,16 +37,14 @@ def day_start_ns(day: date) -> int:
     return int(datetime.combine(day, time(0), tzinfo=timezone.utc).timestamp()) * 1_000_000_000
 
 
-def seed_ticket_router(
-    settings: Settings,
-    spec: ProgramSpec,
-    end: date,
-    days: int = 7,
-    per_day: int = 40,
-    seed: int = 0,
-    program: dspy.Module | None = None,
-) -> SeedReport:
-    """Log ``days × per_day`` routed tickets ending on ``end`` (inclusive), spread over each day."""
+LogOne = Callable[[random.Random, dspy.Module, str, int, Any], bool]
+
+
+def _seed(settings: Settings, spec: ProgramSpec, end: date, days: int, per_day: int, seed: int,
+          program: dspy.Module | None, items: Callable[[int, random.Random], Iterable[Any]], log_one: LogOne) -> SeedReport:
+    """The loop every sample shares: days ending on ``end`` (inclusive), calls spread over each day
+    under ``mlflow.dspy.autolog()``; ``log_one`` logs and labels one call, returning whether it
+    carried ground truth."""
     client = connect(settings)
     exp_id = experiment_id(client, settings, spec.config.experiment)
     program = program or spec.build()
@@ -57,65 +57,52 @@ def seed_ticket_router(
             for day in dates:
                 start = day_start_ns(day)
                 offsets = sorted(rng.randrange(86_000 * 10**9) for _ in range(per_day))
-                for offset, ticket in zip(offsets, tickets(per_day, rng)):
-                    trace_id, outputs = traced_call(
-                        spec.name, ticket.contributor.address, {"message": ticket.message}, program,
-                        experiment_id=exp_id, start_time_ns=start + offset, output_fields=spec.output_fields,
-                    )
-                    correct = outputs.get("queue") == ticket.true_queue
-                    resolved = rng.random() < (0.9 if correct else 0.15)
-                    csat = round(min(1.0, max(0.0, rng.gauss(0.8 if resolved else 0.4, 0.1))), 2)
-                    expectations = {"queue": ticket.label} if ticket.label else {}
-                    label_trace(trace_id, ticket.contributor.address, {"resolved_first_touch": resolved, "csat": csat}, expectations)
+                for offset, item in zip(offsets, items(per_day, rng)):
+                    labeled += log_one(rng, program, exp_id, start + offset, item)
                     traces += 1
-                    labeled += bool(expectations)
     finally:
         mlflow.dspy.autolog(disable=True)
     return SeedReport(spec.name, [d.isoformat() for d in dates], traces, labeled)
 
 
-def seed_outreach_reply(
-    settings: Settings,
-    spec: ProgramSpec,
-    end: date,
-    days: int = 7,
-    per_day: int = 40,
-    seed: int = 0,
-    program: dspy.Module | None = None,
-) -> SeedReport:
+def seed_ticket_router(settings: Settings, spec: ProgramSpec, end: date, days: int = 7, per_day: int = 40, seed: int = 0,
+                       program: dspy.Module | None = None) -> SeedReport:
+    """Routed tickets, labeled with the outcome and (mostly) the true queue by their contributor."""
+
+    def log_one(rng: random.Random, program: dspy.Module, exp_id: str, start_ns: int, ticket: Any) -> bool:
+        trace_id, outputs = traced_call(spec.name, ticket.contributor.address, {"message": ticket.message}, program,
+                                        experiment_id=exp_id, start_time_ns=start_ns, output_fields=spec.output_fields)
+        resolved = rng.random() < (0.9 if outputs.get("queue") == ticket.true_queue else 0.15)
+        csat = round(min(1.0, max(0.0, rng.gauss(0.8 if resolved else 0.4, 0.1))), 2)
+        expectations = {"queue": ticket.label} if ticket.label else {}
+        label_trace(trace_id, ticket.contributor.address, {"resolved_first_touch": resolved, "csat": csat}, expectations)
+        return bool(expectations)
+
+    return _seed(settings, spec, end, days, per_day, seed, program, tickets, log_one)
+
+
+def seed_outreach_reply(settings: Settings, spec: ProgramSpec, end: date, days: int = 7, per_day: int = 40, seed: int = 0,
+                        program: dspy.Module | None = None) -> SeedReport:
     """Prospect messages answered by the serving program's draft, edited by the rep, then sent.
 
     The trace's root span records the reply that was sent (what the prospect reacted to); the
     program's own draft is in the autologged child spans.
     """
-    client = connect(settings)
-    exp_id = experiment_id(client, settings, spec.config.experiment)
-    program = program or spec.build()
-    rng = random.Random(seed)
-    mlflow.dspy.autolog(log_traces_from_eval=False, log_traces_from_compile=False)
-    traces = 0
-    dates = [end - timedelta(days=offset) for offset in reversed(range(days))]
-    try:
-        with dspy.context(lm=build_lm()):
-            for day in dates:
-                start = day_start_ns(day)
-                offsets = sorted(rng.randrange(86_000 * 10**9) for _ in range(per_day))
-                for offset, prospect in zip(offsets, outreach_traffic.prospects(per_day, rng)):
-                    sent = outreach_traffic.sent_reply(prospect, rng)
 
-                    def draft_then_send(prospect_message: str, company: str) -> dict[str, str]:
-                        program(prospect_message=prospect_message, company=company)
-                        return {"reply": sent}
+    def log_one(rng: random.Random, program: dspy.Module, exp_id: str, start_ns: int, prospect: Any) -> bool:
+        sent = outreach_traffic.sent_reply(prospect, rng)
 
-                    trace_id, outputs = traced_call(
-                        spec.name, prospect.contributor.address, {"prospect_message": prospect.prospect_message, "company": prospect.company},
-                        draft_then_send, experiment_id=exp_id, start_time_ns=start + offset,
-                    )
-                    label_trace(trace_id, prospect.contributor.address, outreach_traffic.outcomes(outputs["reply"], prospect.company, rng))
-                    traces += 1
-    finally:
-        mlflow.dspy.autolog(disable=True)
-    return SeedReport(spec.name, [d.isoformat() for d in dates], traces, 0)
+        def draft_then_send(prospect_message: str, company: str) -> dict[str, str]:
+            program(prospect_message=prospect_message, company=company)
+            return {"reply": sent}
+
+        trace_id, outputs = traced_call(spec.name, prospect.contributor.address,
+                                        {"prospect_message": prospect.prospect_message, "company": prospect.company},
+                                        draft_then_send, experiment_id=exp_id, start_time_ns=start_ns)
+        label_trace(trace_id, prospect.contributor.address, outreach_traffic.outcomes(outputs["reply"], prospect.company, rng))
+        return False
+
+    return _seed(settings, spec, end, days, per_day, seed, program, outreach_traffic.prospects, log_one)
 
 
 SEEDERS = {"ticket_router": seed_ticket_router, "outreach_reply": seed_outreach_reply}
