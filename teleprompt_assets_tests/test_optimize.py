@@ -72,3 +72,15 @@ def test_usage_is_metered_and_projected():
     cost = CostModel(latency_s=2, usd_per_1m_input_tokens=1, usd_per_1m_output_tokens=0, parallel_calls=2)
     assert usage.projected_wall_s(cost) == usage.calls
     assert usage.projected_usd(cost) == usage.input_tokens / 1e6
+
+
+def test_miprov2_compiles_with_the_offline_lm():
+    from teleprompt_assets.programs import ProgramSpec
+
+    config = OptimizerConfig(name="MIPROv2", params={"auto": "light", "max_bootstrapped_demos": 2, "max_labeled_demos": 2, "num_threads": 1})
+    validate_optimizer(config)
+    spec = ProgramSpec("ticket_router", SPEC.config.model_copy(update={"optimizer": config}))
+    examples = _examples() * 4
+    with dspy.context(lm=offline_lm()):
+        result = compile_program(spec, examples, spec.metric(), examples[:6])
+    assert result.demos and all(d.trace_id for d in result.demos)
