@@ -12,8 +12,8 @@ def test_rollback_job_moves_the_champion_back(reg):  # noqa: F811
     v1, v2 = _register(reg, "shipping"), _register(reg, "billing", window="w2")
     registry.promote(client, name, v1.version, "first")
     registry.promote(client, name, v2.version, "second")
-    job = build_definitions().resolve_job_def("rollback_job")
     with dg.instance_for_test() as instance:
+        job = build_definitions().resolve_job_def("rollback_job")  # resolved under this instance's defs-state storage
         result = job.execute_in_process(
             instance=instance, resources={"teleprompt": TelepromptResource()},
             run_config={"ops": {"rollback_champion": {"config": {"program": "ticket_router", "reason": "bad answers in prod"}}}},
