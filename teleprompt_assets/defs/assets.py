@@ -7,7 +7,6 @@ from datetime import date, datetime, time as dtime, timedelta, timezone
 from fractions import Fraction
 
 import dagster as dg
-import dspy
 import polars as pl
 from dagster_mlflow.resources import MlFlow
 
@@ -16,7 +15,6 @@ from teleprompt_assets.defs.partitions import split_key, window_mapping
 from teleprompt_assets.defs.resources import TelepromptResource
 from teleprompt_assets.keys import load_attester
 from teleprompt_assets.lm import build_lm
-from teleprompt_assets.programs import load_project
 
 GROUP = "teleprompt"
 Tracking = dg.ResourceParam[MlFlow]
@@ -52,7 +50,7 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
     )
     def curate(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, mlflow: Tracking, raw_traces: pl.DataFrame):
         program, _ = split_key(context)
-        rules = quality.QualityConfig.model_validate(load_project(teleprompt.settings().config_path)[0].quality)
+        rules = quality.QualityConfig.model_validate(teleprompt.project().quality)
         result = quality.curate(raw_traces, teleprompt.spec(program), rules, now_ms=int(time.time() * 1000))
         accepted, rejected = result.accepted, result.quarantined
         reasons = dict(rejected.group_by("reason").len().sort("reason").iter_rows()) if len(rejected) else {}
@@ -76,12 +74,13 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
         curated = curated_traces if isinstance(curated_traces, pl.DataFrame) else pl.DataFrame(schema=traces.CURATED_SCHEMA)
         table = datasets.training_table(curated, teleprompt.spec(program))
         counts = dict(table.group_by("split").len().iter_rows()) if len(table) else {}
+        dataset_hash = _dataset_hash(table)
         context.add_output_metadata({
             "window": _window(day, window_days), "rows": len(table), "duplicates_removed": len(curated) - len(table),
             **{f"{s}_rows": counts.get(s, 0) for s in datasets.SPLITS},
-            "dataset_hash": _dataset_hash(table),
+            "dataset_hash": dataset_hash,
         })
-        _track(mlflow, params={"window": _window(day, window_days), "dataset_hash": _dataset_hash(table)},
+        _track(mlflow, params={"window": _window(day, window_days), "dataset_hash": dataset_hash},
                metrics={f"{s}_rows": counts.get(s, 0) for s in datasets.SPLITS})
         return table
 
@@ -211,7 +210,7 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
         """Reward weights (ppm, summing to 1,000,000): volume, outcome quality and leave-one-out demo impact."""
         program, _ = split_key(context)
         spec = teleprompt.spec(program)
-        config = load_project(teleprompt.settings().config_path)[0].rewards
+        config = teleprompt.project().rewards
         measured = impact.demo_impact(optimize.load_state(spec, compiled_program["state"]), datasets.examples(training_set, spec, "holdout"),
                                       metrics.window_metric(spec, training_set)[0], build_lm(), config.impact_budget)
         credit: dict[str, Fraction] = {}

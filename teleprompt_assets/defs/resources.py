@@ -9,7 +9,7 @@ import dagster_mlflow
 from dagster_mlflow.resources import MlFlow
 from mlflow import MlflowClient
 
-from teleprompt_assets.programs import ProgramSpec, load_project
+from teleprompt_assets.programs import ProgramSpec, ProjectConfig, load_project
 from teleprompt_assets.settings import Settings, load_settings
 from teleprompt_assets.tracking import connect, experiment_id
 
@@ -31,6 +31,9 @@ class TelepromptResource(dg.ConfigurableResource):
 
     def client(self) -> MlflowClient:
         return connect(self.settings())
+
+    def project(self) -> ProjectConfig:
+        return load_project(self.settings().config_path)[0]
 
     def spec(self, name: str) -> ProgramSpec:
         return load_project(self.settings().config_path)[1][name]
