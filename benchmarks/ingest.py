@@ -200,9 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--traces", type=int, default=100_000)
     parser.add_argument("--root", type=Path, default=REPO / ".teleprompt" / "bench")
-    parser.add_argument("--slices", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=4)
-    parser.add_argument("--skip-naive", action="store_true", help="report R against a naive read of a 5,000-trace sample instead of all")
+    parser.add_argument("--processes", type=int, default=None, help="reader processes (default: the CPUs available)")
     args = parser.parse_args(argv)
     build_fixture(args.traces, args.root)
 
@@ -222,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     config = quality.QualityConfig()
 
     began = time.perf_counter()
-    raw = traces.read_day(client, exp, day, slices=args.slices, workers=args.workers)
+    raw = traces.read_day(client, exp, day, processes=args.processes)
     read_s = time.perf_counter() - began
     c0 = time.perf_counter()
     result = quality.curate(raw, spec, config, now_ms=now_ms)

@@ -13,6 +13,7 @@ import dspy
 import polars as pl
 from eth_utils import keccak
 
+from teleprompt_assets import quality
 from teleprompt_assets.programs import ProgramSpec, SplitConfig
 
 SPLITS = ("train", "dev", "holdout")
@@ -48,6 +49,21 @@ def training_table(curated: pl.DataFrame, spec: ProgramSpec) -> pl.DataFrame:
     table = table.join(winners.select("input_key", "expectations"), on=["input_key", "expectations"], how="semi")
     table = table.unique(subset=["input_key"], keep="first", maintain_order=True)
     return table.with_columns(pl.col("input_key").map_elements(lambda k: split_of(k, spec.config.split), return_dtype=pl.String).alias("split"))
+
+
+def sample_train(table: pl.DataFrame, sampling: quality.SamplingConfig, now_ms: int) -> pl.DataFrame:
+    """The table with its train split drawn by ``sampling``; dev and holdout rows stay whole.
+
+    Only training is sampled: evaluation must see the window as it is, or a strategy that favours
+    good outcomes would also flatter the scores. Rows left out did not feed the optimizer, so they
+    are dropped here and never enter the attestation's dataRoot. ``now_ms`` is the partition's end,
+    not the wall clock, so a re-run draws the same rows.
+    """
+    if sampling.strategy == "all" or sampling.size is None or table.is_empty():
+        return table
+    train = table.filter(pl.col("split") == "train")
+    kept = quality.sample(train, sampling, now_ms)
+    return pl.concat([kept, table.filter(pl.col("split") != "train")], how="vertical").sort("timestamp_ms", "trace_id")
 
 
 def examples(table: pl.DataFrame, spec: ProgramSpec, split: str) -> list[dspy.Example]:

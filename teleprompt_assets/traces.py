@@ -11,12 +11,18 @@ serialized with sorted keys, no whitespace, UTF-8, no NaN; ``trace_hash`` is its
 
 from __future__ import annotations
 
+import io
+import itertools
 import json
 import math
-from functools import lru_cache
+import multiprocessing
+import os
+import re
 from collections.abc import Iterator, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 from Crypto.Hash import keccak as _Keccak
@@ -25,7 +31,9 @@ from mlflow import MlflowClient
 from mlflow.entities import Trace, TraceInfo
 
 from teleprompt_assets.contract import CONTRIBUTOR_TAG, PROGRAM_TAG
-from teleprompt_assets.programs import ProgramSpec
+
+if TYPE_CHECKING:
+    from teleprompt_assets.programs import ProgramSpec
 
 RAW_SCHEMA: dict[str, pl.DataType] = {
     "trace_id": pl.String,
@@ -60,11 +68,12 @@ def _window_filter(start_ms: int, end_ms: int) -> str:
     return f"trace.timestamp_ms >= {int(start_ms)} AND trace.timestamp_ms < {int(end_ms)}"
 
 
-def read_traces(client: MlflowClient, experiment_id: str, start_ms: int, end_ms: int, include_spans: bool = True) -> Iterator[Trace]:
+def read_traces(client: MlflowClient, experiment_id: str, start_ms: int, end_ms: int, include_spans: bool = True,
+                page_size: int = PAGE_SIZE) -> Iterator[Trace]:
     """Every trace whose start falls in [start_ms, end_ms), page by page."""
     token = None
     while True:
-        page = client.search_traces(locations=[experiment_id], filter_string=_window_filter(start_ms, end_ms), max_results=PAGE_SIZE,
+        page = client.search_traces(locations=[experiment_id], filter_string=_window_filter(start_ms, end_ms), max_results=page_size,
                                     page_token=token, order_by=["timestamp_ms ASC"], include_spans=include_spans)
         yield from page
         token = page.token
@@ -72,8 +81,11 @@ def read_traces(client: MlflowClient, experiment_id: str, start_ms: int, end_ms:
             return
 
 
+_RAW_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)
+
+
 def _json(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, ensure_ascii=False, default=str)
+    return _RAW_JSON.encode(value)
 
 
 def _assessments(trace: Trace | TraceInfo) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -158,18 +170,25 @@ def raw_frame(records: list[dict[str, Any]]) -> pl.DataFrame:
     return pl.DataFrame(records, schema=RAW_SCHEMA)
 
 
-def _read_slice(client: MlflowClient, experiment_id: str, start_ms: int, end_ms: int) -> tuple[list[dict[str, Any]], list[int]]:
-    records, missing = [], []
-    for trace in read_traces(client, experiment_id, start_ms, end_ms, include_spans=False):
+LIST_PAGE = 2000  # metadata-only pages: 2,000 lists ~1.5x faster than 500 on sqlite (fewer queries)
+SPAN_BATCH = 200  # traces per ``trace.request_id IN (...)`` query when previews were cut
+PARALLEL_MIN = LIST_PAGE  # below this many traces a window is read in-process (worker start-up costs ~3 s)
+_SAFE_ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
+
+
+def _list_range(client: MlflowClient, experiment_id: str, start_ms: int, end_ms: int) -> tuple[list[dict[str, Any]], list[int]]:
+    """Metadata rows of [start_ms, end_ms) and the indexes of those whose previews were cut."""
+    records, cut = [], []
+    for trace in read_traces(client, experiment_id, start_ms, end_ms, include_spans=False, page_size=LIST_PAGE):
         record, complete = preview_record(trace.info)
         if not complete:
-            missing.append(len(records))
+            cut.append(len(records))
         records.append(record)
-    return records, missing
+    return records, cut
 
 
 def _fetch_payloads(client: MlflowClient, record: dict[str, Any]) -> dict[str, Any]:
-    """Payloads from the spans for a trace whose preview was cut; metadata stays from the listing."""
+    """Payloads from the spans of one trace; metadata stays from the listing."""
     try:
         full = raw_record(client.get_trace(record["trace_id"], display=False))
     except Exception as exc:  # noqa: BLE001 - a trace whose spans cannot be read is quarantined, not fatal
@@ -177,25 +196,118 @@ def _fetch_payloads(client: MlflowClient, record: dict[str, Any]) -> dict[str, A
     return record | {k: full[k] for k in ("inputs", "outputs", "payload_from")}
 
 
-def read_window(client: MlflowClient, experiment_id: str, start_ms: int, end_ms: int, *, slices: int = 1, workers: int = 4) -> pl.DataFrame:
+def _fill_from_spans(client: MlflowClient, experiment_id: str, records: list[dict[str, Any]], cut: list[int]) -> None:
+    """Replace cut previews by the root span's payloads, ``SPAN_BATCH`` traces per search.
+
+    One ``trace.request_id IN (...)`` search with spans costs ~4 ms a trace against ~13 ms for
+    ``get_trace``; a batch that fails (or a trace it does not return) falls back to ``get_trace``,
+    which quarantines only the trace that cannot be read.
+    """
+    for at in range(0, len(cut), SPAN_BATCH):
+        batch = cut[at : at + SPAN_BATCH]
+        ids = [records[i]["trace_id"] for i in batch]
+        found: dict[str, Trace] = {}
+        if all(_SAFE_ID.match(i or "") for i in ids):
+            query = "trace.request_id IN (" + ", ".join(f"'{i}'" for i in ids) + ")"
+            try:
+                page = client.search_traces(locations=[experiment_id], filter_string=query, max_results=len(ids), include_spans=True)
+                found = {t.info.trace_id: t for t in page}
+            except Exception:  # noqa: BLE001 - fall back to one read per trace below
+                found = {}
+        for index in batch:
+            trace = found.get(records[index]["trace_id"])
+            full = raw_record(trace) if trace is not None else None
+            if full is None or full["inputs"] is None:
+                records[index] = _fetch_payloads(client, records[index])
+            else:
+                records[index] = records[index] | {k: full[k] for k in ("inputs", "outputs", "payload_from")}
+
+
+def _read_range(client: MlflowClient, experiment_id: str, start_ms: int, end_ms: int) -> list[dict[str, Any]]:
+    records, cut = _list_range(client, experiment_id, start_ms, end_ms)
+    _fill_from_spans(client, experiment_id, records, cut)
+    return records
+
+
+_WORKER_CLIENTS: dict[str, MlflowClient] = {}
+_POOLS: dict[int, ProcessPoolExecutor] = {}
+
+
+def _read_range_job(tracking_uri: str, experiment_id: str, start_ms: int, end_ms: int) -> bytes:
+    """Worker-process entry point: one time slice as Arrow IPC bytes (cheap to ship back)."""
+    client = _WORKER_CLIENTS.get(tracking_uri) or _WORKER_CLIENTS.setdefault(tracking_uri, MlflowClient(tracking_uri))
+    frame = raw_frame(_read_range(client, experiment_id, start_ms, end_ms))
+    sink = io.BytesIO()
+    frame.write_ipc(sink)
+    return sink.getvalue()
+
+
+def _reader_pool(workers: int) -> ProcessPoolExecutor:
+    """Reader processes, started once per process and reused, forked from a clean fork server.
+
+    Plain ``fork`` would copy the caller's threads and open SQLite connections (unsafe). A worker
+    costs an MLflow import and a store connection (seconds each), so workers and their clients live
+    as long as the calling process.
+    """
+    pool = _POOLS.get(workers)
+    if pool is None:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload([__name__])
+        pool = _POOLS[workers] = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    return pool
+
+
+def default_processes() -> int:
+    """Reader processes: ``TELEPROMPT_INGEST_PROCESSES`` or the CPUs this process may use."""
+    configured = os.environ.get("TELEPROMPT_INGEST_PROCESSES")
+    return max(1, int(configured)) if configured else max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def _read_in_workers(client: MlflowClient, experiment_id: str, start_ms: int, end_ms: int, workers: int, slices: int) -> list[pl.DataFrame]:
+    """[start_ms, end_ms) in ``slices`` time slices across the reader pool; a slice whose worker died is read here."""
+    bounds = sorted({start_ms + (end_ms - start_ms) * i // slices for i in range(slices + 1)})
+    pool = _reader_pool(workers)
+    jobs = [(a, b, pool.submit(_read_range_job, str(client.tracking_uri), experiment_id, a, b)) for a, b in itertools.pairwise(bounds)]
+    frames = []
+    for a, b, job in jobs:
+        try:
+            frames.append(pl.read_ipc(io.BytesIO(job.result())))
+        except BrokenProcessPool:
+            _POOLS.pop(workers, None)
+            frames.append(raw_frame(_read_range(client, experiment_id, a, b)))
+    return frames
+
+
+def read_window(client: MlflowClient, experiment_id: str, start_ms: int, end_ms: int, *, processes: int | None = None,
+                slices_per_process: int = 4) -> pl.DataFrame:
     """Every trace of [start_ms, end_ms) as a raw table, full payloads, the fast way.
 
-    Lists metadata only (``include_spans=False``, ~10x faster than with spans), takes payloads from
-    previews where they are provably complete, and reads spans only for the rest, ``workers`` at a
-    time. ``slices`` > 1 cuts the window into equal time slices listed concurrently. A trace is read
-    once: slices are disjoint, and the rows are deduplicated by trace id.
+    Lists metadata only (``include_spans=False``, ~5x faster than with spans), takes payloads from
+    previews where they are provably complete and reads spans in batches only for the rest. Listing
+    is CPU-bound in MLflow's client (entity building), so threads do not help: a window larger than
+    one page is cut into time slices read by ``processes`` worker processes, each with its own
+    client. Rows are deduplicated by trace id (the first page and the slices share their boundary
+    millisecond) and sorted by (timestamp, trace id), so the table does not depend on the slicing.
     """
-    bounds = [start_ms + (end_ms - start_ms) * i // slices for i in range(slices + 1)]
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        parts = list(pool.map(lambda i: _read_slice(client, experiment_id, bounds[i], bounds[i + 1]), range(slices)))
-        records: list[dict[str, Any]] = []
-        missing: list[int] = []
-        for part, holes in parts:
-            missing += [len(records) + h for h in holes]
-            records += part
-        for index, record in zip(missing, pool.map(lambda i: _fetch_payloads(client, records[i]), missing)):
-            records[index] = record
-    return raw_frame(records)
+    records, cut = [], []
+    first = client.search_traces(locations=[experiment_id], filter_string=_window_filter(start_ms, end_ms), max_results=LIST_PAGE,
+                                 order_by=["timestamp_ms ASC"], include_spans=False)
+    for trace in first:
+        record, complete = preview_record(trace.info)
+        if not complete:
+            cut.append(len(records))
+        records.append(record)
+    _fill_from_spans(client, experiment_id, records, cut)
+    frames = [raw_frame(records)]
+    if first.token:
+        rest = max(start_ms, records[-1]["timestamp_ms"])
+        workers = processes or default_processes()
+        if workers <= 1:
+            frames.append(raw_frame(_read_range(client, experiment_id, rest, end_ms)))
+        else:
+            frames += _read_in_workers(client, experiment_id, rest, end_ms, workers, workers * slices_per_process)
+    table = pl.concat(frames, how="vertical")
+    return table.unique("trace_id", keep="first", maintain_order=True).sort("timestamp_ms", "trace_id", nulls_last=True)
 
 
 def _dump_canonical(content: Mapping[str, Any]) -> bytes:
@@ -312,7 +424,7 @@ def _check(row: Mapping[str, Any], spec: ProgramSpec, now_ms: int, ranges: Mappi
             b'{"contributor":', _canon_tag(row["contributor"]), b',"expectations":', _cached_canon(row["expectations"] or "{}"),
             b',"feedback":', _cached_canon(row["feedback"] or "{}"), b',"inputs":', _canon(inputs),
             b',"outputs":', _cached_canon(row["outputs"]), b',"program":', _canon_tag(row["program"]),
-            b',"timestamp_ms":', _canon(row["timestamp_ms"]), b',"trace_id":', _canon(row["trace_id"]), b"}",
+            b',"timestamp_ms":', b"%d" % row["timestamp_ms"], b',"trace_id":', _encode_string(row["trace_id"]).encode("utf-8"), b"}",
         ))
     except UnicodeEncodeError as exc:
         return "invalid_unicode", f"cannot encode as UTF-8: {exc.reason} at {exc.start}"
@@ -320,6 +432,7 @@ def _check(row: Mapping[str, Any], spec: ProgramSpec, now_ms: int, ranges: Mappi
         return "malformed_payload", f"not canonical JSON: {exc}"
 
 
+_encode_string = json.encoder.encode_basestring  # a JSON string literal, non-ASCII kept (as ensure_ascii=False)
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
 
 
@@ -340,8 +453,14 @@ def _cached_canon(text: str) -> bytes:
     return _canon(json.loads(text))
 
 
-def _keccak256(data: bytes) -> str:
-    return _Keccak.new(data=data, digest_bits=256).hexdigest()  # the backend eth_utils.keccak uses, minus two layers
+try:  # safe-pysha3's C keccak is ~4x faster than pycryptodome's for trace-sized inputs
+    from sha3 import keccak_256 as _keccak_256
+
+    def _keccak256(data: bytes) -> str:
+        return _keccak_256(data).hexdigest()
+except ImportError:  # pragma: no cover - the dependency is declared; this keeps the module importable without it
+    def _keccak256(data: bytes) -> str:
+        return _Keccak.new(data=data, digest_bits=256).hexdigest()
 
 
 def validate(raw: pl.DataFrame, spec: ProgramSpec, now_ms: int, *, score_ranges: Mapping[str, tuple[float, float]] | None = None,
@@ -377,14 +496,14 @@ def day_bounds_ms(day: str) -> tuple[int, int]:
     return int(start.timestamp() * 1000), int((start + timedelta(days=1)).timestamp() * 1000)
 
 
-def read_day(client: MlflowClient, experiment_id: str, day: str, *, slices: int = 1, workers: int = 4) -> pl.DataFrame:
+def read_day(client: MlflowClient, experiment_id: str, day: str, *, processes: int | None = None) -> pl.DataFrame:
     """One UTC day of an experiment's traces as a raw table (see :func:`read_window`).
 
     Re-reading a day picks up traces that arrived late (their timestamp is their start time, so a
     late trace lands in its own day); each trace id appears once, so nothing is counted twice.
     """
     start, end = day_bounds_ms(day)
-    return read_window(client, experiment_id, start, end, slices=slices, workers=workers)
+    return read_window(client, experiment_id, start, end, processes=processes)
 
 
 def read_day_naive(client: MlflowClient, experiment_id: str, day: str) -> pl.DataFrame:

@@ -4,8 +4,9 @@ import polars as pl
 from hypothesis import given
 from hypothesis import strategies as st
 
-from teleprompt_assets.datasets import examples, split_of, training_table
+from teleprompt_assets.datasets import examples, sample_train, split_of, training_table
 from teleprompt_assets.programs import SplitConfig, load_project
+from teleprompt_assets.quality import SamplingConfig
 from teleprompt_assets.traces import CURATED_SCHEMA
 
 SPEC = load_project("teleprompt.yaml")[1]["ticket_router"]
@@ -41,3 +42,32 @@ def test_examples_carry_ground_truth_and_provenance():
     train = examples(table, SPEC, "train")
     assert train and all(ex.queue == "billing" and ex.trace_id and ex.trace_hash and ex.contributor for ex in train)
     assert set(train[0].inputs().keys()) == {"message"}
+
+
+def _weighted_table(n: int = 120) -> pl.DataFrame:
+    labels = ["billing", "technical", "account"]
+    rows = [_row(i * 3_600_000, f"distinct message {i}", labels[i % 3 if i % 5 else 0]) for i in range(n)]
+    frame = pl.DataFrame(rows, schema=CURATED_SCHEMA).with_columns(
+        (pl.col("timestamp_ms") % 7 / 7).alias("quality_weight"), pl.col("expectations").str.json_path_match("$.queue").alias("label"))
+    return training_table(frame, SPEC)
+
+
+def test_sampling_draws_only_the_train_split_and_is_repeatable():
+    table = _weighted_table()
+    others = table.filter(pl.col("split") != "train")
+    train = table.filter(pl.col("split") == "train")
+    now = int(table["timestamp_ms"].max()) + 1
+    assert sample_train(table, SamplingConfig(strategy="all", size=5), now).equals(table)
+    for strategy in ("stratified", "top_outcome", "recency"):
+        config = SamplingConfig(strategy=strategy, size=12)
+        drawn = sample_train(table, config, now)
+        assert drawn.equals(sample_train(table, config, now)), strategy
+        assert drawn.filter(pl.col("split") != "train").sort("trace_id").equals(others.sort("trace_id")), strategy
+        picked = drawn.filter(pl.col("split") == "train")
+        assert picked.height == 12 and picked["trace_id"].is_in(train["trace_id"].to_list()).all(), strategy
+    top = sample_train(table, SamplingConfig(strategy="top_outcome", size=12), now).filter(pl.col("split") == "train")
+    assert top["quality_weight"].min() >= train["quality_weight"].sort(descending=True)[11]
+    strat = sample_train(table, SamplingConfig(strategy="stratified", size=12), now).filter(pl.col("split") == "train")
+    assert strat["label"].value_counts()["count"].to_list() == [4, 4, 4]
+    recent = sample_train(table, SamplingConfig(strategy="recency", size=12, half_life_days=0.5), now).filter(pl.col("split") == "train")
+    assert recent["timestamp_ms"].median() > train["timestamp_ms"].median()

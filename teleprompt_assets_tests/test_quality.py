@@ -10,7 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from teleprompt_assets import quality, traces
-from teleprompt_assets.contract import CONTRIBUTOR_TAG, PROGRAM_TAG, label_trace, traced_call
+from teleprompt_assets.contract import (
+    CONTRIBUTOR_TAG,
+    PROGRAM_TAG,
+    label_trace,
+    traced_call,
+)
 from teleprompt_assets.programs import load_project
 from teleprompt_assets.seed import day_start_ns
 from teleprompt_assets.settings import load_settings
@@ -176,8 +181,9 @@ def _log(exp_id, offset_s, message="My parcel is late", contributor=GOOD, feedba
     return trace_id
 
 
-def test_fast_read_matches_naive_read_and_picks_up_late_traces(store):
+def test_fast_read_matches_naive_read_and_picks_up_late_traces(store, monkeypatch):
     client, exp_id = store
+    monkeypatch.setattr(traces, "LIST_PAGE", 2)  # the first page in-process, the rest by worker processes
     long_text = "très long ✓ " * 200  # preview cut at 1,000 chars: payload must come from the spans
     ids = [_log(exp_id, 10, "short é"), _log(exp_id, 20, long_text), _log(exp_id, 30, "x" * 996)]
     chat = mlflow.start_span_no_context("ticket_router", inputs={"messages": [{"role": "user", "content": '{"message": "fake"}'}]},
@@ -187,7 +193,7 @@ def test_fast_read_matches_naive_read_and_picks_up_late_traces(store):
     old = mlflow.log_feedback(trace_id=ids[0], name="resolved_first_touch", value=False)
     mlflow.override_feedback(trace_id=ids[0], assessment_id=old.assessment_id, value=True)
     day = DAY.isoformat()
-    fast = traces.read_day(client, exp_id, day, slices=3, workers=2).sort("trace_id")
+    fast = traces.read_day(client, exp_id, day, processes=2).sort("trace_id")
     naive = traces.read_day_naive(client, exp_id, day).sort("trace_id")
     cols = ["trace_id", "timestamp_ms", "program", "contributor", "inputs", "outputs", "feedback", "expectations"]
     assert fast.select(cols).equals(naive.select(cols))
@@ -196,7 +202,8 @@ def test_fast_read_matches_naive_read_and_picks_up_late_traces(store):
     assert json.loads(fast.filter(pl.col("trace_id") == ids[0])["feedback"][0])["resolved_first_touch"] is True
     assert json.loads(fast.filter(pl.col("trace_id") == chat.trace_id)["inputs"][0]) == {"messages": [{"role": "user", "content": '{"message": "fake"}'}]}
     late = _log(exp_id, 5)  # arrives after the first ingestion, back-dated into the same day
-    again = traces.read_day(client, exp_id, day)
+    again = traces.read_day(client, exp_id, day, processes=1)
+    assert again.equals(traces.read_day(client, exp_id, day, processes=2))
     assert again.height == fast.height + 1 and late in again["trace_id"].to_list() and again["trace_id"].is_unique().all()
     result = quality.curate(again, SPEC, quality.QualityConfig(max_contributor_share=None), now_ms=2**62)
     assert result.read == again.height

@@ -71,12 +71,15 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
     )
     def training_set(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, mlflow: Tracking, curated_traces: pl.DataFrame) -> pl.DataFrame:
         program, day = split_key(context)
-        curated = curated_traces if isinstance(curated_traces, pl.DataFrame) else pl.DataFrame(schema=traces.CURATED_SCHEMA)
-        table = datasets.training_table(curated, teleprompt.spec(program))
+        curated = curated_traces if isinstance(curated_traces, pl.DataFrame) else pl.DataFrame(schema=quality.ACCEPTED_SCHEMA)
+        sampling = quality.QualityConfig.model_validate(teleprompt.project().quality).sampling
+        whole = datasets.training_table(curated, teleprompt.spec(program))
+        table = datasets.sample_train(whole, sampling, traces.day_bounds_ms(day)[1])
         counts = dict(table.group_by("split").len().iter_rows()) if len(table) else {}
         dataset_hash = _dataset_hash(table)
         context.add_output_metadata({
-            "window": _window(day, window_days), "rows": len(table), "duplicates_removed": len(curated) - len(table),
+            "window": _window(day, window_days), "rows": len(table), "duplicates_removed": len(curated) - len(whole),
+            "sampling": sampling.strategy, "sampled_out": len(whole) - len(table),
             **{f"{s}_rows": counts.get(s, 0) for s in datasets.SPLITS},
             "dataset_hash": dataset_hash,
         })
