@@ -8,7 +8,7 @@ is integer-valued and seeded, so anyone holding the per-example scores recompute
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from typing import Any
@@ -139,16 +139,20 @@ def run_one(program: dspy.Module, example: dspy.Example, metric: Metric) -> tupl
 
 
 def score_pair(
-    baseline: dspy.Module, candidate: dspy.Module, holdout: Sequence[dspy.Example], metric: Metric, lm: dspy.LM, output_field: str
+    baseline: dspy.Module, candidate: dspy.Module, holdout: Sequence[dspy.Example], metric: Metric, lm: dspy.LM, output_field: str,
+    progress: Callable[[int, int], None] | None = None,
 ) -> list[ExampleScore]:
-    """Both programs, same examples, same LM, same metric."""
+    """Both programs, same examples, same LM, same metric. ``progress(done, total)`` after each tenth."""
     scores = []
+    step = max(1, len(holdout) // 10)
     with dspy.context(lm=lm):
-        for example in holdout:
+        for done, example in enumerate(holdout, 1):
             sb, pb = run_one(baseline, example, metric)
             sc, pc = run_one(candidate, example, metric)
             scores.append(ExampleScore(
                 example.trace_hash, example.trace_id, example.contributor, quantize(sb), quantize(sc),
                 str(getattr(pb, output_field, pb)), str(getattr(pc, output_field, pc)),
             ))
+            if progress is not None and (done % step == 0 or done == len(holdout)):
+                progress(done, len(holdout))
     return scores

@@ -6,11 +6,14 @@ and token counts do. Projections multiply them by a configured per-call latency 
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from collections.abc import Iterator
+from typing import Any
 
 import dspy
+from dspy.utils.callback import BaseCallback
 from pydantic import BaseModel, ConfigDict, Field
 
 
@@ -38,11 +41,36 @@ class Usage:
         return self.input_tokens * cost.usd_per_1m_input_tokens / 1e6 + self.output_tokens * cost.usd_per_1m_output_tokens / 1e6
 
 
+class Progress(BaseCallback):
+    """Reports LM calls while a block runs, at most once per ``every_s`` seconds.
+
+    A compile against a real LM can run for an hour; without this the run log is silent until it
+    ends. It rides on DSPy's callback hooks, so it sees every call any optimizer makes.
+    """
+
+    def __init__(self, report: Callable[[str], None], label: str, every_s: float = 10.0, clock: Callable[[], float] = time.monotonic):
+        self.report, self.label, self.every_s, self.clock = report, label, every_s, clock
+        self.calls = self.errors = 0
+        self.started = self.last = clock()
+
+    def on_lm_end(self, call_id: str, outputs: dict[str, Any] | None, exception: BaseException | None = None) -> None:
+        self.calls += 1
+        self.errors += exception is not None
+        if self.clock() - self.last >= self.every_s:
+            self.last = self.clock()
+            self.report(self.summary())
+
+    def summary(self) -> str:
+        failed = f", {self.errors} failed" if self.errors else ""
+        return f"{self.label}: {self.calls} LM calls{failed} in {self.clock() - self.started:.0f} s"
+
+
 @contextmanager
-def metered(lm: dspy.LM) -> Iterator[Usage]:
+def metered(lm: dspy.LM, progress: Progress | None = None) -> Iterator[Usage]:
     """Count the calls and tokens ``lm`` serves inside the block (history kept whole meanwhile)."""
     usage = Usage(_start=len(lm.history))
-    with dspy.context(lm=lm, max_history_size=10**9):
+    callbacks = [*dspy.settings.callbacks, progress] if progress is not None else dspy.settings.callbacks
+    with dspy.context(lm=lm, max_history_size=10**9, callbacks=callbacks):
         yield usage
     for entry in lm.history[usage._start :]:
         tokens = entry.get("usage") or {}

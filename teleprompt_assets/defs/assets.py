@@ -106,9 +106,12 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
             teacher = champion[0] if champion else None
         lm = build_lm()
         started = time.perf_counter()
-        with usage.metered(lm) as used, optimize.time_limit(config.optimizer.time_limit_s):
+        progress = usage.Progress(context.log.info, f"compiling {program} with {config.optimizer.name}")
+        context.log.info(f"compiling {program} with {config.optimizer.name} on {len(trainset)} training examples")
+        with usage.metered(lm, progress) as used, optimize.time_limit(config.optimizer.time_limit_s):
             result = optimize.compile_program(spec, trainset, metric, datasets.examples(training_set, spec, "dev"), teacher)
         seconds = time.perf_counter() - started
+        context.log.info(f"{progress.summary()}: done, {len(result.demos)} demos")
         by_id = {ex.trace_id: ex for ex in trainset}
         demos = [{"predictor": d.predictor, "trace_id": d.trace_id, "augmented": d.augmented,
                   "trace_hash": getattr(by_id.get(d.trace_id), "trace_hash", None), "contributor": getattr(by_id.get(d.trace_id), "contributor", None)}
@@ -141,7 +144,8 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
         candidate = optimize.load_state(spec, compiled_program["state"])
         field = spec.config.metric.field or spec.output_fields[0]
         metric, method = metrics.window_metric(spec, training_set)
-        scores = evaluate.score_pair(baseline, candidate, holdout, metric, build_lm(), field)
+        scores = evaluate.score_pair(baseline, candidate, holdout, metric, build_lm(), field,
+                                     progress=lambda done, total: context.log.info(f"evaluating {program}: {done}/{total} held-out examples"))
         result = evaluate.compare(scores)
         ab = report.markdown(result, scores, [str(ex.get(field, "")) for ex in holdout], [str(ex.get(spec.input_fields[0], "")) for ex in holdout])
         context.add_output_metadata({
