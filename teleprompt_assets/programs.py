@@ -57,6 +57,8 @@ class SplitConfig(BaseModel):
     train: int = 50
     dev: int = 10
     holdout: int = 40
+    max_holdout: int | None = Field(default=5000, ge=30, description="held-out examples scored; a larger holdout is sampled by trace hash (None: all)")
+    max_dev: int | None = Field(default=2000, ge=1, description="dev examples given to optimizers that validate; sampled likewise (None: all)")
 
     @field_validator("holdout")
     @classmethod

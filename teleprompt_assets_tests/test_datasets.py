@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from teleprompt_assets.datasets import examples, sample_train, split_of, training_table
-from teleprompt_assets.programs import SplitConfig, load_project
+from teleprompt_assets.programs import ProgramSpec, SplitConfig, load_project
 from teleprompt_assets.quality import SamplingConfig
 from teleprompt_assets.traces import CURATED_SCHEMA
 
@@ -71,3 +71,16 @@ def test_sampling_draws_only_the_train_split_and_is_repeatable():
     assert strat["label"].value_counts()["count"].to_list() == [4, 4, 4]
     recent = sample_train(table, SamplingConfig(strategy="recency", size=12, half_life_days=0.5), now).filter(pl.col("split") == "train")
     assert recent["timestamp_ms"].median() > train["timestamp_ms"].median()
+
+
+def test_holdout_and_dev_are_capped_by_a_fixed_hash_sample():
+    spec = ProgramSpec(SPEC.name, SPEC.config.model_copy(update={"split": SplitConfig(train=20, dev=20, holdout=60, max_holdout=30, max_dev=5)}))
+    table = training_table(pl.DataFrame([_row(i, f"text number {i}") for i in range(200)], schema=CURATED_SCHEMA), spec)
+    holdout = table.filter(pl.col("split") == "holdout")
+    assert holdout.height > 30
+    picked = examples(table, spec, "holdout")
+    assert len(picked) == 30 and [ex.trace_id for ex in picked] == [ex.trace_id for ex in examples(table, spec, "holdout")]
+    assert {ex.trace_hash for ex in picked} == set(holdout.sort("trace_hash")["trace_hash"].head(30))
+    assert [ex.trace_id for ex in picked] == holdout.filter(pl.col("trace_hash").is_in([ex.trace_hash for ex in picked]))["trace_id"].to_list()
+    assert len(examples(table, spec, "dev")) == 5
+    assert len(examples(table, spec, "train")) == table.filter(pl.col("split") == "train").height
