@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL server from the Debian package, for the scale-out test and local trials.
+#
+#   scripts/postgres.sh install                 install the Debian package `postgresql` if missing (apt; root or sudo)
+#   scripts/postgres.sh bindir                  print the server's bin directory (exit 1 if not installed)
+#   scripts/postgres.sh start DIR PORT PWFILE   initdb DIR (when empty) and start a server on 127.0.0.1:PORT;
+#                                               superuser `postgres`, password read from PWFILE
+#   scripts/postgres.sh stop DIR                stop the server started on DIR (fast shutdown)
+#
+# initdb and the server refuse to run as root: as root they run as the `postgres` OS user (created by
+# the package), so DIR and PWFILE must be readable by it. Nothing listens beyond 127.0.0.1; the unix
+# socket lives in DIR. This cluster is for tests: durability is off (fsync, synchronous_commit).
+set -euo pipefail
+
+bindir() {
+    local dir
+    dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+    [[ -n "$dir" && -x "$dir/initdb" && -x "$dir/pg_ctl" ]] || return 1
+    echo "$dir"
+}
+
+as_owner() {  # run a server tool as the `postgres` OS user when we are root, else as ourselves
+    if [[ $(id -u) -eq 0 ]]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+case "${1:-}" in
+install)
+    if bindir >/dev/null; then
+        exit 0
+    fi
+    sudo=()
+    if [[ $(id -u) -ne 0 ]]; then
+        if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+            sudo=(sudo -n)
+        else
+            echo "postgres.sh: PostgreSQL is not installed and installing it needs root (apt-get install postgresql)" >&2
+            exit 2
+        fi
+    fi
+    if ! command -v apt-get >/dev/null; then
+        echo "postgres.sh: PostgreSQL is not installed and there is no apt-get to install it with" >&2
+        exit 2
+    fi
+    echo "postgres.sh: installing the Debian package postgresql" >&2
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+    bindir >/dev/null
+    ;;
+bindir)
+    bindir
+    ;;
+start)
+    [[ $# -eq 4 ]] || { echo "usage: $0 start DIR PORT PWFILE" >&2; exit 64; }
+    dir=$2 port=$3 pwfile=$4
+    bin=$(bindir) || { echo "postgres.sh: PostgreSQL is not installed (run: $0 install)" >&2; exit 2; }
+    if [[ ! -s "$dir/PG_VERSION" ]]; then
+        as_owner "$bin/initdb" -D "$dir" -U postgres --pwfile="$pwfile" --auth-local=trust \
+            --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 --no-sync >"$dir.initdb.log" 2>&1 \
+            || { cat "$dir.initdb.log" >&2; exit 1; }
+    fi
+    as_owner "$bin/pg_ctl" -D "$dir" -l "$dir/server.log" -w -t 60 start -o \
+        "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories='$dir' -c fsync=off -c synchronous_commit=off -c full_page_writes=off" \
+        >/dev/null || { tail -n 30 "$dir/server.log" >&2 || true; exit 1; }
+    ;;
+stop)
+    [[ $# -eq 2 ]] || { echo "usage: $0 stop DIR" >&2; exit 64; }
+    bin=$(bindir) || exit 0
+    [[ -f "$2/postmaster.pid" ]] || exit 0
+    as_owner "$bin/pg_ctl" -D "$2" -m fast -w -t 60 stop >/dev/null
+    ;;
+*)
+    sed -n '2,12p' "$0" >&2
+    exit 64
+    ;;
+esac
