@@ -82,7 +82,7 @@ class ProgramConfig(BaseModel):
 
 
 class RewardsConfig(RewardMix):
-    impact_budget: int = Field(default=20_000, ge=0, description="most LM calls spent measuring demo impact per run")
+    impact_budget: int = Field(default=4_000, ge=0, description="most LM calls spent measuring demo impact per run (at ~1 s a call on a hosted LM, about an hour)")
 
 
 class ProjectConfig(BaseModel):

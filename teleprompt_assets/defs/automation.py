@@ -10,6 +10,7 @@ window of closed days so traces that arrive late for an older day trigger a re-r
 
 
 import json
+import time
 from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
@@ -17,10 +18,12 @@ import dagster as dg
 from teleprompt_assets.alerts import AutomationConfig
 from teleprompt_assets.defs.partitions import DATE, PROGRAM
 from teleprompt_assets.defs.resources import TelepromptResource
-from teleprompt_assets.traces import count_by_day
+from teleprompt_assets.traces import count_by_day, count_day
 
 LOOKBACK_DAYS = 3  # defaults; automation.sensor overrides them
 MIN_NEW_TRACES = 1
+SCANS = "_scans"  # cursor key of unfinished day counts, resumed by the next tick
+NEXT = "_next"  # cursor key: the (program, day) the next tick starts from
 
 
 def _request(program: str, day: str, tag: str, cycle: str | None = None) -> dg.RunRequest:
@@ -75,27 +78,52 @@ def build_automation(job, programs: list[str], first_day: str, window_days: int 
     @dg.sensor(job=job, name="new_traces_sensor", minimum_interval_seconds=300, default_status=dg.DefaultSensorStatus.STOPPED,
                description=f"Re-runs a closed day of the last {lookback} once it has >= {min_new} new traces.")
     def new_traces_sensor(context: dg.SensorEvaluationContext, teleprompt: TelepromptResource):
-        """Re-counts the last closed days per program; a day with enough new traces is re-materialized."""
+        """Re-counts the last closed days per program; a day with enough new traces is re-materialized.
+
+        Counting lists traces, so a tick stops after ``tick_budget_s`` and the next one resumes the
+        unfinished counts from the cursor (``_scans``): ticks stay short on any store size, and a
+        large day is decided a few ticks later instead.
+        """
         cursor = json.loads(context.cursor) if context.cursor else {}
+        scans, start = cursor.pop(SCANS, {}), cursor.pop(NEXT, 0)
         today = datetime.now(timezone.utc).date()
         days = [d for d in ((today - timedelta(days=i)).isoformat() for i in range(1, lookback + 1)) if d >= first_day]
+        keys = [(program, day) for program in programs for day in days]
+        start = start % len(keys) if keys else 0
+        deadline = time.monotonic() + config.sensor.tick_budget_s
         client = teleprompt.client()
-        requests, pending = [], []
+        seen = {program: cursor.get(program, {}) for program in programs}
+        requests, pending, unfinished, kept = [], [], [], {}
+        for program, day in keys[start:] + keys[:start]:  # round robin: resume where the last tick stopped
+            key = f"{program}|{day}"
+            if unfinished or (key != f"{keys[start][0]}|{keys[start][1]}" and time.monotonic() >= deadline):
+                unfinished.append(key)
+                if key in scans:
+                    kept[key] = scans[key]
+                continue
+            exp = teleprompt.experiment_id(client, teleprompt.spec(program).config.experiment)
+            count, scan = count_day(client, exp, day, scans.get(key), deadline)
+            if count is None:
+                unfinished.append(key)
+                kept[key] = scan
+                continue
+            new = count - seen[program].get(day, 0)
+            if new >= min_new:
+                requests.append(_request(program, day, f"traces:{count}"))
+                seen[program][day] = count
+            elif new > 0:
+                pending.append(f"{program} {day}: {new} new")
         for program in programs:
-            spec = teleprompt.spec(program)
-            counts = count_by_day(client, teleprompt.experiment_id(client, spec.config.experiment), days)
-            seen = cursor.get(program, {})
-            for day, count in sorted(counts.items()):
-                new = count - seen.get(day, 0)
-                if new >= min_new:
-                    requests.append(_request(program, day, f"traces:{count}"))
-                    seen[day] = count
-                elif new > 0:
-                    pending.append(f"{program} {day}: {new} new")
-            cursor[program] = {d: c for d, c in seen.items() if d in days}
+            cursor[program] = {d: c for d, c in seen[program].items() if d in days}
+        if unfinished:
+            cursor[NEXT] = next(i for i, (p, d) in enumerate(keys) if f"{p}|{d}" == unfinished[0])
+        if kept:
+            cursor[SCANS] = kept
         skip = None
         if not requests:
             skip = f"no day with >= {min_new} new traces in the last {lookback} closed days" + (f" (pending: {', '.join(pending)})" if pending else "")
+            if unfinished:
+                skip += f"; still counting {', '.join(unfinished)} (resumes next tick)"
         return dg.SensorResult(run_requests=requests, skip_reason=skip, cursor=json.dumps(cursor, sort_keys=True))
 
     return optimization_cycle, new_traces_sensor

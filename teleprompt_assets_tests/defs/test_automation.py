@@ -144,3 +144,25 @@ def test_sensor_minimum_count_is_configurable(store, monkeypatch, instance):
     keys, cursor, _ = _sensor_tick(instance, defs, cursor)
     assert f"{day.isoformat()}|ticket_router" in keys
     assert json.loads(cursor)["ticket_router"][day.isoformat()] == 3
+
+
+def test_sensor_counts_a_large_day_over_several_short_ticks(store, monkeypatch, instance):
+    day = (datetime.now(timezone.utc) - timedelta(days=2)).date()
+    _, cursor, _ = _sensor_tick(instance, _defs(monkeypatch, sensor={"lookback_days": 2}), None)  # counts as they stand now
+    _log(store, day, 3, start=20)
+    monkeypatch.setattr("teleprompt_assets.traces.LIST_PAGE", 1)  # one trace a page: every day takes several pages
+    defs = _defs(monkeypatch, sensor={"lookback_days": 2, "tick_budget_s": 1e-6})
+    ticks, fired = 0, []
+    while not fired:
+        keys, cursor, skip = _sensor_tick(instance, defs, cursor)
+        ticks += 1
+        fired = [k for k in keys if k == f"{day.isoformat()}|ticket_router"]
+        if not fired:
+            assert "still counting" in skip.skip_message and "_next" in json.loads(cursor)
+        assert ticks < 50
+    assert ticks > 3  # one page a tick: the day was counted over several ticks, each cut short
+    before = json.loads(cursor)["ticket_router"][day.isoformat()]
+    for _ in range(ticks):  # more ticks than a whole round of counting takes: the day does not fire again
+        keys, cursor, _ = _sensor_tick(instance, defs, cursor)
+        assert f"{day.isoformat()}|ticket_router" not in keys
+    assert json.loads(cursor)["ticket_router"][day.isoformat()] == before
