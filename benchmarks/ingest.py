@@ -4,7 +4,8 @@
     .venv/bin/python benchmarks/ingest.py --traces 5000   # quick run
 
 Fixture (cached under ``.teleprompt/bench/<N>/``): ``TEMPLATES`` labeled traces of one UTC day are
-written through the real API (``traced_call`` + ``label_trace``, the trace contract helper, ~30/s);
+written through the real API (``traced_call`` + ``label_trace``, the trace contract helper, ~30/s),
+with the demo's ticket traffic (``samples.ticket_traffic``) plus long and broken traces;
 the rest are SQL copies of those rows *inside MLflow's own schema* (trace_info, trace_tags,
 trace_request_metadata, spans, assessments) with fresh trace/assessment ids, fresh timestamps spread
 over the day and a fresh 8-character serial in the message text (fixed width, so preview lengths,
@@ -36,7 +37,7 @@ REPO = Path(__file__).resolve().parents[1]
 DAY = date(2026, 3, 4)
 TEMPLATES = 300
 SERIAL = "ZZZZZZZZ"
-FIXTURE_VERSION = "1"
+FIXTURE_VERSION = "2"
 
 
 def _env(home: Path) -> None:
@@ -48,11 +49,12 @@ def _env(home: Path) -> None:
 
 
 def _templates(home: Path, count: int) -> None:
-    """``count`` labeled traces through the real API: realistic mix incl. long (cut-preview) and broken ones."""
-    from eth_account import Account
-
+    """``count`` labeled traces through the real API: the demo's ticket traffic (5 contributors, one
+    noisy labeler, one duplicate flooder) plus long (cut-preview) and broken ones, each message
+    tagged with a replaceable serial so that copies are distinct tickets."""
     from teleprompt_assets.contract import label_trace, traced_call
     from teleprompt_assets.programs import load_project
+    from teleprompt_assets.samples.ticket_traffic import tickets
     from teleprompt_assets.seed import day_start_ns
     from teleprompt_assets.settings import load_settings
     from teleprompt_assets.tracking import connect, experiment_id
@@ -62,25 +64,23 @@ def _templates(home: Path, count: int) -> None:
     spec = load_project(settings.config_path)[1]["ticket_router"]
     exp = experiment_id(client, settings, spec.config.experiment)
     rng = random.Random(7)
-    people = [Account.from_key(bytes([i + 1]) * 32).address for i in range(40)]
-    queues = ["billing", "technical", "account", "shipping"]
+    queues = ["billing", "technical", "account", "shipping", "sales"]
     start = day_start_ns(DAY)
-    for i in range(count):
-        queue = rng.choice(queues)
-        contributor = people[min(int(rng.paretovariate(1.2)) - 1, len(people) - 1)]
-        text = f"Ticket {SERIAL}: my {queue} problem, order {rng.randrange(10**6)} é ✓ — please help."
+    for i, ticket in enumerate(tickets(count, rng)):
+        contributor = ticket.contributor.address
+        text = f"{ticket.message} (ref {SERIAL}, é ✓)"
         if i % 20 == 0:
             text += " details:" + " lorem ipsum" * 120  # > 1,000 chars: preview cut, spans needed
         if i % 50 == 1:
             contributor = contributor.lower()  # broken: not checksummed
-        guess = queue if rng.random() < 0.7 else rng.choice(queues)
-        trace_id, _ = traced_call(spec.name, contributor, {"message": text}, lambda message: {"queue": guess},
+        guess = ticket.true_queue if rng.random() < 0.7 else rng.choice(queues)
+        trace_id, _ = traced_call(spec.name, contributor, {"message": text}, lambda message, guess=guess: {"queue": guess},
                                   experiment_id=exp, start_time_ns=start + i * 10**9)
-        resolved = rng.random() < (0.85 if guess == queue else 0.2)
+        resolved = rng.random() < (0.85 if guess == ticket.true_queue else 0.2)
         feedback = {"resolved_first_touch": resolved, "csat": round(min(1.0, max(0.0, rng.gauss(0.8 if resolved else 0.4, 0.15))), 2)}
         if i % 9 == 0:
             feedback.pop("csat")  # partial scores
-        label_trace(trace_id, contributor, feedback, {"queue": queue} if i % 25 else {})
+        label_trace(trace_id, contributor, feedback, {"queue": ticket.label} if ticket.label and i % 25 else {})
 
 
 def _replicate(db: Path, total: int) -> None:

@@ -1,0 +1,80 @@
+"""End-to-end load benchmark: 100,000 traces through the whole graph with the offline LM (not a test).
+
+    .venv/bin/python benchmarks/end_to_end.py                 # 100,000 traces (fixture shared with ingest.py)
+    .venv/bin/python benchmarks/end_to_end.py --traces 5000   # quick run
+
+The store is the ingestion benchmark's cached fixture (see benchmarks/ingest.py: one UTC day of
+labeled ticket_router traces, 300 written through the real API, the rest SQL copies inside MLflow's
+schema). It is copied to a scratch TELEPROMPT_HOME so runs never change the cache; a fresh Dagster
+instance there then runs the `optimize_program` job for that day: raw_traces -> curated ->
+training_set -> compiled_program -> evaluation_report -> registered_version -> champion_alias ->
+contributor_rewards -> deltaone_attestation, exactly as `teleprompt run` does.
+
+Wall time S covers the job alone (not the fixture copy). Peak RSS M is the largest resident set of
+the job's process plus that of its largest child (the ingestion reader processes), an upper bound
+on what it held at once. Last line: ``e2e: <N> traces, <S> s wall, peak RSS <M> MB``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _peak_mb() -> tuple[float, float]:
+    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--traces", type=int, default=100_000)
+    parser.add_argument("--root", type=Path, default=REPO / ".teleprompt" / "bench")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(REPO))
+    from benchmarks.ingest import DAY, build_fixture
+
+    fixture = build_fixture(args.traces, args.root)
+    scratch = args.root / f"e2e-{args.traces}"
+    shutil.rmtree(scratch, ignore_errors=True)
+    shutil.copytree(fixture, scratch)
+    os.environ["TELEPROMPT_HOME"] = str(scratch)
+    os.environ["DAGSTER_HOME"] = str(scratch / "dagster")
+    os.environ["TELEPROMPT_CONFIG"] = str(REPO / "teleprompt.yaml")
+
+    import dagster as dg
+
+    from teleprompt_assets.definitions import build_definitions
+    from teleprompt_assets.defs.demo import ensure_dagster_home, run_partition
+
+    ensure_dagster_home(scratch / "dagster")
+    defs = build_definitions()
+    began = time.perf_counter()
+    with dg.DagsterInstance.get() as instance:
+        out = run_partition(defs, "ticket_router", DAY.isoformat(), instance)
+        wall = time.perf_counter() - began
+        steps = {}
+        for record in instance.all_logs(out["run_id"]):
+            event = record.dagster_event
+            if event is not None and event.event_type_value == "STEP_SUCCESS":
+                steps[event.step_key] = event.event_specific_data.duration_ms / 1000
+    own, child = _peak_mb()
+    read = out["raw_traces"].height
+    comparison = out["evaluation_report"]["comparison"]
+    print("steps: " + ", ".join(f"{k} {v:.1f} s" for k, v in steps.items()))
+    print(f"read {read}, accepted {out['curated_traces'].height}, window rows {out['training_set'].height}, "
+          f"holdout scored {comparison['n']}, deltaPpm {comparison['delta_ppm']}, "
+          f"version v{out['registered_version']['version']}, attested {out['deltaone_attestation'].get('attested')}")
+    print(f"peak RSS: job process {own:.0f} MB, largest child {child:.0f} MB")
+    print(f"e2e: {read} traces, {wall:.1f} s wall, peak RSS {own + child:.0f} MB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
