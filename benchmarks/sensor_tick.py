@@ -24,7 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--traces", type=int, default=100_000)
     parser.add_argument("--root", type=Path, default=REPO / ".teleprompt" / "bench")
-    parser.add_argument("--budget", type=float, default=8.0)
+    parser.add_argument("--budget", type=float, default=6.0)
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
     from benchmarks.ingest import DAY, build_fixture

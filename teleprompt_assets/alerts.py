@@ -45,7 +45,7 @@ class SensorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     min_new_traces: int = Field(default=1, ge=1, description="new traces on a closed day before that day is re-run")
     lookback_days: int = Field(default=3, ge=1, le=31, description="closed days re-counted on every tick")
-    tick_budget_s: float = Field(default=8.0, gt=0, description="counting time per tick; a larger store is counted over several ticks")
+    tick_budget_s: float = Field(default=6.0, gt=0, description="counting time per tick; a larger store is counted over several ticks")
 
 
 class AlertsConfig(BaseModel):
