@@ -5,7 +5,8 @@
 #   scripts/postgres.sh bindir                  print the server's bin directory (exit 1 if not installed)
 #   scripts/postgres.sh start DIR PORT PWFILE   initdb DIR (when empty) and start a server on 127.0.0.1:PORT;
 #                                               superuser `postgres`, password read from PWFILE
-#   scripts/postgres.sh stop DIR                stop the server started on DIR (fast shutdown)
+#   scripts/postgres.sh stop DIR [MODE]         stop the server started on DIR (MODE: fast, the default, or
+#                                               immediate: no shutdown checkpoint, for a cluster about to be deleted)
 #
 # initdb and the server refuse to run as root: as root they run as the `postgres` OS user (created by
 # the package), so DIR and PWFILE must be readable by it. Nothing listens beyond 127.0.0.1; the unix
@@ -67,13 +68,15 @@ start)
         >/dev/null || { tail -n 30 "$dir/server.log" >&2 || true; exit 1; }
     ;;
 stop)
-    [[ $# -eq 2 ]] || { echo "usage: $0 stop DIR" >&2; exit 64; }
+    [[ $# -eq 2 || $# -eq 3 ]] || { echo "usage: $0 stop DIR [fast|immediate]" >&2; exit 64; }
+    mode=${3:-fast}
+    [[ $mode == fast || $mode == immediate ]] || { echo "postgres.sh: stop mode must be fast or immediate" >&2; exit 64; }
     bin=$(bindir) || exit 0
     [[ -f "$2/postmaster.pid" ]] || exit 0
-    as_owner "$bin/pg_ctl" -D "$2" -m fast -w -t 60 stop >/dev/null
+    as_owner "$bin/pg_ctl" -D "$2" -m "$mode" -w -t 60 stop >/dev/null
     ;;
 *)
-    sed -n '2,12p' "$0" >&2
+    sed -n '2,13p' "$0" >&2
     exit 64
     ;;
 esac

@@ -120,7 +120,7 @@ def postgres(roles: tuple[str, ...] = ("mlflow", "dagster")) -> Iterator[Postgre
         yield server
     finally:
         if started:
-            _script("stop", str(data), timeout=90)
+            _script("stop", str(data), "immediate", timeout=90)  # the cluster is deleted next: no checkpoint
         shutil.rmtree(root, ignore_errors=True)
 
 
