@@ -10,9 +10,8 @@ instance there then runs the `optimize_program` job for that day: raw_traces -> 
 training_set -> compiled_program -> evaluation_report -> registered_version -> champion_alias ->
 contributor_rewards -> deltaone_attestation, exactly as `teleprompt run` does.
 
-Wall time S covers the job alone (not the fixture copy). Peak RSS M is the largest resident set of
-the job's process plus that of its largest child (the ingestion reader processes), an upper bound
-on what it held at once. Last line: ``e2e: <N> traces, <S> s wall, peak RSS <M> MB``.
+Wall time S covers the job alone (not the fixture copy). Peak RSS M is the job process's peak plus
+the summed peaks of the ingestion reader processes (VmHWM), an upper bound on what it held at once. Last line: ``e2e: <N> traces, <S> s wall, peak RSS <M> MB``.
 """
 
 from __future__ import annotations
@@ -29,7 +28,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _peak_mb() -> tuple[float, float]:
-    return (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)
+    from benchmarks.ingest import reader_peak_mb
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, reader_peak_mb()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"read {read}, accepted {out['curated_traces'].height}, window rows {out['training_set'].height}, "
           f"holdout scored {comparison['n']}, deltaPpm {comparison['delta_ppm']}, "
           f"version v{out['registered_version']['version']}, attested {out['deltaone_attestation'].get('attested')}")
-    print(f"peak RSS: job process {own:.0f} MB, largest child {child:.0f} MB")
+    print(f"peak RSS: job process {own:.0f} MB, reader processes {child:.0f} MB")
     print(f"e2e: {read} traces, {wall:.1f} s wall, peak RSS {own + child:.0f} MB")
     return 0
 

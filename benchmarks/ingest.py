@@ -15,7 +15,8 @@ read back through MLflow's public client, exactly as production rows would be.
 
 The last line is ``ingest: <N> traces in <S> s (<T> traces/s), <R>x naive, curate <C> s, peak RSS <M> MB``:
 S = read_day + curate (raw -> curated + quarantine tables); R = naive seconds / S; C = curate alone;
-M = peak RSS of the process after our ingestion and before the naive read (ru_maxrss).
+M = peak RSS after our ingestion and before the naive read: this process's plus every reader
+process's peak (VmHWM), summed, an upper bound on what ingestion held at once.
 """
 
 from __future__ import annotations
@@ -192,8 +193,23 @@ def build_fixture(total: int, root: Path) -> Path:
     return home
 
 
+def reader_peak_mb() -> float:
+    """Summed peak RSS (VmHWM) of the live ingestion reader processes (children of the fork server)."""
+    from teleprompt_assets import traces
+
+    total_kb = 0
+    for pool in traces._POOLS.values():
+        for pid in list(getattr(pool, "_processes", {}) or {}):
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            total_kb += next((int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:")), 0)
+    return total_kb / 1024
+
+
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 + reader_peak_mb()
 
 
 def main(argv: list[str] | None = None) -> int:
