@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import dspy
+from dspy.utils import exceptions as dspy_errors
 
 from teleprompt_assets.programs import Metric, OptimizerConfig, ProgramSpec
 
@@ -62,23 +63,74 @@ class CompileTimeout(TimeoutError):
     """The whole compile ran past its configured limit; nothing downstream ran."""
 
 
+class CompileError(RuntimeError):
+    """The optimizer could not compile the program; ``transient`` says whether retrying may help."""
+
+    def __init__(self, message: str, transient: bool) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+# LM failures that may pass by themselves (provider down, slow, rate limited): worth a retry of
+# the step. Everything else (unparseable answers, auth, bad requests, a blown time limit) is not.
+TRANSIENT_LM_ERRORS: tuple[type[BaseException], ...] = (
+    dspy_errors.LMTransportError, dspy_errors.LMTimeoutError, dspy_errors.LMServerError,
+    dspy_errors.LMRateLimitError, dspy_errors.LMLockTimeoutError,
+)
+REARM_S = 0.05
+MAX_MESSAGE = 600
+
+
+def is_transient(exc: BaseException) -> bool:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, TRANSIENT_LM_ERRORS):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
+
+
 @contextmanager
 def time_limit(seconds: int) -> Iterator[None]:
-    """Interrupt the block after ``seconds`` (main thread only: elsewhere the limit cannot be enforced)."""
+    """Interrupt the block after ``seconds`` (main thread only: elsewhere the limit cannot be enforced).
+
+    Optimizers catch exceptions per example and carry on (DSPy's BootstrapFewShot counts them up to
+    ``max_errors``), so a single interrupt could be swallowed and the next blocking LM call would
+    hang unbounded. After expiry the alarm therefore re-fires every ``REARM_S`` until the block
+    ends, and the block ends in :class:`CompileTimeout` whatever it raised or returned.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
+    armed, expired = [True], [False]
+    message = f"compile exceeded its time limit of {seconds} s"
 
     def expire(signum: int, frame: Any) -> None:
-        raise CompileTimeout(f"compile exceeded its time limit of {seconds} s")
+        if armed[0]:
+            expired[0] = True
+            raise CompileTimeout(message)
 
     previous = signal.signal(signal.SIGALRM, expire)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    signal.setitimer(signal.ITIMER_REAL, seconds, REARM_S)
     try:
         yield
+    except BaseException as exc:
+        if expired[0] and not isinstance(exc, CompileTimeout):
+            raise CompileTimeout(message) from exc
+        raise
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        while True:  # an alarm landing during the disarm would skip the rest: repeat until done
+            try:
+                armed[0] = False
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
+                break
+            except CompileTimeout:
+                continue
+    if expired[0]:
+        raise CompileTimeout(message)
 
 
 @dataclass(frozen=True)
@@ -132,7 +184,20 @@ def compile_program(
         teacher = teacher.deepcopy()
         teacher._compiled = True  # keep its demos: DSPy would otherwise replace them with labeled ones
         kwargs["teacher"] = teacher
-    compiled = optimizer.compile(student, **kwargs)
+    try:
+        compiled = optimizer.compile(student, **kwargs)
+    except CompileTimeout:
+        raise
+    except Exception as exc:
+        lm = getattr(dspy.settings, "lm", None)
+        detail = f"{type(exc).__name__}: {exc}"
+        if len(detail) > MAX_MESSAGE:
+            detail = detail[:MAX_MESSAGE] + "…"
+        transient = is_transient(exc)
+        raise CompileError(
+            f"{config.name} could not compile '{spec.name}' with LM {getattr(lm, 'model', None)!r}: {detail}"
+            + (" (transient LM failure)" if transient else ""), transient,
+        ) from exc
     _stamp_sources(compiled, trainset, spec.input_fields)
     return CompileResult(compiled, program_state(compiled), demo_sources(compiled))
 

@@ -4,13 +4,28 @@ A version is identified by what it contains (programHash) and the data window it
 registering the same pair again returns the existing version, so re-running a partition never
 creates a second one. The ``champion`` alias marks the serving version; every move is recorded in
 the version's tags so the history of promotions and rollbacks can be read back from MLflow.
+
+Crashes and concurrent runs (issue 8):
+- a version is created with all its lineage tags in one registry transaction, so none exists
+  without them;
+- registration of one program and window is serialized by an OS file lock under
+  ``TELEPROMPT_HOME/locks`` (released by the kernel if the holder dies), and the existing-version
+  check is repeated once the lock is held; when writers share no lock folder (several machines),
+  the lowest version number wins and a writer that lost the race deletes its own version;
+- a promotion records its tags before it moves the alias, and a re-run completes a promotion that
+  was interrupted after the move.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
+import os
 import tempfile
-from contextlib import nullcontext
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +44,12 @@ from teleprompt_assets.programs import ProgramSpec
 CHAMPION = "champion"
 STATE_ARTIFACT = "program_state.json"
 MODEL_ARTIFACT = "program"
+LOCK_TIMEOUT_ENV = "TELEPROMPT_REGISTRY_LOCK_TIMEOUT_S"
+DEFAULT_LOCK_TIMEOUT_S = 600.0
+
+
+class RegistryBusy(TimeoutError):
+    """Another run kept the registration lock of this program and window past the timeout; nothing was written."""
 
 
 def canonical_state_bytes(state: dict[str, Any]) -> bytes:
@@ -61,12 +82,45 @@ class RegisteredVersion:
         return f"models:/{self.name}/{self.version}"
 
 
-def find_version(client: MlflowClient, name: str, prog_hash: str, window: str) -> ModelVersion | None:
+def find_versions(client: MlflowClient, name: str, prog_hash: str, window: str) -> list[ModelVersion]:
+    """Every version of ``name`` holding ``prog_hash`` for ``window``, lowest number first."""
     try:
         found = client.search_model_versions(f"name = '{name}' and tags.program_hash = '{prog_hash}' and tags.window = '{window}'")
     except MlflowException:
-        return None
-    return min(found, key=lambda v: int(v.version)) if found else None
+        return []
+    return sorted(found, key=lambda v: int(v.version))
+
+
+def find_version(client: MlflowClient, name: str, prog_hash: str, window: str) -> ModelVersion | None:
+    found = find_versions(client, name, prog_hash, window)
+    return found[0] if found else None
+
+
+@contextmanager
+def registration_lock(lock_dir: Path, name: str, window: str, timeout_s: float | None = None) -> Iterator[None]:
+    """Hold the lock of (registered model, window): one registering writer at a time per machine.
+
+    An ``flock`` on a file: the kernel releases it when the holder exits or is killed, so a crash
+    never leaves it stuck. Waits up to ``timeout_s`` (``TELEPROMPT_REGISTRY_LOCK_TIMEOUT_S``,
+    default 600), then raises :class:`RegistryBusy`.
+    """
+    timeout = float(os.environ.get(LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT_S)) if timeout_s is None else timeout_s
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    path = lock_dir / f"{name}.{hashlib.sha256(window.encode('utf-8')).hexdigest()[:16]}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise RegistryBusy(f"{name} window {window}: another run is registering it (lock {path} held for over {timeout:g} s); nothing written") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
 
 
 def champion(client: MlflowClient, name: str) -> ModelVersion | None:
@@ -100,6 +154,7 @@ def register(
     tags: dict[str, Any],
     artifacts: dict[str, str] | None = None,
     run_name: str | None = None,
+    lock_dir: Path | None = None,
 ) -> RegisteredVersion:
     """Log the program (mlflow.dspy flavor + JSON state) and register it, unless already registered.
 
@@ -107,25 +162,39 @@ def register(
     version's run holds the whole pipeline run's params and metrics; otherwise starts its own run.
 
     ``artifacts`` (file name → text) travel with the version: the A/B report, the per-example
-    scores, the contributor list.
+    scores, the contributor list. ``lock_dir`` (default ``TELEPROMPT_HOME/locks``) holds the
+    registration locks; see :func:`registration_lock`.
     """
     name = spec.registered_model_name
     prog_hash = program_hash(state)
     existing = find_version(client, name, prog_hash, window)
     if existing is not None:
         return RegisteredVersion(name, int(existing.version), existing.run_id, prog_hash, created=False)
-    _ensure_registered_model(client, spec)
-    all_tags = {k: str(v) for k, v in tags.items()} | {"program_hash": prog_hash, "window": window, "program": spec.name}
-    active = mlflow.active_run()
-    run_context = nullcontext(active) if active is not None else mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"{spec.name}:{window}")
-    with run_context as run:
-        mlflow.set_tags(all_tags)
-        with dspy.context(lm=None):
-            info = mlflow.dspy.log_model(program, name=MODEL_ARTIFACT, pip_requirements=pip_requirements())
-        mlflow.log_text(canonical_state_bytes(state).decode("utf-8"), STATE_ARTIFACT)
-        for file_name, text in (artifacts or {}).items():
-            mlflow.log_text(text, file_name)
-        version = client.create_model_version(name, info.model_uri, run_id=run.info.run_id, tags=all_tags)
+    if lock_dir is None:
+        from teleprompt_assets.settings import load_settings
+
+        lock_dir = load_settings().home / "locks"
+    with registration_lock(lock_dir, name, window):
+        existing = find_version(client, name, prog_hash, window)  # a concurrent run may have registered it meanwhile
+        if existing is not None:
+            return RegisteredVersion(name, int(existing.version), existing.run_id, prog_hash, created=False)
+        _ensure_registered_model(client, spec)
+        all_tags = {k: str(v) for k, v in tags.items()} | {"program_hash": prog_hash, "window": window, "program": spec.name}
+        active = mlflow.active_run()
+        run_context = nullcontext(active) if active is not None else mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"{spec.name}:{window}")
+        with run_context as run:
+            mlflow.set_tags(all_tags)
+            with dspy.context(lm=None):
+                info = mlflow.dspy.log_model(program, name=MODEL_ARTIFACT, pip_requirements=pip_requirements())
+            mlflow.log_text(canonical_state_bytes(state).decode("utf-8"), STATE_ARTIFACT)
+            for file_name, text in (artifacts or {}).items():
+                mlflow.log_text(text, file_name)
+            # one registry transaction: the version and all its lineage tags, or nothing
+            version = client.create_model_version(name, info.model_uri, run_id=run.info.run_id, tags=all_tags, model_id=info.model_id)
+        winner = find_version(client, name, prog_hash, window)
+        if winner is not None and int(winner.version) != int(version.version):  # raced a writer on another machine: the lowest wins
+            client.delete_model_version(name, str(version.version))
+            return RegisteredVersion(name, int(winner.version), winner.run_id, prog_hash, created=False)
     return RegisteredVersion(name, int(version.version), run.info.run_id, prog_hash, created=True)
 
 
@@ -157,18 +226,43 @@ def promote_if_not_worse(client: MlflowClient, name: str, version: int, baseline
 
 
 def promote(client: MlflowClient, name: str, version: int, reason: str) -> int | None:
-    """Move ``champion`` to ``version``; returns the previous champion. Recorded in both versions' tags."""
+    """Move ``champion`` to ``version``; returns the previous champion. Recorded in both versions' tags.
+
+    The new champion's tags are written before the alias moves and the old one's after, so a crash
+    leaves either the old alias (the re-run promotes again) or the new alias with its record, which
+    a re-run completes (:func:`_complete_promotion`).
+    """
     previous = champion(client, name)
     if previous is not None and int(previous.version) == version:
+        _complete_promotion(client, name, previous, reason)
         return version
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    client.set_registered_model_alias(name, CHAMPION, str(version))
-    client.set_model_version_tag(name, str(version), "promoted_at", now)
     client.set_model_version_tag(name, str(version), "promotion_reason", reason)
     if previous is not None:
         client.set_model_version_tag(name, str(version), "previous_champion", str(previous.version))
+    client.set_model_version_tag(name, str(version), "promoted_at", now)
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    if previous is not None:
         client.set_model_version_tag(name, str(previous.version), "demoted_at", now)
     return int(previous.version) if previous is not None else None
+
+
+def _complete_promotion(client: MlflowClient, name: str, current: ModelVersion, reason: str) -> None:
+    """The alias already points at ``current``: fill in whatever record a crash left out."""
+    promoted_at = current.tags.get("promoted_at")
+    if not promoted_at:
+        promoted_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        if not current.tags.get("promotion_reason"):
+            client.set_model_version_tag(name, str(current.version), "promotion_reason", reason)
+        client.set_model_version_tag(name, str(current.version), "promoted_at", promoted_at)
+    before = current.tags.get("previous_champion")
+    if before:
+        try:
+            demoted = client.get_model_version(name, before)
+        except MlflowException:
+            return
+        if not demoted.tags.get("demoted_at"):
+            client.set_model_version_tag(name, before, "demoted_at", promoted_at)
 
 
 def baseline_for(client: MlflowClient, spec: ProgramSpec, prog_hash: str, window: str) -> tuple[dspy.Module, int]:

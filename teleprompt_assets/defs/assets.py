@@ -2,6 +2,7 @@
 
 
 import json
+import os
 import time
 from datetime import date, datetime, time as dtime, timedelta, timezone
 from fractions import Fraction
@@ -19,6 +20,11 @@ from teleprompt_assets.lm import build_lm
 GROUP = "teleprompt"
 Tracking = dg.ResourceParam[MlFlow]
 MLFLOW_UI = "http://127.0.0.1:5000"
+# Steps that write the model registry and the outbox share this Dagster concurrency pool. Give it a
+# limit of 1 (`dagster instance concurrency set teleprompt_registry 1`, or `concurrency: pools:
+# default_limit: 1` in dagster.yaml) and concurrent runs take turns there; registry.register's lock
+# guards the same ground without it.
+REGISTRY_POOL = "teleprompt_registry"
 
 
 def _window(day: str, days: int) -> str:
@@ -89,7 +95,8 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
 
     @dg.asset(
         partitions_def=partitions, group_name=GROUP, kinds={"dspy"},
-        retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
+        retry_policy=dg.RetryPolicy(max_retries=int(os.environ.get("TELEPROMPT_COMPILE_RETRIES", "2")),  # transient LM failures only
+                                    delay=float(os.environ.get("TELEPROMPT_COMPILE_RETRY_DELAY_S", "5")), backoff=dg.Backoff.EXPONENTIAL),
         check_specs=[dg.AssetCheckSpec("prompt_quality", asset="compiled_program", blocking=True,
                                        description="demos complete, unique, from accepted training traces only; instructions present; prompt within budget")],
     )
@@ -108,8 +115,13 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
         started = time.perf_counter()
         progress = usage.Progress(context.log.info, f"compiling {program} with {config.optimizer.name}")
         context.log.info(f"compiling {program} with {config.optimizer.name} on {len(trainset)} training examples")
-        with usage.metered(lm, progress) as used, optimize.time_limit(config.optimizer.time_limit_s):
-            result = optimize.compile_program(spec, trainset, metric, datasets.examples(training_set, spec, "dev"), teacher)
+        try:
+            with usage.metered(lm, progress) as used, optimize.time_limit(config.optimizer.time_limit_s):
+                result = optimize.compile_program(spec, trainset, metric, datasets.examples(training_set, spec, "dev"), teacher)
+        except (optimize.CompileError, optimize.CompileTimeout) as exc:  # only a transient LM failure is worth the retry policy
+            transient = isinstance(exc, optimize.CompileError) and exc.transient
+            raise dg.Failure(description=f"compile failed, nothing registered: {exc}", allow_retries=transient,
+                             metadata={"lm": lm.model, "transient": transient}) from exc
         seconds = time.perf_counter() - started
         context.log.info(f"{progress.summary()}: done, {len(result.demos)} demos")
         by_id = {ex.trace_id: ex for ex in trainset}
@@ -159,7 +171,7 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
         return {"baseline_version": baseline_version, "evaluation_method": method, "comparison": result.to_dict(), "scores": [s.__dict__ for s in scores], "ab_report": ab}
 
     @dg.asset(
-        partitions_def=partitions, group_name=GROUP, kinds={"mlflow"},
+        partitions_def=partitions, group_name=GROUP, pool=REGISTRY_POOL, kinds={"mlflow"},
         check_specs=[dg.AssetCheckSpec("no_regression", asset="registered_version", blocking=True,
                                        description="a candidate scoring below its baseline (C < B) stops here: registered, never promoted")],
     )
@@ -185,7 +197,8 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
             "contributors.json": json.dumps(attribution.contributor_summary(compiled_program["data_traces"], compiled_program["demos"]), indent=1),
         }
         experiment = teleprompt.experiment_id(client, teleprompt.settings().pipeline_experiment)
-        version = registry.register(client, spec, candidate, compiled_program["state"], window, experiment, tags, artifacts)
+        version = registry.register(client, spec, candidate, compiled_program["state"], window, experiment, tags, artifacts,
+                                    lock_dir=teleprompt.settings().home / "locks")
         not_worse = comparison["candidate_sum"] >= comparison["baseline_sum"]
         out = {"name": version.name, "version": version.version, "run_id": version.run_id, "program_hash": version.program_hash,
                "created": version.created, "window": window}
@@ -199,7 +212,7 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
             metadata={"baseline_sum": comparison["baseline_sum"], "candidate_sum": comparison["candidate_sum"]},
         )
 
-    @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"mlflow"})
+    @dg.asset(partitions_def=partitions, group_name=GROUP, pool=REGISTRY_POOL, kinds={"mlflow"})
     def champion_alias(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, registered_version: dict, evaluation_report: dict) -> dict:
         """The `champion` alias (the serving version), moved to the new version behind the no_regression gate."""
         comparison = evaluation_report["comparison"]
@@ -236,7 +249,7 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
         _track(mlflow, metrics={"contributors": len(table), "impact_lm_calls": measured.lm_calls})
         return table
 
-    @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"ethereum"})
+    @dg.asset(partitions_def=partitions, group_name=GROUP, pool=REGISTRY_POOL, kinds={"ethereum"})
     def deltaone_attestation(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, mlflow: Tracking, compiled_program: dict, evaluation_report: dict,
                              registered_version: dict, contributor_rewards: pl.DataFrame) -> dict:
         """A signed EAS off-chain attestation when DeltaOne holds with significance; otherwise the reason it was skipped."""
@@ -261,10 +274,15 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
         )
         files = attest.build_bundle(evidence, attester.private_key())
         uid = attest.attestation_uid(files)
-        folder = attest.write_bundle(files, settings.outbox / program / uid)
+        # staged and checked outside the outbox, published by one rename, then recorded: a crash at any
+        # point leaves no partial bundle, and no attestation_uid tag without its bundle
+        staged = attest.stage_bundle(files, settings.home / "staging", uid)
+        problems = attest.verify_bundle(staged, expected_signer=attester.address)
+        if problems:
+            raise dg.Failure(description=f"the bundle built for {uid} does not verify, so it was not published: {'; '.join(problems)}", allow_retries=False)
+        folder = attest.publish_bundle(staged, settings.outbox / program / uid)
         client.log_artifacts(registered_version["run_id"], str(folder), artifact_path="attestation")
         client.set_model_version_tag(registered_version["name"], str(registered_version["version"]), "attestation_uid", uid)
-        problems = attest.verify_bundle(folder, expected_signer=attester.address)
         url = share.share_url(json.loads(files["attestation.json"]), attester.address)
         mlflow.set_tag("attestation_uid", uid)
         context.add_output_metadata({"attested": True, "uid": uid, "attester": attester.address, "dev_key": attester.is_dev,
