@@ -74,9 +74,20 @@ def dev_keystore(home: Path) -> Path:
     if not path.exists():
         account = Account.from_key(secrets.token_bytes(32))
         keystore = Account.encrypt(account.key, DEV_PASSWORD, kdf="pbkdf2", iterations=100_000)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(keystore, handle)
+        # written whole under a private name, then linked into place: a crash never leaves a truncated
+        # keystore, and of two first uses at once the second keeps the key the first put there
+        tmp = folder / f".{DEV_KEYSTORE}.{os.getpid()}.{secrets.token_hex(4)}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                json.dump(keystore, handle)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.link(tmp, path)
+        except FileExistsError:
+            return path
+        finally:
+            tmp.unlink(missing_ok=True)
         log.warning("Generated a DEVELOPMENT attester key %s at %s: for demos and tests only, set %s or %s in production.", account.address, path, KEY_ENV, KEYSTORE_ENV)
     return path
 
