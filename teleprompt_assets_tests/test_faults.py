@@ -225,9 +225,28 @@ def test_the_time_limit_cannot_be_swallowed():
     started = time.perf_counter()
     with pytest.raises(CompileTimeout, match="time limit of 1 s"):
         with time_limit(1):
-            for _ in range(40):  # 40 blocking "LM calls" of 0.5 s, each failure swallowed
+            for _ in range(12):  # 12 blocking "LM calls" of 0.5 s (6 s without a limit), each failure swallowed
                 try:
                     time.sleep(0.5)
                 except Exception:  # noqa: BLE001, S112
                     continue
     assert time.perf_counter() - started < 3
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "open, outside this module's files: evaluate.run_one scores an LM failure as a wrong answer, so an LM outage while "
+    "evaluating yields B = C = 0 and the candidate passes the C >= B promotion gate without having been measured"))
+def test_an_lm_outage_while_evaluating_is_not_scored_as_wrong_answers():
+    import dspy
+
+    from teleprompt_assets import evaluate
+    from teleprompt_assets.programs import load_project
+    from teleprompt_assets_tests.conftest import REPO
+    from teleprompt_assets_tests.reliability import PROGRAM, faulty_lm
+
+    spec = load_project(REPO / "teleprompt.yaml")[1][PROGRAM]
+    holdout = [dspy.Example(message=f"My package for order #{n} has not arrived yet.", queue="shipping", trace_id=f"t{n}",
+                            trace_hash=f"0x{n:064x}", contributor="0x" + "a" * 40).with_inputs("message") for n in range(3)]
+    with pytest.raises(Exception):  # noqa: B017 - any error that stops the evaluation will do
+        evaluate.score_pair(spec.build(), spec.build(), holdout, lambda ex, pred, trace=None: float(ex.queue == pred.queue),
+                            faulty_lm("error"), "queue")
