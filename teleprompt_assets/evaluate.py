@@ -14,6 +14,7 @@ from fractions import Fraction
 from typing import Any
 
 import dspy
+from dspy.utils.exceptions import AdapterParseError
 
 from teleprompt_assets.programs import Metric
 
@@ -129,12 +130,20 @@ def compare(scores: Sequence[ExampleScore], seed: int = DEFAULT_SEED, resamples:
     )
 
 
+class EvaluationAborted(RuntimeError):
+    """The LM or the program failed on a held-out example: the comparison would measure the outage."""
+
+
 def run_one(program: dspy.Module, example: dspy.Example, metric: Metric) -> tuple[float, Any]:
-    """Score one example; a program or LM failure scores zero rather than aborting the evaluation."""
+    """Score one example. An answer the adapter cannot parse is a wrong answer (the LM did answer);
+    any other failure aborts: scoring an LM outage as wrong answers would give B = C = 0 for both
+    programs and let an unmeasured candidate through the C >= B gate."""
     try:
         prediction = program(**example.inputs())
-    except Exception as exc:  # noqa: BLE001 - an error is a wrong answer, recorded as such
+    except AdapterParseError as exc:
         return 0.0, f"error: {type(exc).__name__}"
+    except Exception as exc:
+        raise EvaluationAborted(f"evaluation stopped at held-out example {example.get('trace_id')}: {type(exc).__name__}: {str(exc)[:200]}") from exc
     return float(metric(example, prediction, None)), prediction
 
 
