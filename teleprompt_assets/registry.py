@@ -329,8 +329,8 @@ def smoke_test(client: MlflowClient, spec: ProgramSpec, version: ModelVersion, l
 def rollback(client: MlflowClient, spec: ProgramSpec, lm: dspy.LM, to_version: int | None = None, reason: str = "manual rollback") -> Rollback:
     """Move ``champion`` back to ``to_version`` (default: the version the current champion replaced).
 
-    The target is validated first (it loads and runs); only then does the alias move, and both
-    versions record the event in their tags.
+    The target is validated first (it loads and runs); then both versions record the event in
+    their tags, and only then does the alias move.
     """
     name = spec.registered_model_name
     current = champion(client, name)
@@ -347,11 +347,13 @@ def rollback(client: MlflowClient, spec: ProgramSpec, lm: dspy.LM, to_version: i
         raise RollbackError(f"{name} has no version {target_number}") from exc
     smoke_test(client, spec, target, lm)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    client.set_registered_model_alias(name, CHAMPION, str(target_number))
+    # Record first, move last: a crash in between leaves the old champion serving with the rollback
+    # on record (it is never re-promoted), and repeating the command completes the move.
     client.set_model_version_tag(name, str(current.version), "rolled_back_at", now)
     client.set_model_version_tag(name, str(current.version), "rollback_reason", reason)
     client.set_model_version_tag(name, str(target_number), "restored_at", now)
     client.set_model_version_tag(name, str(target_number), "restored_from", str(current.version))
+    client.set_registered_model_alias(name, CHAMPION, str(target_number))
     return Rollback(name, int(current.version), target_number)
 
 

@@ -72,6 +72,28 @@ def test_rollback_restores_validates_and_records(reg):
         registry.rollback(client, spec, offline_lm(), to_version=v1.version)
 
 
+def test_a_rollback_cut_short_at_the_alias_move_is_on_record_and_completes_when_repeated(reg, monkeypatch):
+    client, spec, _ = reg
+    name = spec.registered_model_name
+    v1, v2 = _register(reg, "shipping"), _register(reg, "billing", window="w2")
+    registry.promote(client, name, v1.version, "first")
+    registry.promote(client, name, v2.version, "better")
+
+    def crash(*args, **kwargs):
+        raise ConnectionError("tracking server went away")
+
+    monkeypatch.setattr(client, "set_registered_model_alias", crash)
+    with pytest.raises(ConnectionError):
+        registry.rollback(client, spec, offline_lm())
+    monkeypatch.undo()
+    assert int(registry.champion(client, name).version) == v2.version  # still serving, and the rollback is on record
+    assert client.get_model_version(name, str(v2.version)).tags["rollback_reason"] == "manual rollback"
+    assert not registry.promote_if_not_worse(client, name, v2.version, 1, 2, 1)[0]
+    done = registry.rollback(client, spec, offline_lm(), to_version=v1.version)
+    assert (done.from_version, done.to_version) == (v2.version, v1.version)
+    assert int(registry.champion(client, name).version) == v1.version
+
+
 def test_champion_loads_with_the_mlflow_dspy_flavor(reg):
     client, spec, _ = reg
     v1 = _register(reg, "shipping")

@@ -6,11 +6,27 @@ window reaching back before the first seeded day still loads.
 
 
 import json
+import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 import polars as pl
+
+
+def publish(path: Path, write: Callable[[Path], None]) -> None:
+    """Write beside ``path``, fsync, then rename over it: a run killed mid-write leaves the previous
+    output (or none), never a truncated file a later step would fail to read."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        write(staged)
+        with open(staged, "rb") as handle:
+            os.fsync(handle.fileno())
+        os.replace(staged, path)
+    finally:
+        staged.unlink(missing_ok=True)
 
 
 class LocalTableIOManager(dg.ConfigurableIOManager):
@@ -32,13 +48,10 @@ class LocalTableIOManager(dg.ConfigurableIOManager):
         partition = context.partition_key if context.has_asset_key and context.has_partition_key else None
         key = self._key(context)
         if isinstance(obj, pl.DataFrame):
-            path = self._path(key, partition, "parquet")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            obj.write_parquet(path)
+            publish(self._path(key, partition, "parquet"), obj.write_parquet)
         else:
-            path = self._path(key, partition, "json")
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(obj, sort_keys=True, indent=1, default=str))
+            text = json.dumps(obj, sort_keys=True, indent=1, default=str)
+            publish(self._path(key, partition, "json"), lambda staged: staged.write_text(text))
 
     def _load(self, asset_key: dg.AssetKey, partition: str | None) -> Any:
         parquet = self._path(asset_key, partition, "parquet")
