@@ -5,15 +5,9 @@ from teleprompt_assets.lm import offline_lm
 from teleprompt_assets.optimize import compile_program
 from teleprompt_assets.programs import load_project
 from teleprompt_assets.usage import Progress, metered
+from teleprompt_assets_tests.test_optimize import _examples
 
 SPEC = load_project("teleprompt.yaml")[1]["ticket_router"]
-MESSAGES = [("my parcel never arrived", "shipping"), ("the app crashes on start", "technical"), ("refund my last invoice", "billing"),
-            ("reset my password please", "account"), ("quote for 40 seats", "sales"), ("where is my package", "shipping")]
-
-
-def _examples():
-    return [dspy.Example(message=m, queue=q, trace_id=f"t{i}", trace_hash=f"0x{i:064x}", contributor="0x" + "a" * 40).with_inputs("message")
-            for i, (m, q) in enumerate(MESSAGES)]
 
 
 class Clock:
