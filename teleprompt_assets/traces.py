@@ -19,7 +19,7 @@ import multiprocessing
 import os
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from functools import lru_cache
@@ -182,15 +182,20 @@ def _list_page(client: MlflowClient) -> int:
     return REST_PAGE_MAX if str(client.tracking_uri).startswith(("http://", "https://")) else LIST_PAGE
 
 
-def _list_range(client: MlflowClient, experiment_id: str, start_ms: int, end_ms: int) -> tuple[list[dict[str, Any]], list[int]]:
-    """Metadata rows of [start_ms, end_ms) and the indexes of those whose previews were cut."""
+def _preview_rows(listed: Iterable[Trace]) -> tuple[list[dict[str, Any]], list[int]]:
+    """Rows from listed (span-less) traces and the indexes of those whose previews were cut."""
     records, cut = [], []
-    for trace in read_traces(client, experiment_id, start_ms, end_ms, include_spans=False, page_size=_list_page(client)):
+    for trace in listed:
         record, complete = preview_record(trace.info)
         if not complete:
             cut.append(len(records))
         records.append(record)
     return records, cut
+
+
+def _list_range(client: MlflowClient, experiment_id: str, start_ms: int, end_ms: int) -> tuple[list[dict[str, Any]], list[int]]:
+    """Metadata rows of [start_ms, end_ms) and the indexes of those whose previews were cut."""
+    return _preview_rows(read_traces(client, experiment_id, start_ms, end_ms, include_spans=False, page_size=_list_page(client)))
 
 
 def _fetch_payloads(client: MlflowClient, record: dict[str, Any]) -> dict[str, Any]:
@@ -295,14 +300,9 @@ def read_window(client: MlflowClient, experiment_id: str, start_ms: int, end_ms:
     client. Rows are deduplicated by trace id (the first page and the slices share their boundary
     millisecond) and sorted by (timestamp, trace id), so the table does not depend on the slicing.
     """
-    records, cut = [], []
     first = client.search_traces(locations=[experiment_id], filter_string=_window_filter(start_ms, end_ms), max_results=_list_page(client),
                                  order_by=["timestamp_ms ASC"], include_spans=False)
-    for trace in first:
-        record, complete = preview_record(trace.info)
-        if not complete:
-            cut.append(len(records))
-        records.append(record)
+    records, cut = _preview_rows(first)
     _fill_from_spans(client, experiment_id, records, cut)
     frames = [raw_frame(records)]
     if first.token:
