@@ -210,8 +210,9 @@ def _fetch_payloads(client: MlflowClient, record: dict[str, Any]) -> dict[str, A
 def _fill_from_spans(client: MlflowClient, experiment_id: str, records: list[dict[str, Any]], cut: list[int]) -> None:
     """Replace cut previews by the root span's payloads, ``SPAN_BATCH`` traces per search.
 
-    One ``trace.request_id IN (...)`` search with spans costs ~4 ms a trace against ~13 ms for
-    ``get_trace``; a batch that fails (or a trace it does not return) falls back to ``get_trace``,
+    One ``trace.request_id IN (...)`` search with spans costs ~3 ms a trace against ~13 ms for
+    ``get_trace``. The batch's time bounds go in the filter too: without them SQLite walks the whole
+    experiment by timestamp for each batch (13x slower listing of the batch's metadata); a batch that fails (or a trace it does not return) falls back to ``get_trace``,
     which quarantines only the trace that cannot be read.
     """
     for at in range(0, len(cut), SPAN_BATCH):
@@ -219,7 +220,8 @@ def _fill_from_spans(client: MlflowClient, experiment_id: str, records: list[dic
         ids = [records[i]["trace_id"] for i in batch]
         found: dict[str, Trace] = {}
         if all(_SAFE_ID.match(i or "") for i in ids):
-            query = "trace.request_id IN (" + ", ".join(f"'{i}'" for i in ids) + ")"
+            stamps = [records[i]["timestamp_ms"] for i in batch]
+            query = _window_filter(min(stamps), max(stamps) + 1) + " AND trace.request_id IN (" + ", ".join(f"'{i}'" for i in ids) + ")"
             try:
                 page = client.search_traces(locations=[experiment_id], filter_string=query, max_results=len(ids), include_spans=True)
                 found = {t.info.trace_id: t for t in page}
