@@ -1,11 +1,11 @@
 """Data quality for curated traces (docs/data-quality.md): configurable rules, each rejection a reason.
 
-:func:`curate` runs the trace contract (:func:`teleprompt_assets.traces.validate`) and then the
+:func:`curate` runs the trace contract (:func:`teleprompt_assets.trace_contract.validate`) and then the
 quality rules below, in this order; a row is quarantined by the first rule it fails, with a reason
 code and a detail, so ``read == accepted + quarantined`` always holds and every raw column
 (contributor included) survives into one of the two tables.
 
-1. contract (``traces.REASONS``)          6. exact duplicates          (``duplicate_exact``)
+1. contract (``trace_contract.REASONS``)          6. exact duplicates          (``duplicate_exact``)
 2. required metrics (``missing_score``)   7. near duplicates           (``near_duplicate``)
 3. outcome thresholds (``below_threshold``) 8. contributor share cap   (``contributor_cap``)
 4. outcome outliers (``outlier_score``)   9. label class share cap     (``class_cap``)
@@ -26,7 +26,7 @@ from typing import Literal
 import polars as pl
 from pydantic import BaseModel, ConfigDict, Field
 
-from teleprompt_assets import traces
+from teleprompt_assets import trace_contract
 from teleprompt_assets.programs import ProgramSpec
 
 QUALITY_REASONS: dict[str, str] = {
@@ -40,7 +40,7 @@ QUALITY_REASONS: dict[str, str] = {
     "class_cap": "the label class already holds its maximum share of the window",
 }
 EXTRA_SCHEMA: dict[str, pl.DataType] = {"scores": pl.String, "quality_weight": pl.Float64, "label": pl.String, "dedupe_key": pl.String}
-ACCEPTED_SCHEMA: dict[str, pl.DataType] = {**traces.CURATED_SCHEMA, **EXTRA_SCHEMA}
+ACCEPTED_SCHEMA: dict[str, pl.DataType] = {**trace_contract.CURATED_SCHEMA, **EXTRA_SCHEMA}
 
 
 class SamplingConfig(BaseModel):
@@ -62,7 +62,7 @@ class QualityConfig(BaseModel):
     outlier_min_rows: int = Field(50, ge=3, description="outlier rules need at least this many rows")
     payload_outlier_factor: float | None = Field(50.0, gt=1, description="payload larger than this x the median (and than payload_outlier_floor) is an outlier")
     payload_outlier_floor: int = Field(20_000, ge=0, description="characters below which a payload is never an outlier")
-    max_payload_chars: int = Field(traces.MAX_PAYLOAD_CHARS, ge=1, description="hard cap on inputs + outputs (contract: payload_too_large)")
+    max_payload_chars: int = Field(trace_contract.MAX_PAYLOAD_CHARS, ge=1, description="hard cap on inputs + outputs (contract: payload_too_large)")
     dedupe_exact: bool = True
     dedupe_near: bool = True
     dedupe_scope: Literal["global", "per_contributor"] = Field("global", description="global: across contributors (earliest wins); per_contributor: only within one")
@@ -90,7 +90,7 @@ def _quarantine(frame: pl.DataFrame, mask: pl.Expr, reason: str, detail: pl.Expr
     """Split off the rows where ``mask`` holds, with ``reason`` and ``detail`` (evaluated on the whole frame)."""
     flagged = frame.with_columns(mask.fill_null(False).alias("_bad"), (pl.lit(detail) if isinstance(detail, str) else detail).cast(pl.String).alias("_detail"))
     bad = flagged.filter(pl.col("_bad")).with_columns(pl.lit(reason).alias("reason"), pl.col("_detail").alias("detail"))
-    return flagged.filter(~pl.col("_bad")).drop("_bad", "_detail"), bad.select(list(traces.QUARANTINE_SCHEMA))
+    return flagged.filter(~pl.col("_bad")).drop("_bad", "_detail"), bad.select(list(trace_contract.QUARANTINE_SCHEMA))
 
 
 def _scores(feedback: pl.Series, config: QualityConfig) -> tuple[pl.DataFrame, list[str]]:
@@ -137,7 +137,7 @@ def _share_cap(counts: list[int], share: float) -> int | None:
 
 def _cap(frame: pl.DataFrame, by: str, share: float | None, reason: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     if share is None or share >= 1 or frame.is_empty():
-        return frame, frame.head(0).with_columns(pl.lit(None, pl.String).alias("reason"), pl.lit(None, pl.String).alias("detail")).select(list(traces.QUARANTINE_SCHEMA))
+        return frame, frame.head(0).with_columns(pl.lit(None, pl.String).alias("reason"), pl.lit(None, pl.String).alias("detail")).select(list(trace_contract.QUARANTINE_SCHEMA))
     counts = frame.group_by(by).len()["len"].to_list()
     k = _share_cap(counts, share)
     if k is None or k >= max(counts):
@@ -150,7 +150,7 @@ def _cap(frame: pl.DataFrame, by: str, share: float | None, reason: str) -> tupl
 def curate(raw: pl.DataFrame, spec: ProgramSpec, config: QualityConfig | None = None, *, now_ms: int) -> Curation:
     """Contract + quality rules: (accepted, quarantined) with ``read == accepted + quarantined``."""
     config = config or QualityConfig()
-    accepted, contract_bad = traces.validate(raw, spec, now_ms, score_ranges=config.score_ranges, max_payload_chars=config.max_payload_chars)
+    accepted, contract_bad = trace_contract.validate(raw, spec, now_ms, score_ranges=config.score_ranges, max_payload_chars=config.max_payload_chars)
     rejected = [contract_bad]
     table, names = _scores(accepted["feedback"], config)
     frame = accepted.join(table, on="feedback", how="left", maintain_order="left")
@@ -259,7 +259,7 @@ def sample(table: pl.DataFrame, config: SamplingConfig, now_ms: int) -> pl.DataF
 
 def reason_codes() -> Mapping[str, str]:
     """Every quarantine reason code with its meaning (contract first, then quality)."""
-    return {**traces.REASONS, **QUALITY_REASONS}
+    return {**trace_contract.REASONS, **QUALITY_REASONS}
 
 
 __all__ = ["ACCEPTED_SCHEMA", "Curation", "QualityConfig", "SamplingConfig", "curate", "reason_codes", "sample",

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from teleprompt_assets.datasets import examples, sample_train, split_of, training_table
 from teleprompt_assets.programs import ProgramSpec, SplitConfig, load_project
 from teleprompt_assets.quality import SamplingConfig
-from teleprompt_assets.traces import CURATED_SCHEMA
+from teleprompt_assets.trace_contract import CURATED_SCHEMA
 
 SPEC = load_project("teleprompt.yaml")[1]["ticket_router"]
 

@@ -6,10 +6,11 @@ import os
 import mlflow
 import polars as pl
 import pytest
+from eth_utils import to_checksum_address
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from teleprompt_assets import quality, traces
+from teleprompt_assets import quality, trace_contract, traces
 from teleprompt_assets.contract import (
     CONTRIBUTOR_TAG,
     PROGRAM_TAG,
@@ -44,7 +45,7 @@ HOSTILE = {
     "missing_outputs": dict(outputs="{}"),
     "missing_inputs": dict(inputs='{"message": ""}'),
     "malformed_payload": dict(inputs='{"message": "cut off mid'),
-    "payload_too_large": dict(inputs=json.dumps({"message": "x" * (traces.MAX_PAYLOAD_CHARS + 1)})),
+    "payload_too_large": dict(inputs=json.dumps({"message": "x" * (trace_contract.MAX_PAYLOAD_CHARS + 1)})),
     "invalid_score": dict(feedback='{"csat": NaN}'),
     "future_timestamp": dict(timestamp_ms=NOW + 86_400_000),
     "trace_error": dict(state="ERROR"),
@@ -71,7 +72,7 @@ def test_each_hostile_kind_is_quarantined_with_its_reason_and_nothing_else_is_lo
     assert sorted(r for t, r in got.items() if t == "tr-0000") == ["duplicate_trace_id"]
     assert all(result.quarantined["detail"].str.len_chars() > 0)
     assert set(result.quarantined["contributor"].drop_nulls()) <= {GOOD, GOOD.lower(), "0xnot-an-address"}
-    assert set(result.accepted.columns) >= set(traces.CURATED_SCHEMA) | {"quality_weight", "scores"}
+    assert set(result.accepted.columns) >= set(trace_contract.CURATED_SCHEMA) | {"quality_weight", "scores"}
 
 
 def test_prompt_injection_and_unicode_stay_data():
@@ -117,7 +118,7 @@ def test_thresholds_outliers_required_metrics_and_weights():
 def test_contributor_and_class_caps_keep_shares_bounded():
     rows = [row(i, contributor=GOOD if i < 8 else OTHER, inputs=json.dumps({"message": f"question {i}"})) for i in range(10)]
     rows += [row(20 + i, contributor="0x" + f"{i + 1:040x}", inputs=json.dumps({"message": f"other {i}"})) for i in range(2)]
-    rows = [r | {"contributor": traces.to_checksum_address(r["contributor"])} for r in rows]
+    rows = [r | {"contributor": to_checksum_address(r["contributor"])} for r in rows]
     result = quality.curate(traces.raw_frame(rows), SPEC, quality.QualityConfig(max_contributor_share=0.5), now_ms=NOW)
     shares = result.accepted["contributor"].value_counts(normalize=True)
     assert shares["proportion"].max() <= 0.5
@@ -146,9 +147,9 @@ def test_sampling_strategies_are_pure_and_deterministic():
 def test_fast_canonical_form_matches_the_reference(inputs, message, ts):
     """The validator's byte-assembled canonical JSON equals canonical_json for any payload."""
     r = row(0, timestamp_ms=ts, inputs=json.dumps(inputs | {"message": message}))
-    accepted, rejected = traces.validate(traces.raw_frame([r]), SPEC, now_ms=2**62)
+    accepted, rejected = trace_contract.validate(traces.raw_frame([r]), SPEC, now_ms=2**62)
     try:
-        expected = traces.trace_hash(r)
+        expected = trace_contract.trace_hash(r)
     except UnicodeEncodeError:
         assert rejected["reason"].to_list() == ["invalid_unicode"]
         return

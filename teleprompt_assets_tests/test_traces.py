@@ -2,10 +2,9 @@ import json
 from datetime import date
 
 import mlflow
-import polars as pl
 import pytest
 
-from teleprompt_assets import traces
+from teleprompt_assets import trace_contract, traces
 from teleprompt_assets.contract import PROGRAM_TAG, label_trace, traced_call
 from teleprompt_assets.programs import load_project
 from teleprompt_assets.seed import day_start_ns
@@ -44,9 +43,9 @@ def test_trace_becomes_a_row_with_contract_fields_and_hash(store):
     assert json.loads(row["feedback"]) == {"resolved_first_touch": True, "csat": 0.75}
     assert json.loads(row["expectations"]) == {"queue": "shipping"}
     assert row["timestamp_ms"] == day_start_ns(DAY) // 10**6 + 60_000
-    curated, quarantined = traces.validate(raw, spec, now_ms=2**62)
+    curated, quarantined = trace_contract.validate(raw, spec, now_ms=2**62)
     assert quarantined.height == 0
-    assert curated["trace_hash"][0] == traces.trace_hash(row) and curated["trace_hash"][0].startswith("0x")
+    assert curated["trace_hash"][0] == trace_contract.trace_hash(row) and curated["trace_hash"][0].startswith("0x")
 
 
 def test_other_days_are_not_read(store):
@@ -72,26 +71,7 @@ def test_contract_violations_are_quarantined_with_reasons(store):
                                         experiment_id=exp_id, start_time_ns=day_start_ns(DAY) + 10**12)
     span.end(outputs={"queue": "sales"})
     raw = traces.read_day(client, exp_id, DAY.isoformat())
-    curated, quarantined = traces.validate(raw, spec, now_ms=2**62)
+    curated, quarantined = trace_contract.validate(raw, spec, now_ms=2**62)
     assert curated.height == 0 and quarantined.height == raw.height == len(cases) + 1
     assert sorted(quarantined["reason"]) == sorted([*cases, "missing_contributor"])
     assert all(quarantined["detail"].str.len_chars() > 0)
-
-
-def test_duplicate_ids_and_future_timestamps_are_quarantined():
-    row = {"trace_id": "tr-1", "timestamp_ms": 1_000, "state": "OK", "experiment_id": "1", "program": "ticket_router", "contributor": GOOD,
-           "inputs": '{"message": "hi"}', "outputs": '{"queue": "sales"}', "feedback": "{}", "expectations": '{"queue": "sales"}'}
-    future = row | {"trace_id": "tr-2", "timestamp_ms": 10**15}
-    spec = load_project("teleprompt.yaml")[1]["ticket_router"]
-    curated, quarantined = traces.validate(traces.raw_frame([row, row, future]), spec, now_ms=2_000)
-    assert curated.height == 1
-    assert sorted(quarantined["reason"]) == ["duplicate_trace_id", "future_timestamp"]
-
-
-def test_canonical_json_is_stable_and_order_free():
-    row = {"trace_id": "t", "program": "p", "contributor": GOOD, "timestamp_ms": 5, "inputs": '{"b": 1, "a": "é"}',
-           "outputs": '{"x": 1}', "feedback": '{"z": true, "y": 0.5}', "expectations": "{}"}
-    swapped = row | {"inputs": '{"a": "é", "b": 1}', "feedback": '{"y": 0.5, "z": true}'}
-    assert traces.canonical_json(row) == traces.canonical_json(swapped)
-    assert traces.canonical_json(row) == '{"contributor":"0xA2DFbbE547B9fe2Eb36D63B62AE89F1b950f0dD8","expectations":{},"feedback":{"y":0.5,"z":true},"inputs":{"a":"é","b":1},"outputs":{"x":1},"program":"p","timestamp_ms":5,"trace_id":"t"}'.encode()
-    assert isinstance(traces.raw_frame([]), pl.DataFrame)
