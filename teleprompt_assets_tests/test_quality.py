@@ -187,6 +187,7 @@ def test_fast_read_matches_naive_read_and_picks_up_late_traces(store, monkeypatc
     monkeypatch.setattr(traces, "LIST_PAGE", 2)  # the first page in-process, the rest by worker processes
     long_text = "très long ✓ " * 200  # preview cut at 1,000 chars: payload must come from the spans
     ids = [_log(exp_id, 10, "short é"), _log(exp_id, 20, long_text), _log(exp_id, 30, "x" * 996)]
+    ids += [_log(exp_id, 20, "the same millisecond"), _log(exp_id, 20, "and again")]  # a page of one ms: read whole, once
     chat = mlflow.start_span_no_context("ticket_router", inputs={"messages": [{"role": "user", "content": '{"message": "fake"}'}]},
                                         tags={PROGRAM_TAG: "ticket_router", CONTRIBUTOR_TAG: GOOD}, experiment_id=exp_id, start_time_ns=day_start_ns(DAY) + 40 * 10**9)
     chat.end(outputs={"queue": "sales"})
