@@ -29,9 +29,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from eth_utils import keccak, to_checksum_address
+from eth_utils import keccak
 
 from teleprompt_assets import eas
+from teleprompt_assets.addresses import address_problem, checksummed
 from teleprompt_assets.evaluate import bootstrap_ci, delta_ppm, is_deltaone
 from teleprompt_assets.merkle import StandardMerkleTree
 from teleprompt_assets.registry import canonical_state_bytes
@@ -77,7 +78,7 @@ def default_domain() -> eas.EasDomain:
     return eas.EasDomain(
         version=os.environ.get("TELEPROMPT_EAS_VERSION", base.version),
         chain_id=int(os.environ.get("TELEPROMPT_EAS_CHAIN_ID", base.chain_id)),
-        verifying_contract=os.environ.get("TELEPROMPT_EAS_CONTRACT", base.verifying_contract),
+        verifying_contract=checksummed(os.environ.get("TELEPROMPT_EAS_CONTRACT", base.verifying_contract), "TELEPROMPT_EAS_CONTRACT"),
     )
 
 
@@ -105,7 +106,7 @@ def build_bundle(evidence: Evidence, private_key: bytes, domain: eas.EasDomain |
     domain = domain or default_domain()
     eval_tree = _tree(evidence.eval_leaves, EVAL_LEAF)
     data_tree = _tree([(h,) for h in sorted(set(evidence.data_leaves))], DATA_LEAF)
-    rewards_tree = _tree([(to_checksum_address(a), w) for a, w in evidence.reward_leaves], REWARD_LEAF)
+    rewards_tree = _tree([(checksummed(a, f"reward leaf {i}"), w) for i, (a, w) in enumerate(evidence.reward_leaves)], REWARD_LEAF)
     qb = [b for _, b, _ in evidence.eval_leaves]
     qc = [c for _, _, c in evidence.eval_leaves]
     b, c, n = sum(qb), sum(qc), len(qb)
@@ -244,8 +245,10 @@ def verify_bundle(
     attestation = _json_file(files, "attestation.json", problems)
     if not isinstance(attestation, dict):
         return problems + ["attestation.json: not a JSON object"]
+    domain = expected_domain or default_domain()  # a misconfigured domain is raised, not reported as the bundle's fault
     try:
-        problems += [f"attestation: {p}" for p in eas.verify_offchain(attestation, expected_signer, expected_domain or default_domain())]
+        problems += [f"attestation: {p}" for p in eas.verify_offchain(attestation, expected_signer, domain)]
+        problems += _address_problems(attestation)
         message = attestation["message"]
         if str(message.get("schema", "")).lower() != eas.schema_uid(SCHEMA).lower():
             problems.append("attestation: schema uid is not the teleprompt DeltaOne schema")
@@ -264,6 +267,16 @@ def verify_bundle(
     if registered_program_hash is not None and registered_program_hash.lower() != program_hash:
         problems.append("programHash: does not match the registered model version")
     return problems
+
+
+def _address_problems(attestation: Mapping[str, Any]) -> list[str]:
+    """Our bundles spell every address checksummed. The signature and uid hash an address's bytes, not
+    its spelling, so without this a re-cased address (manifest re-hashed) would verify: two byte
+    strings for one attestation."""
+    domain, message = attestation.get("domain"), attestation.get("message")
+    found = {"domain.verifyingContract": domain.get("verifyingContract") if isinstance(domain, Mapping) else None,
+             "message.recipient": message.get("recipient") if isinstance(message, Mapping) else None}
+    return [f"attestation: {field}: {problem}" for field, value in found.items() if (problem := address_problem(value))]
 
 
 def _json_file(files: Mapping[str, bytes], name: str, problems: list[str]) -> Any:
@@ -301,7 +314,9 @@ def _check_trees(files: Mapping[str, bytes], data: dict[str, Any]) -> list[str]:
             problems.append(f"{field}: root recomputed from {name} does not match the attestation")
     rewards = trees.get("rewardsRoot")
     if rewards is not None:
-        weights = [int(v["value"][1]) for v in json.loads(files["rewards_tree.json"])["values"]]
+        values = [v["value"] for v in json.loads(files["rewards_tree.json"])["values"]]
+        problems += [f"rewards_tree.json: leaf {i}: {p}" for i, (account, _) in enumerate(values) if (p := address_problem(account))]
+        weights = [int(weight) for _, weight in values]
         if sum(weights) != 1_000_000:
             problems.append(f"rewards: weights sum to {sum(weights)}, not 1000000")
         if len(weights) != data["contributorCount"]:

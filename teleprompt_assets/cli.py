@@ -43,8 +43,14 @@ def _registered_hash(bundle: Path) -> str | None:
 def _verify(args: argparse.Namespace) -> int:
     from mlflow.exceptions import MlflowException
 
-    from teleprompt_assets.attest import verify_bundle
+    from teleprompt_assets.addresses import AddressError
+    from teleprompt_assets.attest import default_domain, verify_bundle
 
+    try:
+        domain = default_domain()
+    except AddressError as exc:
+        print(f"configuration: {exc}", file=sys.stderr)
+        return 2
     bundle = Path(args.bundle)
     registered = None
     if not args.offline:
@@ -53,7 +59,7 @@ def _verify(args: argparse.Namespace) -> int:
         except (MlflowException, OSError, KeyError, ValueError) as exc:
             print(f"FAIL registry: cannot read the attested model version ({type(exc).__name__}); use --offline to skip this check")
             return 1
-    problems = verify_bundle(bundle, expected_signer=args.signer, registered_program_hash=registered)
+    problems = verify_bundle(bundle, expected_signer=args.signer, registered_program_hash=registered, expected_domain=domain)
     if problems:
         for problem in problems:
             print(f"FAIL {problem}")
@@ -84,16 +90,11 @@ def _rollback(args: argparse.Namespace) -> int:
 def _proof(args: argparse.Namespace) -> int:
     import tempfile
 
-    from eth_utils import is_checksum_address
-
     from teleprompt_assets import registry
     from teleprompt_assets.merkle import StandardMerkleTree
     from teleprompt_assets.programs import load_project
     from teleprompt_assets.tracking import connect
 
-    if not is_checksum_address(args.address):
-        print(f"{args.address} is not an EIP-55 checksummed address", file=sys.stderr)
-        return 2
     settings = load_settings()
     spec = load_project(settings.config_path)[1][args.program]
     client = connect(settings)
@@ -236,6 +237,16 @@ def render_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
+def _address(value: str) -> str:
+    """argparse type: an EIP-55 checksummed address, refused before the command runs (exit 2)."""
+    from teleprompt_assets.addresses import AddressError, checksummed
+
+    try:
+        return checksummed(value, "address")
+    except AddressError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("address: ")) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="teleprompt", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -248,18 +259,18 @@ def main(argv: list[str] | None = None) -> int:
     seed.set_defaults(func=_seed)
     verify = sub.add_parser("verify", help="verify an attestation bundle end to end")
     verify.add_argument("bundle")
-    verify.add_argument("--signer", help="expected attester address")
+    verify.add_argument("--signer", type=_address, help="expected attester address (EIP-55 checksummed)")
     verify.add_argument("--offline", action="store_true", help="skip the check against the registered model version")
     verify.set_defaults(func=_verify)
     proof = sub.add_parser("proof", help="a contributor's reward weight and Merkle proof, for a claim contract")
-    proof.add_argument("address")
+    proof.add_argument("address", type=_address, help="the contributor's EIP-55 checksummed address")
     proof.add_argument("--program", default="ticket_router")
     proof.add_argument("--version", type=int, help="model version (default: the champion)")
     proof.set_defaults(func=_proof)
     submit = sub.add_parser("submit", help="land a bundle's attestation on an EAS contract (attestByDelegation)")
     submit.add_argument("bundle")
     submit.add_argument("--rpc", required=True, help="JSON-RPC URL of the chain (never printed)")
-    submit.add_argument("--eas", required=True, help="EAS contract address on that chain (EAS >= 1.3.0)")
+    submit.add_argument("--eas", required=True, type=_address, help="EAS contract address on that chain (EAS >= 1.3.0, EIP-55 checksummed)")
     submit.add_argument("--ref-uid", help="on-chain uid to reference instead of the bundle's refUID (0x00…00 to drop it)")
     submit.add_argument("--deadline", type=int, default=3600, help="seconds the signed request stays valid (0: no deadline)")
     submit.set_defaults(func=_submit)

@@ -22,6 +22,7 @@ from eth_account.messages import encode_typed_data
 from eth_hash.auto import keccak
 from eth_utils.address import to_checksum_address
 
+from teleprompt_assets.addresses import checksummed
 from teleprompt_assets.merkle import coerce_abi_value
 
 __all__ = [
@@ -388,8 +389,8 @@ def _signature_problems(attestation: Mapping[str, Any], expected_signer: str | N
     if s > _SECP256K1_HALF_N:
         problems.append("signature.s is not canonical (high-s); ethers rejects it")
     if expected_signer is not None:
-        try:
-            wanted = _checksum(expected_signer, "expected_signer")
+        try:  # an operator's input, never the SDK's JSON: only the checksummed spelling
+            wanted = checksummed(expected_signer, "expected_signer")
         except ValueError as exc:
             return problems + [str(exc)]
         if wanted == ZERO_ADDRESS:

@@ -36,6 +36,7 @@ from eth_hash.auto import keccak
 from eth_utils.address import to_checksum_address
 
 from teleprompt_assets import eas
+from teleprompt_assets.addresses import AddressError, checksummed
 
 __all__ = [
     "ATTEST_TYPEHASH",
@@ -353,6 +354,14 @@ def _logs(receipt: Mapping[str, Any], address: str, topic0: str) -> list[dict[st
     ]
 
 
+def _address(value: str, where: str) -> str:
+    """An address given by the caller: refused unless EIP-55 checksummed, before anything is sent."""
+    try:
+        return checksummed(value, where)
+    except AddressError as exc:
+        raise OnchainError(str(exc)) from None
+
+
 def _schema_record(rpc: JsonRpc, registry: str, uid: str) -> tuple[bytes, str, bool, str]:
     (record,) = call(rpc, registry, "getSchema(bytes32)", [bytes.fromhex(uid[2:])], [_SCHEMA_RECORD])
     return record
@@ -363,13 +372,14 @@ def register_schema(rpc_url: str, key: str | bytes, registry_address: str, schem
 
     The uid is content-addressed (:func:`teleprompt_assets.eas.schema_uid`), so every chain agrees on it.
     """
+    registry = _address(registry_address, "SchemaRegistry address")
+    resolver = _address(resolver, "resolver")
     rpc = JsonRpc(rpc_url)
-    registry = to_checksum_address(registry_address)
     uid = eas.schema_uid(schema, resolver, revocable)
     if _schema_record(rpc, registry, uid)[0] != _ZERO32:
         return {"uid": uid, "txHash": None, "registered": False, "registry": registry}
     receipt = send_transaction(
-        rpc, key, registry, encode_call("register(string,address,bool)", [schema, to_checksum_address(resolver), revocable]), role="registrant"
+        rpc, key, registry, encode_call("register(string,address,bool)", [schema, resolver, revocable]), role="registrant"
     )
     events = _logs(receipt, registry, _REGISTERED_TOPIC)
     if not events or events[0]["topics"][1].lower() != uid:
@@ -448,12 +458,12 @@ def submit_delegated(
     attestation with that UID exists on the chain. ``deadline_s`` bounds how long the signature can be
     relayed (``None``: forever). Returns the on-chain uid (from the ``Attested`` event) and tx hash.
     """
+    eas_contract = _address(eas_address, "EAS contract address")
     attester = _account(attester_key, "attester")
     relayer = _account(relayer_key, "relayer") if relayer_key is not None else attester
     message = _read_attestation(Path(bundle_dir), attester.address)
     rpc = JsonRpc(rpc_url)
     chain_id = rpc.chain_id()
-    eas_contract = to_checksum_address(eas_address)
     if rpc.request("eth_getCode", eas_contract, "latest") in ("0x", None):
         raise OnchainError(f"no contract at {eas_contract} on chain {chain_id} ({rpc.label}): pass the EAS address of this chain")
     domain = _domain(rpc, eas_contract, chain_id)

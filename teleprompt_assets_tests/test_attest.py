@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 from eth_account import Account
+from eth_utils import to_checksum_address
 
 from teleprompt_assets.attest import SCHEMA, Evidence, build_bundle, verify_bundle, write_bundle
 from teleprompt_assets.eas import decode_data, schema_uid
@@ -13,7 +14,7 @@ EVIDENCE = Evidence(
     program="ticket_router", model_version=3, baseline_version=2, program_state={"route": {"demos": [], "signature": {"instructions": "x"}}},
     eval_leaves=[(f"0x{i:064x}", 0 if i % 3 else 10**6, 10**6) for i in range(30)],
     data_leaves=[f"0x{i + 100:064x}" for i in range(12)],
-    reward_leaves=[("0x" + "a" * 40, 600_000), ("0x" + "b" * 40, 400_000)],
+    reward_leaves=[(to_checksum_address("0x" + "a" * 40), 600_000), (to_checksum_address("0x" + "b" * 40), 400_000)],
     seed=1, resamples=200, confidence_pct=95, time=1_790_000_000,
 )
 
