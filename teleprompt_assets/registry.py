@@ -28,8 +28,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import dspy
 import mlflow
@@ -306,14 +307,58 @@ class Rollback:
     to_version: int
 
 
+class UntrustedModelSource(RuntimeError):
+    """A version's model artifacts lie outside the pipeline's own artifact store; they were not unpickled."""
+
+
+def trusted_model_uri(client: MlflowClient, version: ModelVersion, pipeline_experiment: str | None = None) -> str:
+    """Where ``version``'s model artifacts are, refused unless inside the pipeline experiment's artifact location.
+
+    :func:`register` logs every model into the pipeline experiment (``TELEPROMPT_PIPELINE_EXPERIMENT``),
+    so a version whose source lies anywhere else (another store, another experiment, a ``..`` path)
+    was not registered by this pipeline, and loading it would run whatever its pickle holds.
+    """
+    if pipeline_experiment is None:
+        from teleprompt_assets.settings import load_settings
+
+        pipeline_experiment = load_settings().pipeline_experiment
+    what = f"{version.name} v{version.version}"
+    experiment = client.get_experiment_by_name(pipeline_experiment)
+    if experiment is None:
+        raise UntrustedModelSource(f"{what}: this registry has no experiment {pipeline_experiment!r}, so no model of it can be trusted")
+    uri = client.get_model_version_download_uri(version.name, str(version.version))
+    root = experiment.artifact_location.rstrip("/") + "/"
+    if not uri.startswith(root) or ".." in PurePosixPath(unquote(urlsplit(uri).path)).parts:
+        raise UntrustedModelSource(
+            f"{what}: its model artifacts are at {uri}, outside the pipeline's artifact location {root}; "
+            "not loaded (mlflow.dspy models are pickles: loading one runs code chosen by whoever wrote it)"
+        )
+    return uri
+
+
+def load_registered_model(client: MlflowClient, version: ModelVersion, pipeline_experiment: str | None = None) -> Any:
+    """Unpickle ``version`` with the mlflow.dspy flavor, from this registry's own artifact store only.
+
+    ``mlflow.dspy.load_model`` runs ``cloudpickle.load``. The location is checked by
+    :func:`trusted_model_uri` and loaded as checked, not through a ``models:/`` URI that MLflow's
+    global registry setting would resolve again. Loading resets DSPy's global settings (to those
+    pickled with the model, LM unset): pass the LM to calls through ``dspy.context``.
+    """
+    model = mlflow.dspy.load_model(trusted_model_uri(client, version, pipeline_experiment))
+    mlflow.clear_active_model()  # loading made it the "active model"; pipeline metrics must not attach to it
+    return model
+
+
 def smoke_test(client: MlflowClient, spec: ProgramSpec, version: ModelVersion, lm: dspy.LM) -> None:
     """The version loads with the mlflow.dspy flavor and answers its recorded sample input.
 
     Loading resets DSPy's global settings (it restores those pickled with the model, LM unset), so
     the call below passes its LM explicitly through ``dspy.context``.
     """
-    model = mlflow.dspy.load_model(f"models:/{version.name}/{version.version}")
-    mlflow.clear_active_model()  # loading made it the "active model"; pipeline metrics must not attach to it
+    try:
+        model = load_registered_model(client, version)
+    except UntrustedModelSource as exc:
+        raise RollbackError(str(exc)) from exc
     with tempfile.TemporaryDirectory() as tmp:
         try:
             sample = json.loads(Path(client.download_artifacts(version.run_id, SAMPLE_ARTIFACT, tmp)).read_text())
