@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 from Crypto.Hash import keccak as _Keccak
-from eth_utils import is_address, is_checksum_address, keccak, to_checksum_address
+from eth_utils import is_address, is_checksum_address, keccak
 
+from teleprompt_assets.addresses import address_problem
 from teleprompt_assets.contract import CONTRIBUTOR_TAG, PROGRAM_TAG
 from teleprompt_assets.traces import RAW_SCHEMA
 
@@ -84,7 +85,7 @@ def _address_problem(address: str | None) -> tuple[str, str] | None:
     if not is_address(address):
         return "invalid_contributor", f"{address[:64]!r} is not an Ethereum address"
     if not is_checksum_address(address):
-        return "contributor_not_checksummed", f"{address} is not EIP-55 checksummed ({to_checksum_address(address)})"
+        return "contributor_not_checksummed", address_problem(address) or f"{address} is not EIP-55 checksummed"
     return None
 
 

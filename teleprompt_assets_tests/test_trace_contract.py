@@ -23,3 +23,13 @@ def test_canonical_json_is_stable_and_order_free():
     assert trace_contract.canonical_json(row) == trace_contract.canonical_json(swapped)
     assert trace_contract.canonical_json(row) == '{"contributor":"0xA2DFbbE547B9fe2Eb36D63B62AE89F1b950f0dD8","expectations":{},"feedback":{"y":0.5,"z":true},"inputs":{"a":"é","b":1},"outputs":{"x":1},"program":"p","timestamp_ms":5,"trace_id":"t"}'.encode()
     assert isinstance(traces.raw_frame([]), pl.DataFrame)
+
+
+def test_a_non_checksummed_contributor_is_not_corrected_in_the_detail():
+    """For a mistyped address the corrected spelling is someone else's valid address: never suggest it."""
+    row = {"trace_id": "tr-1", "timestamp_ms": 1_000, "state": "OK", "experiment_id": "1", "program": "ticket_router", "contributor": GOOD.lower(),
+           "inputs": '{"message": "hi"}', "outputs": '{"queue": "sales"}', "feedback": "{}", "expectations": '{"queue": "sales"}'}
+    spec = load_project("teleprompt.yaml")[1]["ticket_router"]
+    _, quarantined = trace_contract.validate(traces.raw_frame([row]), spec, now_ms=2_000)
+    assert quarantined["reason"].to_list() == ["contributor_not_checksummed"]
+    assert GOOD not in quarantined["detail"][0] and GOOD.lower() in quarantined["detail"][0]
