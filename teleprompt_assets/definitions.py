@@ -5,6 +5,7 @@ from __future__ import annotations
 import dagster as dg
 
 from teleprompt_assets.alerts import load_automation
+from teleprompt_assets.attest import default_domain
 from teleprompt_assets.defs.alerting import ALERT_RESOURCE, AlertingResource, build_alerting
 from teleprompt_assets.defs.assets import build_assets
 from teleprompt_assets.defs.automation import build_automation
@@ -24,6 +25,7 @@ INGEST_JOB = "ingest_traces"
 def build_definitions() -> dg.Definitions:
     settings = load_settings()
     project, specs = load_project(settings.config_path)
+    default_domain()  # a bad TELEPROMPT_EAS_CONTRACT fails loading, not a run's last step after it registered a version
     partitions = program_day_partitions(project.start_date, list(specs))
     assets = build_assets(partitions, project.window_days)
     job = dg.define_asset_job(
