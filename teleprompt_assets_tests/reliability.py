@@ -195,11 +195,15 @@ def run_job(instance: dg.DagsterInstance, run_config: dict | None = None, assets
 
 
 def failure_of(result: dg.ExecuteInProcessResult, step: str) -> str | None:
-    """The failure message of ``step`` in ``result`` (description and error), or None."""
+    """The failure message of ``step`` in ``result`` (description, error and the errors that caused it), or None."""
     for event in result.all_events:
         if event.is_step_failure and event.step_key == step:
             data = event.step_failure_data
-            parts = [data.user_failure_data.description if data.user_failure_data else None, data.error.message if data.error else None]
+            parts = [data.user_failure_data.description] if data.user_failure_data else []
+            error = data.error
+            while error is not None:  # an exception raised in the step comes wrapped in Dagster's
+                parts.append(error.message.strip())
+                error = error.cause
             return " | ".join(p for p in parts if p)
     return None
 
@@ -268,20 +272,27 @@ def use_lm(mode: str, delay_s: float = 0.0, setattr_: Callable[[Any, str, Any], 
     setattr_(assets, "build_lm", lambda *args, **kwargs: faulty_lm(mode, delay_s))
 
 
-def kill_self_around(owner: Any, attr: str, when: Callable[..., bool] = lambda *a, **k: True, before: bool = False) -> None:
-    """In a child process: SIGKILL ourselves right before or right after ``owner.attr`` runs."""
+def act_around(owner: Any, attr: str, action: Callable[[], None], when: Callable[..., bool] = lambda *a, **k: True, before: bool = False,
+               setattr_: Callable[[Any, str, Any], None] = setattr) -> None:
+    """Run ``action`` right before or right after ``owner.attr`` runs, on the calls ``when`` picks
+    (``setattr_``: a monkeypatch's, to undo it)."""
     original = getattr(owner, attr)
 
     def wrapper(*args, **kwargs):
         hit = when(*args, **kwargs)
         if hit and before:
-            os.kill(os.getpid(), signal.SIGKILL)
+            action()
         out = original(*args, **kwargs)
         if hit and not before:
-            os.kill(os.getpid(), signal.SIGKILL)
+            action()
         return out
 
-    setattr(owner, attr, wrapper)
+    setattr_(owner, attr, wrapper)
+
+
+def kill_self_around(owner: Any, attr: str, when: Callable[..., bool] = lambda *a, **k: True, before: bool = False) -> None:
+    """In a child process: SIGKILL ourselves right before or right after ``owner.attr`` runs."""
+    act_around(owner, attr, lambda: os.kill(os.getpid(), signal.SIGKILL), when, before)
 
 
 # --- child processes -----------------------------------------------------------------------------

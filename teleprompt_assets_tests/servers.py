@@ -1,4 +1,5 @@
-"""Real servers for the scale-out test: a throwaway PostgreSQL cluster and an `mlflow server`.
+"""Real servers for the scale-out and outage tests: a throwaway PostgreSQL cluster and an `mlflow server`
+(also one that a test kills and restarts).
 
 PostgreSQL comes from the Debian package (``scripts/postgres.sh install``; `.ci/run` pre-installs
 it). When it cannot be installed or started the test is skipped with the reason, except when the
@@ -10,6 +11,7 @@ from __future__ import annotations
 import os
 import pwd
 import secrets
+import select
 import shutil
 import signal
 import socket
@@ -19,7 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,6 +141,27 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def _wait_healthy(url: str, exited: Callable[[], str | None], log: Path, timeout_s: float, poll_s: float) -> None:
+    """Until ``url/health`` answers; ``exited`` says why the server process is gone, if it is."""
+    deadline = time.monotonic() + timeout_s
+    while not _healthy(url):
+        if (why := exited()) is not None:
+            raise RuntimeError(f"mlflow server {why}:\n{log.read_text()[-4000:]}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"mlflow server not healthy after {timeout_s} s:\n{log.read_text()[-4000:]}")
+        time.sleep(poll_s)
+
+
+def _server_env(**extra: str) -> dict[str, str]:
+    """The test's environment for a server: not pointed at any tracking server itself, and without
+    server-side jobs (huey consumers for scorers and judges), which teleprompt does not use; off,
+    the server starts in half the time and leaves the two cores to the pipeline."""
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", **extra)
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
+        env.pop(var, None)
+    return env
+
+
 @contextmanager
 def mlflow_server(backend_store_uri: str, workdir: Path, timeout_s: float = 180) -> Iterator[MlflowServer]:
     """``mlflow server`` from this virtualenv on 127.0.0.1:<free port>, one worker, proxied artifacts
@@ -150,23 +173,13 @@ def mlflow_server(backend_store_uri: str, workdir: Path, timeout_s: float = 180)
     log = workdir / "mlflow-server.log"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    # Server-side jobs (huey consumers for scorers and judges) are not used by teleprompt; off, the
-    # server starts in half the time and leaves the two cores to the pipeline.
-    env = dict(os.environ, MLFLOW_BACKEND_STORE_URI=backend_store_uri, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
-    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI"):
-        env.pop(var, None)
+    env = _server_env(MLFLOW_BACKEND_STORE_URI=backend_store_uri)
     cmd = [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
            "--serve-artifacts", "--artifacts-destination", artifacts.as_uri()]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True)
     try:
-        deadline = time.monotonic() + timeout_s
-        while not _healthy(url):
-            if proc.poll() is not None:
-                raise RuntimeError(f"mlflow server exited with {proc.returncode}:\n{log.read_text()[-4000:]}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server not healthy after {timeout_s} s:\n{log.read_text()[-4000:]}")
-            time.sleep(0.5)
+        _wait_healthy(url, lambda: None if proc.poll() is None else f"exited with {proc.returncode}", log, timeout_s, 0.5)
         yield MlflowServer(url, artifacts, log)
     finally:
         if proc.poll() is None:
@@ -176,3 +189,129 @@ def mlflow_server(backend_store_uri: str, workdir: Path, timeout_s: float = 180)
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(timeout=10)
+
+
+# A killable server. `mlflow server --workers 1` checks the store, then runs `python -m uvicorn ...
+# mlflow.server.fastapi_app:app` with its settings in `_MLFLOW_SERVER_*` variables; that process is
+# the server. It takes ~12 s to come up here, ~7 s of it importing the app: too much to pay at
+# every restart. So a zygote imports the app once, under the variables the CLI would set, and forks
+# a fresh server process per start, which runs uvicorn with the CLI's options (the store is checked,
+# and created if new, by the server's first request). Killing one kills the real server; the store
+# is left exactly as the kill left it.
+_ZYGOTE = """
+import ctypes, os, secrets, signal, sys
+import mlflow.server.fastapi_app  # noqa: F401 - the slow import, paid once
+import uvicorn.main
+from mlflow import environment_variables as variables, server
+from mlflow.server import constants
+
+assert {constants.BACKEND_STORE_URI_ENV_VAR, constants.ARTIFACT_ROOT_ENV_VAR, constants.SERVE_ARTIFACTS_ENV_VAR,
+        constants.ARTIFACTS_DESTINATION_ENV_VAR, variables._MLFLOW_IN_JOB_EXECUTOR.name, variables._MLFLOW_SGI_NAME.name} <= set(os.environ)
+signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # the kernel reaps the servers
+print("ready", flush=True)
+for line in sys.stdin:
+    port = int(line)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.setsid()  # its own process group: a kill reaches the server and nothing else
+            ctypes.CDLL(None).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG: gone with the zygote, which ends with the test's stdin
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+            os.dup2(2, 1)
+            os.environ[variables._MLFLOW_SERVER_BOOT_ID.name] = secrets.token_hex(16)
+            uvicorn.main.main(args=["--log-config", str(server._UVICORN_LOG_CONFIG), "--host", "127.0.0.1", "--port", str(port),
+                                    "--workers", "1", "mlflow.server.fastapi_app:app"], prog_name="uvicorn")
+        finally:
+            os._exit(1)
+    print(pid, flush=True)
+"""
+
+
+class KillableMlflowServer:
+    """An MLflow tracking server on one port and one backend store that a test kills and restarts.
+
+    ``start()`` (well under a second once the zygote has imported), ``kill()`` (SIGKILL by default,
+    the server's whole process group), ``start()`` again: same port, same store.
+    """
+
+    def __init__(self, zygote: subprocess.Popen, workdir: Path, timeout_s: float) -> None:
+        self._zygote = zygote
+        self._ready = False
+        self.log = workdir / "mlflow-server.log"
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.timeout_s = timeout_s
+        self.pid: int | None = None
+
+    def _line(self, timeout_s: float) -> str:
+        ready, _, _ = select.select([self._zygote.stdout], [], [], timeout_s)
+        line = self._zygote.stdout.readline() if ready else ""
+        if not line:
+            raise RuntimeError(f"the mlflow server zygote gave no answer within {timeout_s} s (exit code {self._zygote.poll()}):\n"
+                               f"{self.log.read_text()[-4000:]}")
+        return line.strip()
+
+    @property
+    def running(self) -> bool:
+        """The server process exists and is not a zombie (one whose zygote died is nobody's to reap)."""
+        if self.pid is None:
+            return False
+        try:
+            with open(f"/proc/{self.pid}/stat") as stat:
+                return stat.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
+        except FileNotFoundError:
+            return False
+
+    def start(self) -> float:
+        """Start a server process and wait until it is healthy; returns the seconds it took."""
+        assert not self.running, f"mlflow server {self.pid} is still running"
+        started = time.perf_counter()
+        if not self._ready:
+            assert self._line(self.timeout_s) == "ready"
+            self._ready = True
+        self._zygote.stdin.write(f"{self.port}\n")
+        self._zygote.stdin.flush()
+        self.pid = int(self._line(30))
+        _wait_healthy(self.url, lambda: None if self.running else "exited", self.log, self.timeout_s, 0.05)
+        return time.perf_counter() - started
+
+    def kill(self, sig: int = signal.SIGKILL, timeout_s: float = 20) -> None:
+        """Signal the server's process group; return once it is gone (its port refuses connections)."""
+        if self.pid is None:
+            return
+        try:
+            os.killpg(self.pid, sig)
+        except ProcessLookupError:
+            pass
+        deadline = time.monotonic() + timeout_s
+        while self.running:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server {self.pid} survived signal {sig} for {timeout_s} s")
+            time.sleep(0.01)
+        self.pid = None
+
+
+@contextmanager
+def killable_mlflow_server(backend_store_uri: str, workdir: Path, timeout_s: float = 120) -> Iterator[KillableMlflowServer]:
+    """A :class:`KillableMlflowServer` for ``backend_store_uri``, not started yet: its zygote starts
+    importing at once, so the caller can prepare the store meanwhile. Proxied artifacts under
+    ``workdir/mlflow-artifacts`` as with :func:`mlflow_server`; the store URI travels in the
+    environment. Whatever server is left running is killed on exit."""
+    artifacts = workdir / "mlflow-artifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    env = _server_env(PYTHONWARNINGS="ignore", _MLFLOW_SERVER_FILE_STORE=backend_store_uri, _MLFLOW_SERVER_ARTIFACT_ROOT="mlflow-artifacts:/",
+                      _MLFLOW_SERVER_SERVE_ARTIFACTS="true", _MLFLOW_SERVER_ARTIFACT_DESTINATION=artifacts.as_uri(),
+                      _MLFLOW_IN_JOB_EXECUTOR="false", _MLFLOW_SGI_NAME="uvicorn")
+    with open(workdir / "mlflow-server.log", "ab") as log:
+        zygote = subprocess.Popen([sys.executable, "-c", _ZYGOTE], env=env, cwd=workdir, text=True, stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=log, start_new_session=True)
+    server = KillableMlflowServer(zygote, workdir, timeout_s)
+    try:
+        yield server
+    finally:
+        server.kill()
+        zygote.kill()  # it holds nothing but imports
+        zygote.wait(timeout=10)
+        zygote.stdin.close()
+        zygote.stdout.close()
