@@ -13,7 +13,9 @@ Crashes and concurrent runs (issue 8):
   check is repeated once the lock is held; when writers share no lock folder (several machines),
   the lowest version number wins and a writer that lost the race deletes its own version;
 - a promotion records its tags before it moves the alias, and a re-run completes a promotion that
-  was interrupted after the move.
+  was interrupted after the move;
+- a lookup that gets no answer from the tracking server raises: only the registry saying "not
+  found" means there is no champion or no such version (:func:`absent`).
 """
 
 from __future__ import annotations
@@ -83,11 +85,23 @@ class RegisteredVersion:
         return f"models:/{self.name}/{self.version}"
 
 
+def absent(exc: MlflowException) -> bool:
+    """The registry answered that the model, version or alias asked for does not exist (a missing
+    alias comes as INVALID_PARAMETER_VALUE), rather than not answering: a tracking server that is
+    down, timing out or failing. Only an answer means "none". Taking an outage for an empty
+    registry measures a candidate against the uncompiled program instead of the champion, promotes
+    without recording the champion it replaces, and skips the check that a new version is the
+    lowest of its program and window."""
+    return exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
 def find_versions(client: MlflowClient, name: str, prog_hash: str, window: str) -> list[ModelVersion]:
     """Every version of ``name`` holding ``prog_hash`` for ``window``, lowest number first."""
     try:
         found = client.search_model_versions(f"name = '{name}' and tags.program_hash = '{prog_hash}' and tags.window = '{window}'")
-    except MlflowException:
+    except MlflowException as exc:
+        if not absent(exc):
+            raise
         return []
     return sorted(found, key=lambda v: int(v.version))
 
@@ -125,9 +139,12 @@ def registration_lock(lock_dir: Path, name: str, window: str, timeout_s: float |
 
 
 def champion(client: MlflowClient, name: str) -> ModelVersion | None:
+    """The version ``champion`` points at; None when there is none, an error when the registry does not answer."""
     try:
         return client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
+    except MlflowException as exc:
+        if not absent(exc):
+            raise
         return None
 
 
