@@ -3,6 +3,10 @@
 The compiled program's demos keep the ``trace_id`` of the example they came from (labeled demos
 carry it directly; bootstrapped demos are matched back to their training example by inputs), so
 attribution and the attestation's dataRoot can credit exactly the traces that were used.
+
+``KNNFewShot`` has no fixed demos: it picks them per call from a candidate pool of training examples
+(see :mod:`teleprompt_assets.knn`). Its compiled program's state records that pool, each entry with
+its ``trace_id``, and :attr:`CompileResult.pool` lists them; :attr:`CompileResult.demos` is empty.
 """
 
 from __future__ import annotations
@@ -13,12 +17,13 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import dspy
 from dspy.utils import exceptions as dspy_errors
 
+from teleprompt_assets import knn
 from teleprompt_assets.programs import Metric, OptimizerConfig, ProgramSpec
 
 OPTIMIZERS: dict[str, type] = {
@@ -28,6 +33,7 @@ OPTIMIZERS: dict[str, type] = {
     "COPRO": dspy.COPRO,
     "MIPROv2": dspy.MIPROv2,
     "GEPA": dspy.GEPA,
+    knn.NAME: knn.KNNFewShot,  # DSPy's algorithm, with a pool that survives save/load (see teleprompt_assets.knn)
 }
 _USES_METRIC = {"BootstrapFewShot", "BootstrapFewShotWithRandomSearch", "COPRO", "MIPROv2", "GEPA"}
 _USES_VALSET = {"BootstrapFewShotWithRandomSearch", "MIPROv2", "GEPA"}
@@ -40,6 +46,11 @@ def validate_optimizer(config: OptimizerConfig) -> None:
     cls = OPTIMIZERS.get(config.name)
     if cls is None:
         raise ValueError(f"name: unknown optimizer '{config.name}' (choose from {', '.join(OPTIMIZERS)})")
+    if cls is knn.KNNFewShot:
+        knn.KNNParams.parse(config.params)
+        if config.warm_start:
+            raise ValueError(f"warm_start: {knn.NAME} shows labeled training examples and runs no teacher; set warm_start: false")
+        return
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "metric", "args", "kwargs", "_kwargs"}
     for key, value in config.params.items():
         if key not in accepted:
@@ -145,6 +156,7 @@ class CompileResult:
     program: dspy.Module
     state: dict[str, Any]
     demos: list[DemoSource]
+    pool: list[str | None] = field(default_factory=list)  # KNNFewShot: trace ids its calls draw demos from
 
 
 def program_state(program: dspy.Module) -> dict[str, Any]:
@@ -154,7 +166,8 @@ def program_state(program: dspy.Module) -> dict[str, Any]:
 
 
 def load_state(spec: ProgramSpec, state: dict[str, Any]) -> dspy.Module:
-    program = spec.build()
+    """The program a state describes: a KNNFewShot state (it has a pool) rebuilds the KNN program."""
+    program = knn.KNNProgram(spec.build()) if knn.is_knn_state(state) else spec.build()
     program.load_state(state)
     return program
 
@@ -199,7 +212,7 @@ def compile_program(
             + (" (transient LM failure)" if transient else ""), transient,
         ) from exc
     _stamp_sources(compiled, trainset, spec.input_fields)
-    return CompileResult(compiled, program_state(compiled), demo_sources(compiled))
+    return CompileResult(compiled, program_state(compiled), demo_sources(compiled), knn.pool_trace_ids(compiled))
 
 
 def _build(config: OptimizerConfig, metric: Metric) -> Any:

@@ -111,8 +111,7 @@ class ProgramSpec:
 
     @cached_property
     def input_fields(self) -> tuple[str, ...]:
-        params = inspect.signature(self.module_class.forward).parameters
-        return tuple(p for p in params if p != "self" and params[p].kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL))
+        return forward_inputs(self.module_class)
 
     @cached_property
     def output_fields(self) -> tuple[str, ...]:
@@ -127,6 +126,12 @@ class ProgramSpec:
 
     def metric(self) -> Metric:
         return build_metric(self.config.metric)
+
+
+def forward_inputs(module_class: type[dspy.Module]) -> tuple[str, ...]:
+    """The named parameters of the class's ``forward``: the program's input fields."""
+    params = inspect.signature(module_class.forward).parameters
+    return tuple(p for p in params if p != "self" and params[p].kind not in (inspect.Parameter.VAR_KEYWORD, inspect.Parameter.VAR_POSITIONAL))
 
 
 def import_object(path: str) -> Any:

@@ -4,6 +4,10 @@ Demos are the product of optimization and the thing a user's LM will read on eve
 are checked for what would silently hurt production: incomplete or duplicated demos, demos drawn
 from data the optimizer must not see (quarantined or held-out traces), missing instructions, and
 prompts too long for the budget. Each problem names the predictor, the demo and the field.
+
+A KNNFewShot program has no fixed demos; each call shows ``k`` examples of its candidate pool. Every
+pool entry is checked as a demo would be (named ``<predictor>.pool[i]``), and the prompt budget is
+checked against the worst call: the ``k`` widest pool entries rendered as demos.
 """
 
 from __future__ import annotations
@@ -13,6 +17,8 @@ from dataclasses import dataclass
 
 import dspy
 from dspy.adapters import ChatAdapter
+
+from teleprompt_assets import knn
 
 CHARS_PER_TOKEN = 4  # a conservative estimate for English prompts; real tokenizers vary
 
@@ -35,30 +41,39 @@ def check_program(program: dspy.Module, allowed_trace_ids: Collection[str], forb
     """``allowed``: the accepted training traces; ``forbidden``: holdout (and anything else held back)."""
     problems: list[str] = []
     tokens: dict[str, int] = {}
+    pool = program.pool if isinstance(program, knn.KNNProgram) else []
     for name, predictor in program.named_predictors():
         signature = predictor.signature
         if not (signature.instructions or "").strip():
             problems.append(f"{name}: instructions are empty")
-        seen: dict[tuple, int] = {}
-        for i, demo in enumerate(predictor.demos):
-            where = f"{name}.demos[{i}]"
-            fields = [f for f in (*signature.input_fields, *signature.output_fields) if f != "reasoning"]
-            missing = [f for f in fields if str(demo.get(f, "") or "").strip() == ""]
-            if missing:
-                problems.append(f"{where}: missing {', '.join(missing)}")
-            trace_id = demo.get("trace_id")
-            if trace_id is None:
-                problems.append(f"{where}: no source trace (cannot prove it came from accepted training data)")
-            elif trace_id in forbidden_trace_ids:
-                problems.append(f"{where}: drawn from held-out trace {trace_id}")
-            elif trace_id not in allowed_trace_ids:
-                problems.append(f"{where}: trace {trace_id} is not an accepted training trace")
-            key = tuple(str(demo.get(f, "")) for f in signature.input_fields)
-            if key in seen:
-                problems.append(f"{where}: duplicates {name}.demos[{seen[key]}]")
-            seen.setdefault(key, i)
+        fields = [f for f in (*signature.input_fields, *signature.output_fields) if f != "reasoning"]
+        problems += _demo_problems(f"{name}.demos", predictor.demos, signature, fields, allowed_trace_ids, forbidden_trace_ids)
+        problems += _demo_problems(f"{name}.pool", pool, signature, fields, allowed_trace_ids, forbidden_trace_ids)
+        shown = [*predictor.demos, *knn.widest_demos(program, fields)]
         placeholder = {f: "…" for f in signature.input_fields}
-        tokens[name] = estimate_tokens(ChatAdapter().format(signature, demos=[d.toDict() if hasattr(d, "toDict") else dict(d) for d in predictor.demos], inputs=placeholder))
+        tokens[name] = estimate_tokens(ChatAdapter().format(signature, demos=[d.toDict() if hasattr(d, "toDict") else dict(d) for d in shown], inputs=placeholder))
         if tokens[name] > token_budget:
             problems.append(f"{name}: rendered prompt is ~{tokens[name]} tokens, over the budget of {token_budget}")
     return PromptReport(problems, tokens)
+
+
+def _demo_problems(where: str, demos: list, signature, fields: list[str], allowed_trace_ids: Collection[str], forbidden_trace_ids: Collection[str]) -> list[str]:
+    problems: list[str] = []
+    seen: dict[tuple, int] = {}
+    for i, demo in enumerate(demos):
+        at = f"{where}[{i}]"
+        missing = [f for f in fields if str(demo.get(f, "") or "").strip() == ""]
+        if missing:
+            problems.append(f"{at}: missing {', '.join(missing)}")
+        trace_id = demo.get("trace_id")
+        if trace_id is None:
+            problems.append(f"{at}: no source trace (cannot prove it came from accepted training data)")
+        elif trace_id in forbidden_trace_ids:
+            problems.append(f"{at}: drawn from held-out trace {trace_id}")
+        elif trace_id not in allowed_trace_ids:
+            problems.append(f"{at}: trace {trace_id} is not an accepted training trace")
+        key = tuple(str(demo.get(f, "")) for f in signature.input_fields)
+        if key in seen:
+            problems.append(f"{at}: duplicates {where}[{seen[key]}]")
+        seen.setdefault(key, i)
+    return problems

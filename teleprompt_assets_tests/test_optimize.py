@@ -23,7 +23,7 @@ def _examples():
     (OptimizerConfig(name="GEPA"), "reflection_lm"),
     (OptimizerConfig(name="BootstrapFewShot", params={"max_rounds": True}), "non-negative integer"),
     (OptimizerConfig(name="BootstrapFewShotWithRandomSearch", params={"num_threads": 1000}), "at most 64"),
-    (OptimizerConfig(name="KNNFewShot"), "unknown optimizer"),
+    (OptimizerConfig(name="SIMBA"), "unknown optimizer"),
 ])
 def test_invalid_optimizer_configs_fail_up_front(config, message):
     with pytest.raises(ValueError, match=message):

@@ -95,10 +95,27 @@ def test_a_rollback_cut_short_at_the_alias_move_is_on_record_and_completes_when_
 
 
 def test_champion_loads_with_the_mlflow_dspy_flavor(reg):
-    client, spec, _ = reg
+    client, spec, exp = reg
     v1 = _register(reg, "shipping")
     registry.promote(client, spec.registered_model_name, v1.version, "first")
     model = mlflow.dspy.load_model(f"models:/{spec.registered_model_name}@{registry.CHAMPION}")
     with dspy.context(lm=offline_lm()):
         assert model(message="my parcel never arrived at all").queue == "shipping"
     assert registry.load_champion(client, spec)[0].route.demos[0]["queue"] == "shipping"
+
+    # a KNNFewShot program (its candidate pool lives in its state) survives registration both ways
+    from teleprompt_assets.knn import KNNProgram
+    from teleprompt_assets.optimize import compile_program
+    from teleprompt_assets_tests.test_knn import _spec, _tickets
+
+    knn_spec = _spec("KNNFewShot", k=3)
+    tickets = _tickets(70, 1)
+    compiled = compile_program(knn_spec, tickets[:60], knn_spec.metric())
+    v2 = registry.register(client, knn_spec, load_state(knn_spec, compiled.state), compiled.state, "2026-01-02..2026-01-08", exp, {"base_version": v1.version})
+    registry.promote(client, spec.registered_model_name, v2.version, "knn")
+    served = mlflow.dspy.load_model(v2.uri)
+    champion = registry.load_champion(client, knn_spec)[0]
+    assert isinstance(served, KNNProgram) and program_state(champion) == compiled.state
+    with dspy.context(lm=offline_lm()):
+        answers = {tuple(p(message=ex.message).queue for ex in tickets[60:]) for p in (compiled.program, served, champion)}
+    assert len(answers) == 1 and sum(a == ex.queue for a, ex in zip(answers.pop(), tickets[60:])) >= 8

@@ -1,0 +1,238 @@
+"""KNNFewShot: each call gets the k training examples nearest to its input as demos.
+
+DSPy's ``KNNFewShot.compile`` returns a copy of the student whose ``forward`` is replaced by a
+closure; the training set it retrieves from lives only in that closure. ``dump_state`` (and with it
+``program.save("x.json")``, this project's ``program_state.json``, the programHash, the evaluation,
+which rebuilds the candidate from its state, and the attestation) would see an uncompiled program.
+Here the same algorithm is a module, :class:`KNNProgram`, whose state records everything that
+decides which demos a call gets: the candidate pool (the training examples, each with its
+``trace_id``, ``trace_hash`` and ``contributor``), ``k``, the input fields and the embedder. So the
+compiled program hashes, registers, reloads (from JSON state or pickled by ``mlflow.dspy``) and
+attests like any other.
+
+Differences from DSPy's ``KNNFewShot``, on purpose:
+- demos are the k nearest labeled examples as they are (no per-call bootstrapping): a call costs
+  the program's own LM calls and nothing more, and every demo a call sees is an accepted training
+  trace. DSPy bootstraps per call (the teacher runs on the neighbours every time, without a
+  metric, producing demos no trace backs), so ``max_bootstrapped_demos`` > 0 is rejected;
+- neighbours are ordered nearest first, ties kept in pool order (DSPy shuffles them);
+- the text embedded is the input values, one per line, in the program's ``forward`` order.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from typing import Any
+
+import dspy
+import numpy as np
+from dspy.teleprompt.teleprompt import Teleprompter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from teleprompt_assets import embedder as embedders
+from teleprompt_assets.programs import forward_inputs
+
+NAME = "KNNFewShot"
+STATE_KEY = "__knn__"
+MAX_K = 32
+MAX_POOL = 50_000
+_SET_BY_PIPELINE = {"trainset": "the window's train split", "vectorizer": "params.embedder"}
+_PER_CALL_BOOTSTRAP = {"max_labeled_demos", "max_rounds", "metric_threshold", "teacher_settings", "max_errors"}
+
+
+class KNNParams(BaseModel):
+    """``optimizer.params`` of ``KNNFewShot``."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    k: int = Field(default=3, ge=1, le=MAX_K, description="nearest training examples attached as demos to each call")
+    embedder: str = Field(default=embedders.HASHING, min_length=1, description="'hashing' (local, lexical) or a LiteLLM embedding model name")
+    dimensions: int | None = Field(default=None, ge=64, le=65_536, description=f"hashing only (default {embedders.DEFAULT_DIMENSIONS})")
+    ngrams: int | None = Field(default=None, ge=1, le=3, description=f"hashing only: word n-grams up to this length (default {embedders.DEFAULT_NGRAMS})")
+    max_pool: int = Field(default=5_000, ge=1, le=MAX_POOL, description="largest candidate pool; past it the smallest trace hashes are kept")
+    max_bootstrapped_demos: int = Field(default=0, ge=0, description="must be 0: no per-call bootstrapping")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "KNNParams":
+        if self.max_bootstrapped_demos:
+            raise ValueError(
+                "max_bootstrapped_demos: must be 0. DSPy's KNNFewShot would re-run the teacher on the neighbours of every "
+                f"served call (min(k, {self.max_bootstrapped_demos}) extra program runs per call, in production and in "
+                "evaluation), without a metric, and show demos no training trace backs")
+        if self.k > self.max_pool:
+            raise ValueError(f"k: {self.k} demos per call from a pool of at most max_pool={self.max_pool} examples")
+        if self.embedder != embedders.HASHING and (self.dimensions is not None or self.ngrams is not None):
+            raise ValueError(f"dimensions, ngrams: only for the hashing embedder, not {self.embedder!r}")
+        return self
+
+    @classmethod
+    def parse(cls, params: dict[str, Any]) -> "KNNParams":
+        """Validate, raising ``ValueError("params.<field>: ...")``."""
+        for key in params:
+            if key in _SET_BY_PIPELINE:
+                raise ValueError(f"params.{key}: set by the pipeline ({_SET_BY_PIPELINE[key]})")
+            if key in _PER_CALL_BOOTSTRAP:
+                raise ValueError(f"params.{key}: a BootstrapFewShot argument; KNNFewShot here attaches the k nearest labeled examples (set params.k)")
+        try:
+            return cls.model_validate(params)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            if first["type"] == "extra_forbidden":
+                message = f"params.{where}: not a parameter of {NAME} (accepted: {', '.join(cls.model_fields)})"
+            else:
+                message = f"params.{where}: {first['msg']}" if where else f"params.{first['msg'].removeprefix('Value error, ')}"
+            raise ValueError(message) from None
+
+    def describe_embedder(self) -> dict[str, Any]:
+        return embedders.describe(self.embedder, self.dimensions, self.ngrams)
+
+
+def candidate_pool(trainset: Sequence[dspy.Example], input_fields: Sequence[str], max_pool: int) -> list[dspy.Example]:
+    """The training examples a call may draw demos from: one per distinct input (the first), and past
+    ``max_pool`` those with the smallest trace hash (a fixed uniform sample), in training order."""
+    seen: set[tuple[str, ...]] = set()
+    pool = []
+    for example in trainset:
+        key = tuple(str(example.get(f)) for f in input_fields)
+        if key not in seen:
+            seen.add(key)
+            pool.append(example)
+    if len(pool) > max_pool:
+        kept = set(sorted(range(len(pool)), key=lambda i: (str(pool[i].get("trace_hash") or ""), i))[:max_pool])
+        pool = [ex for i, ex in enumerate(pool) if i in kept]
+    return pool
+
+
+class KNNProgram(dspy.Module):
+    """``program`` with the ``k`` nearest ``pool`` examples as every predictor's demos, per call.
+
+    Its parameters (predictors) are the wrapped program's under the same names, so its state is the
+    program's state plus one ``__knn__`` entry, and checks that walk predictors see the same names.
+    """
+
+    def __init__(self, program: dspy.Module, pool: Sequence[dspy.Example] = (), k: int = 3,
+                 embedder: dict[str, Any] | None = None, input_fields: Sequence[str] = ()) -> None:
+        super().__init__()
+        if any(name == STATE_KEY for name, _ in program.named_parameters()):
+            raise ValueError(f"a predictor named {STATE_KEY!r} would clash with the KNN state")
+        self.program = program
+        self.pool = list(pool)
+        self.k = k
+        self.embedder = dict(embedder or embedders.describe(embedders.HASHING))
+        self.input_fields = tuple(input_fields) or forward_inputs(type(program))
+        self._clear_cache()
+
+    # --- state ---------------------------------------------------------------------------------
+    def named_parameters(self):
+        return self.program.named_parameters()
+
+    def dump_state(self, json_mode: bool = True) -> dict[str, Any]:
+        knn = {"k": self.k, "embedder": self.embedder, "input_fields": list(self.input_fields), "pool": [ex.toDict() for ex in self.pool]}
+        return {**self.program.dump_state(json_mode=json_mode), STATE_KEY: knn}
+
+    def load_state(self, state: dict[str, Any], **kwargs: Any) -> None:
+        knn = state[STATE_KEY]
+        self.program.load_state({k: v for k, v in state.items() if k != STATE_KEY}, **kwargs)
+        self.k = int(knn["k"])
+        self.embedder = dict(knn["embedder"])
+        self.input_fields = tuple(knn["input_fields"])
+        self.pool = [dspy.Example(**row).with_inputs(*self.input_fields) for row in knn["pool"]]
+        self._clear_cache()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_vectors", None)  # derived from the pool; recomputed on first use
+        state.pop("_embed", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._clear_cache()
+
+    def _clear_cache(self) -> None:
+        self._vectors: np.ndarray | None = None
+        self._embed: dspy.Embedder | None = None
+
+    # --- retrieval -----------------------------------------------------------------------------
+    def text(self, inputs: dict[str, Any]) -> str:
+        return "\n".join(str(inputs.get(f, "") or "") for f in self.input_fields)
+
+    def embed_pool(self) -> np.ndarray:
+        """The pool's unit vectors (computed once per process; a hosted embedder is called here)."""
+        if self._vectors is None:
+            self._embed = embedders.build(self.embedder)
+            texts = [self.text(ex) for ex in self.pool]
+            self._vectors = self._unit(self._embed(texts), len(texts)) if texts else np.zeros((0, 0), dtype=np.float32)
+        return self._vectors
+
+    def nearest(self, **inputs: Any) -> list[dspy.Example]:
+        """The ``k`` pool examples most similar to ``inputs``, nearest first, ties in pool order."""
+        if not self.pool:
+            return []
+        vectors = self.embed_pool()
+        query = self._unit(self._embed([self.text(inputs)]), 1)[0]
+        order = np.argsort(-(vectors @ query), kind="stable")[: self.k]
+        return [self.pool[i] for i in order]
+
+    @staticmethod
+    def _unit(vectors: Any, rows: int) -> np.ndarray:
+        array = np.asarray(vectors, dtype=np.float32)
+        if array.ndim != 2 or array.shape[0] != rows:
+            raise ValueError(f"the embedder returned shape {array.shape} for {rows} texts")
+        norms = np.linalg.norm(array, axis=1, keepdims=True)
+        return array / np.where(norms == 0, 1.0, norms)
+
+    # --- calls ---------------------------------------------------------------------------------
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        bound = inspect.signature(type(self.program).forward).bind(self.program, *args, **kwargs)  # program.forward would warn
+        demos = self.nearest(**{f: bound.arguments.get(f) for f in self.input_fields})
+        program = self.program.deepcopy()  # per call: concurrent calls must not see each other's demos
+        for predictor in program.predictors():
+            predictor.demos = list(demos)
+        try:
+            return program(*args, **kwargs)
+        finally:
+            _retarget_trace(program, self.program)
+
+
+def _retarget_trace(copy: dspy.Module, original: dspy.Module) -> None:
+    """Record the per-call copy's steps in DSPy's trace under the original predictors, so an optimizer
+    that reads traces (BootstrapFewShot with this program as teacher) finds the predictors it knows."""
+    trace = dspy.settings.trace
+    if not trace:
+        return
+    originals = {id(c): o for (_, c), (_, o) in zip(copy.named_predictors(), original.named_predictors())}
+    for i, (predictor, *rest) in enumerate(trace):
+        if id(predictor) in originals:
+            trace[i] = (originals[id(predictor)], *rest)
+
+
+class KNNFewShot(Teleprompter):
+    """The teleprompter: ``KNNFewShot(**optimizer.params).compile(student, trainset=...)`` -> :class:`KNNProgram`."""
+
+    def __init__(self, **params: Any) -> None:
+        self.params = KNNParams.parse(params)
+
+    def compile(self, student: dspy.Module, *, trainset: Sequence[dspy.Example]) -> KNNProgram:
+        """No LM calls: the pool is recorded and embedded once (so a bad embedder fails here, not later)."""
+        input_fields = forward_inputs(type(student))
+        program = KNNProgram(student.reset_copy(), candidate_pool(trainset, input_fields, self.params.max_pool), self.params.k,
+                             self.params.describe_embedder(), input_fields)
+        program.embed_pool()
+        return program
+
+
+def is_knn_state(state: dict[str, Any]) -> bool:
+    return STATE_KEY in state
+
+
+def pool_trace_ids(program: dspy.Module) -> list[str | None]:
+    return [ex.get("trace_id") for ex in program.pool] if isinstance(program, KNNProgram) else []
+
+
+def widest_demos(program: dspy.Module, fields: Sequence[str]) -> list[dspy.Example]:
+    """The ``k`` pool examples with the longest ``fields``: the largest prompt a call can render."""
+    if not isinstance(program, KNNProgram):
+        return []
+    return sorted(program.pool, key=lambda ex: -sum(len(str(ex.get(f, "") or "")) for f in fields))[: program.k]
