@@ -208,11 +208,17 @@ def _list_range(client: MlflowClient, experiment_id: str, start_ms: int, end_ms:
     return _preview_rows(itertools.chain.from_iterable(page for page, _ in pages))
 
 
-def _fetch_payloads(client: MlflowClient, record: dict[str, Any]) -> dict[str, Any]:
-    """Payloads from the spans of one trace; metadata stays from the listing."""
+def _fetch_payloads(client: MlflowClient, experiment_id: str, record: dict[str, Any]) -> dict[str, Any]:
+    """Payloads from the spans of one trace; metadata stays from the listing.
+
+    A trace whose spans cannot be read is quarantined, but only while the store still answers: if
+    it does not (a server gone between listing and span reads), the read fails, or the day would
+    train on part of its data.
+    """
     try:
         full = raw_record(client.get_trace(record["trace_id"], display=False))
-    except Exception as exc:  # noqa: BLE001 - a trace whose spans cannot be read is quarantined, not fatal
+    except Exception as exc:  # noqa: BLE001 - decided below: the trace is broken, or the store is gone
+        client.get_experiment(experiment_id)  # raises when the store is unreachable
         return record | {"payload_from": f"unreadable: {type(exc).__name__}"}
     return record | {k: full[k] for k in ("inputs", "outputs", "payload_from")}
 
@@ -241,7 +247,7 @@ def _fill_from_spans(client: MlflowClient, experiment_id: str, records: list[dic
             trace = found.get(records[index]["trace_id"])
             full = raw_record(trace) if trace is not None else None
             if full is None or full["inputs"] is None:
-                records[index] = _fetch_payloads(client, records[index])
+                records[index] = _fetch_payloads(client, experiment_id, records[index])
             else:
                 records[index] = records[index] | {k: full[k] for k in ("inputs", "outputs", "payload_from")}
 

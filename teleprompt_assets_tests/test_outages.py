@@ -24,8 +24,8 @@ its version, no attestation tag without its bundle; here also no half-written as
 Then, with the server down for good: registry lookups must raise instead of reporting "no
 champion" or "no such version" (a pipeline that took an outage for an empty registry would measure
 a candidate against the uncompiled program and could promote and attest it over the serving
-champion), and a trace read cut short between listing and span reads must raise too (strict xfail:
-``traces`` quarantines such traces as unreadable; open, see the test).
+champion), and a trace read cut short between listing and span reads must raise too (not
+quarantine the day's traces as unreadable).
 """
 
 from __future__ import annotations
@@ -277,8 +277,6 @@ def test_registry_lookups_raise_while_the_server_is_down(story, lookup):
     assert _names_the_dead_server(answer, story["url"]), answer
 
 
-@pytest.mark.xfail(strict=True, reason="open: traces._fetch_payloads quarantines a trace whose spans it cannot read whatever the cause, "
-                                       "so an outage between listing and span reads turns traces into unreadable_payload rows")
 def test_spans_unread_because_the_server_is_gone_fail_the_read(story):
     """Not rows quarantined as ``unreadable_payload``: if the server is back by the time
     ``raw_traces`` logs its figures, the step succeeds and the day trains on part of its data."""

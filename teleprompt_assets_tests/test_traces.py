@@ -92,3 +92,20 @@ def test_a_resumed_count_walks_by_timestamp_and_counts_ties_across_pages_once(st
         ticks += 1
         assert scan is None or set(scan) == {"from_ms", "counted"}
     assert count == 8 and ticks >= 3
+
+
+def test_a_trace_whose_spans_are_corrupt_is_marked_unreadable_while_the_store_answers(store):
+    """The other side of failing the read when the store is gone (test_outages): one broken trace
+    is quarantined (``unreadable_payload``), the rest of the day is read."""
+    import sqlite3
+
+    client, exp_id, spec = store
+    broken = _log(exp_id, message="long " * 300, offset_s=10)  # preview cut: payloads come from the spans
+    fine = _log(exp_id, offset_s=20)
+    with sqlite3.connect(load_settings().tracking_uri.removeprefix("sqlite:///")) as con:
+        con.execute("UPDATE spans SET content = '{not json' WHERE trace_id = ?", (broken,))
+    raw = traces.read_day(client, exp_id, DAY.isoformat(), processes=1)
+    sources = dict(zip(raw["trace_id"], raw["payload_from"]))
+    assert sources[broken].startswith("unreadable: ") and sources[fine] == "preview"
+    _, quarantined = trace_contract.validate(raw, spec, now_ms=2**62)
+    assert quarantined["reason"].to_list() == ["unreadable_payload"]
