@@ -128,15 +128,17 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
         demos = [{"predictor": d.predictor, "trace_id": d.trace_id, "augmented": d.augmented,
                   "trace_hash": getattr(by_id.get(d.trace_id), "trace_hash", None), "contributor": getattr(by_id.get(d.trace_id), "contributor", None)}
                  for d in result.demos]
+        pool = [{"trace_id": t, "trace_hash": getattr(by_id.get(t), "trace_hash", None), "contributor": getattr(by_id.get(t), "contributor", None)}
+                for t in result.pool]  # KNNFewShot: the traces its calls draw demos from
         check = prompt_quality.check_program(result.program, set(by_id), set(training_set.filter(pl.col("split") != "train")["trace_id"]), config.prompt_token_budget)
         prog_hash = registry.program_hash(result.state)
-        figures = {"trainset_size": len(trainset), "demos": len(demos), "lm_calls": used.calls, "input_tokens": used.input_tokens,
+        figures = {"trainset_size": len(trainset), "demos": len(demos), "demo_pool": len(pool), "lm_calls": used.calls, "input_tokens": used.input_tokens,
                    "output_tokens": used.output_tokens, "compile_seconds": round(seconds, 3),
                    "projected_wall_s": round(used.projected_wall_s(config.cost), 1), "projected_usd": round(used.projected_usd(config.cost), 6)}
         _track(mlflow, params={"optimizer": config.optimizer.name, "optimizer_params": json.dumps(config.optimizer.params, sort_keys=True), "lm": lm.model,
                                "warm_start": teacher is not None}, metrics=figures)
         yield dg.Output(
-            {"program": program, "state": result.state, "program_hash": prog_hash, "demos": demos, "optimizer": config.optimizer.model_dump(),
+            {"program": program, "state": result.state, "program_hash": prog_hash, "demos": demos, "demo_pool": pool, "optimizer": config.optimizer.model_dump(),
              "warm_start_from": None if teacher is None else "champion", "usage": figures, "metric": method,
              "data_traces": training_set.filter(pl.col("split") == "train").select("trace_id", "trace_hash", "contributor", "feedback").to_dicts()},
             metadata={"optimizer": config.optimizer.name, "program_hash": prog_hash, "lm": lm.model, **figures},
