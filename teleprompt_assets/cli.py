@@ -152,8 +152,8 @@ def _status(args: argparse.Namespace) -> int:
 
     from teleprompt_assets import registry
     from teleprompt_assets.programs import load_project
-    from teleprompt_assets.tracking import connect, experiment_id
     from teleprompt_assets.traces import count_by_day
+    from teleprompt_assets.tracking import connect, experiment_id
 
     settings = load_settings()
     client = connect(settings)
