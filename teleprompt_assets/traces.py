@@ -228,7 +228,8 @@ def _fill_from_spans(client: MlflowClient, experiment_id: str, records: list[dic
 
     One ``trace.request_id IN (...)`` search with spans costs ~3 ms a trace against ~13 ms for
     ``get_trace``. The batch's time bounds go in the filter too: without them SQLite walks the whole
-    experiment by timestamp for each batch (13x slower listing of the batch's metadata); a batch that fails (or a trace it does not return) falls back to ``get_trace``,
+    experiment by timestamp for each batch (13x slower listing of the batch's metadata). A batch
+    that fails (or a trace it does not return) falls back to ``get_trace``,
     which quarantines only the trace that cannot be read.
     """
     for at in range(0, len(cut), SPAN_BATCH):
