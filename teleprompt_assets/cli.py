@@ -170,29 +170,31 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import os
+
     import dagster as dg
 
-    from teleprompt_assets.definitions import build_definitions
-    from teleprompt_assets.defs.demo import ensure_dagster_home, run_partition
+    from teleprompt_assets.defs.demo import ensure_dagster_home, run_programs
+    from teleprompt_assets.programs import load_project
 
     settings = load_settings()
     ensure_dagster_home(settings.dagster_home)
-    import os
-
     os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home))
     day = args.date or (datetime.now(timezone.utc) - timedelta(days=1)).date().isoformat()
+    programs = args.program or sorted(load_project(settings.config_path)[1])
     with dg.DagsterInstance.get() as instance:
         try:
-            out = run_partition(build_definitions(), args.program, day, instance)
-        except RuntimeError as exc:
-            print(f"{args.program} {day}: {exc}", file=sys.stderr)
+            outputs = run_programs(programs, day, instance)
+        except (RuntimeError, ValueError) as exc:
+            print(f"{', '.join(programs)} {day}: {exc}", file=sys.stderr)
             return 1
-    report = out["evaluation_report"]["comparison"]
-    reg = out["registered_version"] | {"champion": out.get("champion_alias", {}).get("champion", False)}
-    att = out["deltaone_attestation"]
-    print(f"{args.program} {day}: run {out['run_id']}; deltaPpm {report['delta_ppm']}, DeltaOne {'yes' if report['deltaone'] else 'no'}; "
-          f"{reg['name']} v{reg['version']}{' @champion' if reg['champion'] else ''}; "
-          + (f"attestation {att['uid']}" if att.get("attested") else f"no attestation ({att['reason']})"))
+    for program, out in outputs.items():
+        report = out["evaluation_report"]["comparison"]
+        reg = out["registered_version"] | {"champion": (out.get("champion_alias") or {}).get("champion", False)}
+        att = out["deltaone_attestation"]
+        print(f"{program} {day}: run {out['run_id']}; deltaPpm {report['delta_ppm']}, DeltaOne {'yes' if report['deltaone'] else 'no'}; "
+              f"{reg['name']} v{reg['version']}{' @champion' if reg['champion'] else ''}; "
+              + (f"attestation {att['uid']}" if att.get("attested") else f"no attestation ({att['reason']})"))
     return 0
 
 
@@ -277,8 +279,8 @@ def main(argv: list[str] | None = None) -> int:
     status = sub.add_parser("status", help="per program: champion, its scores, last run, last attestation, pending traces")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_status)
-    run = sub.add_parser("run", help="optimize one program for one day now (the same job the schedule runs)")
-    run.add_argument("--program", default="ticket_router")
+    run = sub.add_parser("run", help="optimize programs for one day now, in one run (the job and executor the schedule uses)")
+    run.add_argument("--program", action="append", help="a program to run (repeat for several; default: every registered program)")
     run.add_argument("--date", help="partition day YYYY-MM-DD (default: yesterday, UTC)")
     run.set_defaults(func=_run)
     back = sub.add_parser("rollback", help="move a program's champion back to an earlier, validated version")

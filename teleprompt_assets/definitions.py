@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import dagster as dg
 
 from teleprompt_assets.alerts import load_automation
@@ -19,7 +21,20 @@ from teleprompt_assets.programs import load_project
 from teleprompt_assets.settings import load_settings
 
 OPTIMIZE_JOB = "optimize_program"
+PRELOAD = ["mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store", "alembic.command", "alembic.migration",
+           "mlflow.dspy", "dagster._core.storage.sqlite_storage"]
 INGEST_JOB = "ingest_traces"
+
+
+def step_executor() -> dg.ExecutorDefinition:
+    """The multiprocess executor, forking steps from a server that has imported this module once:
+    spawning would import dagster, mlflow and dspy again for every step (PITFALLS). Parallel steps
+    are the per-program compiles; ``TELEPROMPT_MAX_PARALLEL_STEPS`` caps them (default: CPU count)."""
+    limit = int(os.environ.get("TELEPROMPT_MAX_PARALLEL_STEPS", "0")) or os.cpu_count() or 1
+    # named explicitly: dagster reads a missing preload_modules as an empty list, not as "this module";
+    # the stores' modules are otherwise imported lazily by every step
+    preload = {"preload_modules": [__name__, *PRELOAD]}
+    return dg.multiprocess_executor.configured({"max_concurrent": limit, "start_method": {"forkserver": preload}}, name="multiprocess_forkserver")
 
 
 def build_definitions() -> dg.Definitions:
@@ -30,8 +45,8 @@ def build_definitions() -> dg.Definitions:
     assets = build_assets(partitions, project.window_days)
     job = dg.define_asset_job(
         OPTIMIZE_JOB, selection=dg.AssetSelection.assets(*assets),
-        executor_def=dg.in_process_executor, hooks={end_mlflow_on_run_finished},
-        description="Ingest, curate, optimize, evaluate, register and attest one program for one day.",
+        executor_def=step_executor(), hooks={end_mlflow_on_run_finished},
+        description="Ingest, curate, optimize, evaluate, register and attest the run's programs for one day; each program compiles in its own step.",
     )
     ingest = dg.define_asset_job(
         INGEST_JOB, selection=dg.AssetSelection.assets("raw_traces").downstream(depth=1) - dg.AssetSelection.assets("training_set"),
@@ -39,7 +54,7 @@ def build_definitions() -> dg.Definitions:
         description="Ingest and curate one program's traces for one day (backfills of the training window).",
     )
     automation = load_automation(settings.config_path)
-    schedule, sensor = build_automation(job, sorted(specs), project.start_date.isoformat(), project.window_days, automation)
+    schedule, sensor = build_automation(job, partitions, sorted(specs), project.start_date.isoformat(), project.window_days, automation)
     alert_sensors = build_alerting(automation.alerts, project.window_days)
     return dg.Definitions(
         assets=assets,
@@ -56,3 +71,9 @@ def build_definitions() -> dg.Definitions:
 
 
 defs = build_definitions()
+
+
+def optimize_job() -> dg.JobDefinition:
+    """The optimization job for ``dg.reconstructable``: runs launched outside the daemon (the CLI, the
+    demo) need it to re-create the job in each step process of the multiprocess executor."""
+    return defs.resolve_job_def(OPTIMIZE_JOB)

@@ -14,6 +14,10 @@ Zero-shot rule, per output field:
   option whose name shares the most characters with the input's words, else the first option;
 - ``reasoning`` answers a short sentence saying which rule fired;
 - any other text field echoes the first sentence of the first input field.
+
+``TELEPROMPT_OFFLINE_LATENCY_MS`` makes every offline call wait that long before answering (the
+answer is unchanged): a hosted LM spends most of a compile waiting on the network, and that is
+what parallel compiles and time limits must be tested against.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -166,9 +171,12 @@ class OfflineEngine:
     """A DSPy engine (``complete(Request) -> Response``) backed by :func:`answer`."""
 
     threshold: float = SIMILARITY_THRESHOLD
+    latency_s: float = 0.0
     calls: int = field(default=0, compare=False)
 
     def complete(self, request) -> Response:
+        if self.latency_s > 0:
+            time.sleep(self.latency_s)
         system = request.system if isinstance(request.system, str) or request.system is None else "".join(p.text for p in request.system)
         turns = [(m.role, m.text or "") for m in request.messages]
         view = read_prompt(system or "", turns)
@@ -201,7 +209,10 @@ class OfflineEngine:
 
 
 def offline_lm() -> dspy.LM:
-    return dspy.LM(OFFLINE_MODEL, engine=OfflineEngine(), cache=False)
+    latency_ms = float(os.environ.get("TELEPROMPT_OFFLINE_LATENCY_MS", "0") or 0)
+    if latency_ms < 0:
+        raise ValueError(f"TELEPROMPT_OFFLINE_LATENCY_MS must be >= 0, got {latency_ms:g}")
+    return dspy.LM(OFFLINE_MODEL, engine=OfflineEngine(latency_s=latency_ms / 1000), cache=False)
 
 
 def build_lm(model: str | None = None) -> dspy.LM:

@@ -194,10 +194,26 @@ def run_job(instance: dg.DagsterInstance, run_config: dict | None = None, assets
                                   raise_on_error=False, run_config=run_config or {}, asset_selection=selection)
 
 
+def node_of(step_key: str) -> str:
+    """The graph node a step belongs to: ``compiled_program`` for its ops' steps, the step itself otherwise."""
+    return step_key.split(".")[0].split("[")[0]
+
+
+def single(value: Any) -> Any:
+    """A one-partition run's output, out of its ``ByPartition``."""
+    from teleprompt_assets.defs.io import ByPartition
+
+    if isinstance(value, ByPartition):
+        [only] = value.values()
+        return only
+    return value
+
+
 def failure_of(result: dg.ExecuteInProcessResult, step: str) -> str | None:
-    """The failure message of ``step`` in ``result`` (description, error and the errors that caused it), or None."""
+    """The failure message of ``step`` (or of a step of that graph node) in ``result`` (description,
+    error and the errors that caused it), or None."""
     for event in result.all_events:
-        if event.is_step_failure and event.step_key == step:
+        if event.is_step_failure and step in (event.step_key, node_of(event.step_key)):
             data = event.step_failure_data
             parts = [data.user_failure_data.description] if data.user_failure_data else []
             error = data.error
@@ -209,7 +225,7 @@ def failure_of(result: dg.ExecuteInProcessResult, step: str) -> str | None:
 
 
 def outputs(result: dg.ExecuteInProcessResult) -> dict[str, Any]:
-    return {name: result.output_for_node(name) for name in ("compiled_program", "registered_version", "champion_alias", "deltaone_attestation")}
+    return {name: single(result.output_for_node(name)) for name in ("compiled_program", "registered_version", "champion_alias", "deltaone_attestation")}
 
 
 # --- fault injection ---------------------------------------------------------------------------
@@ -268,8 +284,10 @@ def faulty_lm(mode: str, delay_s: float = 0.0) -> dspy.LM:
 def use_lm(mode: str, delay_s: float = 0.0, setattr_: Callable[[Any, str, Any], None] = setattr) -> None:
     """Make every step of the pipeline build the faulty LM (``setattr_``: a monkeypatch's, in tests)."""
     import teleprompt_assets.defs.assets as assets
+    import teleprompt_assets.defs.compile as compile_
 
-    setattr_(assets, "build_lm", lambda *args, **kwargs: faulty_lm(mode, delay_s))
+    for module in (assets, compile_):
+        setattr_(module, "build_lm", lambda *args, **kwargs: faulty_lm(mode, delay_s))
 
 
 def act_around(owner: Any, attr: str, action: Callable[[], None], when: Callable[..., bool] = lambda *a, **k: True, before: bool = False,
@@ -463,7 +481,7 @@ def wait_child(child, timeout_s: float = CHILD_TIMEOUT_S + 10) -> int:
 def step_events(instance: dg.DagsterInstance, step: str, event_type: dg.DagsterEventType) -> list:
     found = []
     for record in instance.get_run_records():
-        found += [e for e in instance.all_logs(record.dagster_run.run_id, of_type=event_type) if e.step_key == step]
+        found += [e for e in instance.all_logs(record.dagster_run.run_id, of_type=event_type) if e.step_key == step or e.step_key.startswith(step + "[")]
     return found
 
 

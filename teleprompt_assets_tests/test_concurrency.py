@@ -38,7 +38,8 @@ POOLED = ("registered_version", "champion_alias", "deltaone_attestation")
 
 
 def test_the_registry_steps_share_one_pool():
-    pools = {a.op.name: a.op.pool for a in build_definitions().assets}
+    ops = [op for a in build_definitions().assets for op in ([a.op] if isinstance(a.node_def, dg.OpDefinition) else a.node_def.iterate_op_defs())]
+    pools = {op.name: op.pool for op in ops}
     assert {name for name, pool in pools.items() if pool == REGISTRY_POOL} == set(POOLED)
 
 

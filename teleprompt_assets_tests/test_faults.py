@@ -88,21 +88,21 @@ def story():
                     seen[mode].transient = _failure_metadata(result).get("transient")
                     seen[mode].retried = any(e.event_type_value == "STEP_UP_FOR_RETRY" for e in result.all_events)
                 os.environ["TELEPROMPT_CONFIG"] = env["TELEPROMPT_CONFIG"]
-                compile_starts = len(step_events(instance, "compiled_program", dg.DagsterEventType.STEP_START))
-                compile_successes = len(step_events(instance, "compiled_program", dg.DagsterEventType.STEP_SUCCESS))
+                compile_starts = len(step_events(instance, "compiled_program.compile_program", dg.DagsterEventType.STEP_START))
+                compile_successes = len(step_events(instance, "compiled_program.compile_program", dg.DagsterEventType.STEP_SUCCESS))
 
             # 2a. SIGKILL during compilation, from outside: a slow healthy LM, killed 0.3 s into the step
             started = time.perf_counter()
             child = start_run(env, instance_dir, "slow_lm", FROM_COMPILE)
             with dg.instance_for_test(temp_dir=str(instance_dir)) as instance:
                 deadline = time.monotonic() + 60
-                while len(step_events(instance, "compiled_program", dg.DagsterEventType.STEP_START)) == compile_starts:
+                while len(step_events(instance, "compiled_program.compile_program", dg.DagsterEventType.STEP_START)) == compile_starts:
                     assert time.monotonic() < deadline and child.is_alive(), "the child never started compiling"
                     time.sleep(0.05)
                 time.sleep(0.3)
                 os.kill(child.pid, signal.SIGKILL)
                 code = wait_child(child)
-                killed_mid_compile = len(step_events(instance, "compiled_program", dg.DagsterEventType.STEP_SUCCESS)) == compile_successes
+                killed_mid_compile = len(step_events(instance, "compiled_program.compile_program", dg.DagsterEventType.STEP_SUCCESS)) == compile_successes
             record("kill_compile", started, code)
             seen["kill_compile"].message = "compiled_program had not finished" if killed_mid_compile else "compiled_program finished first"
 

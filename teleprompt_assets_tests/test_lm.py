@@ -54,3 +54,21 @@ def test_deterministic_and_selected_by_env(monkeypatch):
 def test_tokens_ignore_stopwords_and_plurals():
     assert tokens("My refunds are late") == tokens("refund late")
     assert cosine(tokens("a b"), tokens("")) == 0.0
+
+
+def test_simulated_latency_delays_each_call_and_changes_no_answer(monkeypatch):
+    import time
+
+    import pytest
+
+    program = dspy.Predict(Route)
+    with dspy.context(lm=offline_lm()):
+        plain = program(message="A shipping question").queue
+    monkeypatch.setenv("TELEPROMPT_OFFLINE_LATENCY_MS", "150")
+    started = time.perf_counter()
+    with dspy.context(lm=build_lm()):
+        slow = [program(message="A shipping question").queue for _ in range(2)]
+    assert time.perf_counter() - started >= 0.3 and slow == [plain, plain]
+    monkeypatch.setenv("TELEPROMPT_OFFLINE_LATENCY_MS", "-1")
+    with pytest.raises(ValueError, match="TELEPROMPT_OFFLINE_LATENCY_MS must be >= 0"):
+        offline_lm()

@@ -49,7 +49,8 @@ from teleprompt_assets.programs import load_project
 from teleprompt_assets.settings import load_settings
 from teleprompt_assets.tracking import connect, experiment_id
 from teleprompt_assets_tests.reliability import (
-    END, FAST_RETRY, MODEL, PROGRAM, Store, act_around, environment, failure_of, fresh_store, inspect_store, pipeline_env, run_job, scratch_root,
+    END, FAST_RETRY, MODEL, PROGRAM, Store, act_around, environment, failure_of, fresh_store, inspect_store, node_of, pipeline_env, run_job, scratch_root,
+    single,
 )
 from teleprompt_assets_tests.servers import KillableMlflowServer, killable_mlflow_server, unavailable
 
@@ -141,19 +142,20 @@ def _runner(server: KillableMlflowServer, instance: dg.DagsterInstance, home: Pa
             result = run_job(instance, assets=assets)
             seconds = time.perf_counter() - started
         restart_s = server.start() if not server.running else None
-        succeeded = {e.step_key for e in result.all_events if e.event_type_value == "STEP_SUCCESS"}
+        failed = {node_of(e.step_key) for e in result.all_events if e.is_step_failure}
+        succeeded = {node_of(e.step_key) for e in result.all_events if e.event_type_value == "STEP_SUCCESS"} - failed
         storage = load_settings().storage
         staging = home / "staging"
         return Outcome(
             selected={step for step, keys in STEP_ASSETS.items() if assets is None or set(keys) <= set(assets)},
-            success=result.success, failures={e.step_key: failure_of(result, e.step_key) for e in result.all_events if e.is_step_failure},
+            success=result.success, failures={node: failure_of(result, node) for node in sorted(failed)},
             succeeded=succeeded,
             materialized={e.asset_key.path[-1] for e in result.all_events if e.event_type_value == "ASSET_MATERIALIZATION"},
             outages=len(outages), seconds=seconds, restart_s=restart_s, store=inspect_store(),
             staging=sorted(p.name for p in staging.iterdir()) if staging.exists() else [],
             day_outputs=sorted(str(p.relative_to(storage)) for p in storage.rglob(f"{END.isoformat()}*")),
             partial_outputs=sorted(str(p.relative_to(storage)) for p in storage.rglob("*.partial")),
-            outputs={step: result.output_for_node(step) for step in succeeded & set(OUTPUTS)},
+            outputs={step: single(result.output_for_node(step)) for step in succeeded & set(OUTPUTS)},
         )
 
     return run

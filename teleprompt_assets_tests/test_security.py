@@ -57,7 +57,7 @@ from mlflow.entities import ViewType
 
 from teleprompt_assets.keys import KEY_ENV, KEYSTORE_ENV, PASSWORD_ENV
 from teleprompt_assets_tests.reliability import (
-    FaultyEngine, environment, fast_tmp, fresh_store, outputs, pipeline_env, register_sample, run_job, scratch_root, warm_home,  # noqa: F401 - fixtures
+    FaultyEngine, environment, fast_tmp, fresh_store, outputs, pipeline_env, register_sample, run_job, scratch_root, single, warm_home,  # noqa: F401 - fixtures
 )
 
 PICKLE_HEADS = tuple(bytes([0x80, protocol]) for protocol in range(2, 6))
@@ -273,6 +273,7 @@ def keyed_lm(api_key: str) -> dspy.LM:
 @pytest.fixture(scope="module")
 def swept() -> Iterator[Swept]:
     import teleprompt_assets.defs.assets as assets
+    import teleprompt_assets.defs.compile as compile_
     from teleprompt_assets.settings import load_settings
     from teleprompt_assets.tracking import connect
 
@@ -289,7 +290,8 @@ def swept() -> Iterator[Swept]:
     previous_lm = dspy.settings.lm
     try:
         with environment(env), pytest.MonkeyPatch.context() as patch, dg.instance_for_test(temp_dir=str(dagster_home)) as instance:
-            patch.setattr(assets, "build_lm", lambda *args, **kwargs: lm)
+            for module in (assets, compile_):
+                patch.setattr(module, "build_lm", lambda *args, **kwargs: lm)
             dspy.configure(lm=lm)  # a global LM is what log_model would pickle, were the registry not to unset it
             with captured_output() as lines:
                 first = run_job(instance)  # key from the environment
@@ -298,7 +300,7 @@ def swept() -> Iterator[Swept]:
                 again = run_job(instance, assets=["deltaone_attestation"])  # the same key, from the encrypted keystore
             dspy.configure(lm=previous_lm)
             assert first.success and again.success
-            attestations = [outputs(first)["deltaone_attestation"], again.output_for_node("deltaone_attestation")]
+            attestations = [outputs(first)["deltaone_attestation"], single(again.output_for_node("deltaone_attestation"))]
             client = connect(load_settings())
             sweep = Sweep(found)
             sweep.tree(home)

@@ -16,7 +16,7 @@ import dagster as dg
 
 from teleprompt_assets import alerts as core
 from teleprompt_assets.defs.io import LocalTableIOManager
-from teleprompt_assets.defs.partitions import DATE, PROGRAM
+from teleprompt_assets.defs.partitions import DATE, PROGRAM, run_label
 from teleprompt_assets.defs.resources import TelepromptResource
 
 ALERT_RESOURCE = "alerts"
@@ -103,7 +103,7 @@ def outcome_window_stats(storage: str, program: str, day: str, window_days: int)
     window: dict[str, tuple[float, int]] = {}
     for i in range(window_days):
         d = (end - timedelta(days=i)).isoformat()
-        table = io._load(dg.AssetKey("curated_traces"), str(dg.MultiPartitionKey({DATE: d, PROGRAM: program})))
+        table = io.load(dg.AssetKey("curated_traces"), str(dg.MultiPartitionKey({DATE: d, PROGRAM: program})))
         if table is None or not hasattr(table, "columns") or "feedback" not in table.columns:
             continue
         stats = core.outcome_stats(table["feedback"].to_list())
@@ -129,7 +129,7 @@ def build_alerting(config: core.AlertsConfig | None = None, window_days: int = 7
         steps = [f"{e.step_key}: {_root_message(e.event_specific_data.error)}" for e in context.get_step_failure_events()
                  if getattr(e.event_specific_data, "error", None)]
         error = " | ".join(steps) or context.failure_event.message or "run failed"
-        alert = core.run_failure_alert(run.job_name, run.run_id, run.tags.get("dagster/partition"), error,
+        alert = core.run_failure_alert(run.job_name, run.run_id, run_label(run.tags), error,
                                        f"{ui}/runs/{run.run_id}" if ui else None)
         errors = alerts.deliver([alert], config, context.log)
         if errors:

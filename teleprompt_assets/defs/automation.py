@@ -1,7 +1,8 @@
 """Automation: the optimization-cycle schedule (daily, weekly or monthly) and the new-traces sensor.
 
 Daily partitions close at midnight UTC. The schedule runs the day after a cycle's last day closes and
-optimizes every program on that day; ``training_set`` reaches back ``window_days`` from it. Trigger
+optimizes every program on that day in one run (their compiles are parallel steps); ``training_set``
+reaches back ``window_days`` from it. Trigger
 conditions (``automation.min_new_traces`` over the cycle's period, ``automation.min_window_traces``
 over the training window) skip a program with a visible reason. The sensor re-counts a lookback
 window of closed days so traces that arrive late for an older day trigger a re-run of that day
@@ -16,7 +17,7 @@ from datetime import date, datetime, timedelta, timezone
 import dagster as dg
 
 from teleprompt_assets.alerts import AutomationConfig
-from teleprompt_assets.defs.partitions import DATE, PROGRAM
+from teleprompt_assets.defs.partitions import DATE, PROGRAM, contiguous, run_tags
 from teleprompt_assets.defs.resources import TelepromptResource
 from teleprompt_assets.traces import count_by_day, count_day
 
@@ -33,6 +34,14 @@ def _request(program: str, day: str, tag: str, cycle: str | None = None) -> dg.R
     return dg.RunRequest(run_key=f"{program}|{day}|{tag}", partition_key=dg.MultiPartitionKey({DATE: day, PROGRAM: program}), tags=tags)
 
 
+def _cycle_request(partitions: dg.PartitionsDefinition, programs: list[str], day: str, cycle: str) -> dg.RunRequest:
+    """One run for neighbouring programs of a cycle: they optimize side by side in it."""
+    if len(programs) == 1:
+        return _request(programs[0], day, f"schedule:{day}", cycle)
+    tags = {"teleprompt/programs": ",".join(programs), "teleprompt/trigger": "schedule", "teleprompt/cycle": cycle}
+    return dg.RunRequest(run_key=f"{'+'.join(programs)}|{day}|schedule:{day}", tags=tags | run_tags(partitions, programs, day))
+
+
 def skip_reasons(config: AutomationConfig, day: date, window_days: int, counts: dict[str, int]) -> str | None:
     """Why a program's cycle ending on ``day`` is skipped, given its traces per day; None: run it."""
     new = sum(counts.get(d.isoformat(), 0) for d in config.period(day))
@@ -45,19 +54,19 @@ def skip_reasons(config: AutomationConfig, day: date, window_days: int, counts: 
     return "; ".join(problems) or None
 
 
-def build_automation(job, programs: list[str], first_day: str, window_days: int = 7,
+def build_automation(job, partitions: dg.PartitionsDefinition, programs: list[str], first_day: str, window_days: int = 7,
                      config: AutomationConfig | None = None) -> tuple[dg.ScheduleDefinition, dg.SensorDefinition]:
     config = config or AutomationConfig()
     lookback, min_new = config.sensor.lookback_days, config.sensor.min_new_traces
     counting = config.min_new_traces > 0 or config.min_window_traces > 0
 
     @dg.schedule(job=job, cron_schedule=config.cron, execution_timezone="UTC", name=config.schedule_name,
-                 description=f"{config.cycle} cycle at {config.hour:02d}:00 UTC: every program, on the cycle's last (closed) day.")
+                 description=f"{config.cycle} cycle at {config.hour:02d}:00 UTC: every program, on the cycle's last (closed) day, in one run.")
     def optimization_cycle(context: dg.ScheduleEvaluationContext, teleprompt: TelepromptResource):
         day = (context.scheduled_execution_time.astimezone(timezone.utc) - timedelta(days=1)).date()
         if day.isoformat() < first_day:
             return dg.SkipReason(f"{day} is before the first partition {first_day}")
-        requests, skipped = [], []
+        due, skipped = [], []
         if counting:
             client = teleprompt.client()
             days = sorted({d.isoformat() for d in config.period(day)} | {(day - timedelta(days=i)).isoformat() for i in range(window_days)})
@@ -70,7 +79,8 @@ def build_automation(job, programs: list[str], first_day: str, window_days: int 
                     skipped.append(f"{program}: {reason}")
                     context.log.info(f"skipping {program} {day}: {reason}")
                     continue
-            requests.append(_request(program, day.isoformat(), f"schedule:{day.isoformat()}", config.cycle))
+            due.append(program)
+        requests = [_cycle_request(partitions, group, day.isoformat(), config.cycle) for group in contiguous(programs, due)]
         if not requests:
             return dg.SkipReason(f"{config.cycle} cycle for {day} skipped: " + " | ".join(skipped))
         return requests

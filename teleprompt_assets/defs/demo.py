@@ -1,6 +1,8 @@
 """``make demo``: seed a week of traffic, materialize the graph for the latest day, summarize.
 
 Runs through a persistent Dagster instance (``DAGSTER_HOME``) so ``make ui`` shows the same runs.
+Every program of the day optimizes in one run of ``optimize_program`` under its multiprocess
+executor, as the daily schedule launches it.
 """
 
 import os
@@ -11,30 +13,58 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 
 from teleprompt_assets.attest import verify_bundle
-from teleprompt_assets.defs.partitions import DATE, PROGRAM
+from teleprompt_assets.defs.io import LocalTableIOManager
+from teleprompt_assets.defs.partitions import contiguous, key_of, run_tags
 from teleprompt_assets.programs import load_project
 from teleprompt_assets.settings import Settings, ensure_home
 
 
+def _failure(result) -> RuntimeError:
+    failed = [e.step_key for e in result.all_events if e.is_step_failure]
+    checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
+    reasons = [f"{c.check_name}: {c.description}" for c in checks if not c.passed and c.description]
+    return RuntimeError(f"run {result.run_id} failed at {', '.join(failed) or 'unknown step'}" + (f" ({'; '.join(reasons)})" if reasons else ""))
+
+
 def run_partition(defs: dg.Definitions, program: str, day: str, instance: dg.DagsterInstance, job_name: str | None = None) -> dict:
-    """Materialize one program × day with a job (default: the whole graph); outputs by asset name."""
+    """Materialize one program × day in this process with a job (default: the whole graph); outputs by asset name."""
     from teleprompt_assets.definitions import OPTIMIZE_JOB
 
     job = defs.resolve_job_def(job_name or OPTIMIZE_JOB)
-    result = job.execute_in_process(instance=instance, partition_key=dg.MultiPartitionKey({DATE: day, PROGRAM: program}), raise_on_error=False)
+    key = key_of(program, day)
+    result = job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False)
     if not result.success:
-        failed = [e.step_key for e in result.all_events if e.is_step_failure]
-        checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
-        reasons = [f"{c.check_name}: {c.description}" for c in checks if not c.passed and c.description]
-        raise RuntimeError(f"run {result.run_id} failed at {', '.join(failed) or 'unknown step'}" + (f" ({'; '.join(reasons)})" if reasons else ""))
+        raise _failure(result)
     outputs = {}
-    for event in result.all_events:
-        if event.is_successful_output:
-            step_output = event.step_output_data
-            name = event.node_name if step_output.output_name == "result" else step_output.output_name
-            outputs[name] = result.output_for_node(event.node_name, step_output.output_name)
+    for node in job.graph.nodes:
+        for out in node.definition.output_defs:
+            try:
+                value = result.output_for_node(node.name, out.name)
+            except dg.DagsterInvariantViolationError:  # a check's output, or a node this job did not run
+                continue
+            outputs[node.name if out.name == "result" else out.name] = value[key] if isinstance(value, dict) and key in value else value
     outputs["run_id"] = result.run_id
     return outputs
+
+
+def run_programs(programs: list[str], day: str, instance: dg.DagsterInstance) -> dict[str, dict]:
+    """One run of the optimization job for ``programs`` on ``day``, under its multiprocess executor
+    (each program compiles in its own step); outputs by program, then asset name."""
+    from teleprompt_assets.definitions import defs, optimize_job
+
+    job_def = optimize_job()
+    groups = contiguous(list(job_def.partitions_def.get_partitions_def_for_dimension("program").get_partition_keys()), programs)
+    if len(groups) != 1:
+        raise ValueError(f"one run holds a range of the sorted programs; {', '.join(programs)} is not one (run {groups} separately)")
+    [group] = groups
+    tags = run_tags(job_def.partitions_def, group, day)
+    with dg.execute_job(dg.reconstructable(optimize_job), instance=instance, tags=tags) as result:
+        if not result.success:
+            raise _failure(result)
+        run_id = result.run_id
+    io: LocalTableIOManager = defs.resources["io_manager"]
+    assets = [key.path[-1] for key in job_def.asset_layer.executable_asset_keys]
+    return {program: {name: io.load(dg.AssetKey(name), key_of(program, day)) for name in assets} | {"run_id": run_id} for program in group}
 
 
 def ensure_dagster_home(path: Path) -> None:
@@ -46,12 +76,14 @@ def ensure_dagster_home(path: Path) -> None:
 
 
 def demo(settings: Settings, days: int = 7, per_day: int = 40) -> list[dict]:
-    """Seed every sample program (once: a re-run reuses the traffic) and run each for the latest day."""
+    """Seed every sample program (once: a re-run reuses the traffic), ingest the window's earlier days
+    in one run, then optimize every program for the latest day in one parallel run."""
     ensure_home(settings)
     os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home))
     ensure_dagster_home(settings.dagster_home)
     _, specs = load_project(settings.config_path)
     end = (datetime.now(timezone.utc) - timedelta(days=1)).date()
+    window = [(end - timedelta(days=i)).isoformat() for i in reversed(range(days))]
     from teleprompt_assets.definitions import INGEST_JOB, build_definitions
     from teleprompt_assets.seed import SEEDERS, seed_program
     from teleprompt_assets.tracking import connect, experiment_id
@@ -59,22 +91,31 @@ def demo(settings: Settings, days: int = 7, per_day: int = 40) -> list[dict]:
 
     defs = build_definitions()
     client = connect(settings)
-    summaries = []
+    programs = [n for n in sorted(specs) if n in SEEDERS]
+    seeding = {}
+    for name in programs:
+        spec = specs[name]
+        started = time.perf_counter()
+        already = sum(count_by_day(client, experiment_id(client, settings, spec.config.experiment), window).values())
+        seeded = seed_program(settings, spec, end, days=days, per_day=per_day) if not already else None
+        seeding[name] = (seeded.traces if seeded else 0, already, time.perf_counter() - started)
+    started, outputs = time.perf_counter(), {}
     with dg.DagsterInstance.get() as instance:
-        for name in [n for n in specs if n in SEEDERS]:
-            spec = specs[name]
-            window = [(end - timedelta(days=i)).isoformat() for i in reversed(range(days))]
-            started = time.perf_counter()
-            already = sum(count_by_day(client, experiment_id(client, settings, spec.config.experiment), window).values())
-            seeded = seed_program(settings, spec, end, days=days, per_day=per_day) if not already else None
-            seed_s = time.perf_counter() - started
-            for day in window[:-1]:
-                run_partition(defs, name, day, instance, INGEST_JOB)
-            out = run_partition(defs, name, end.isoformat(), instance)
-            att = out["deltaone_attestation"]
-            summaries.append({
-                "program": name, "window": window, "seeded": seeded.traces if seeded else 0, "reused": already,
-                "seed_seconds": seed_s, "pipeline_seconds": time.perf_counter() - started - seed_s, "day": end.isoformat(), "outputs": out,
-                "bundle_problems": verify_bundle(Path(att["bundle"]), att["attester"]) if att.get("attested") else None,
-            })
+        ingest = defs.resolve_job_def(INGEST_JOB)
+        for group in contiguous(list(specs), programs):
+            if len(window) > 1:
+                result = ingest.execute_in_process(instance=instance, tags=run_tags(ingest.partitions_def, group, window[0], window[-2]), raise_on_error=False)
+                if not result.success:
+                    raise _failure(result)
+            outputs |= run_programs(group, end.isoformat(), instance)
+    pipeline_s = time.perf_counter() - started
+    summaries = []
+    for name in programs:
+        out = outputs[name]
+        att = out["deltaone_attestation"]
+        summaries.append({
+            "program": name, "window": window, "seeded": seeding[name][0], "reused": seeding[name][1],
+            "seed_seconds": seeding[name][2], "pipeline_seconds": pipeline_s, "day": end.isoformat(), "outputs": out,
+            "bundle_problems": verify_bundle(Path(att["bundle"]), att["attester"]) if att.get("attested") else None,
+        })
     return summaries

@@ -1,7 +1,8 @@
 """Stores asset outputs under ``TELEPROMPT_HOME/storage``: polars tables as parquet, the rest as JSON.
 
-Window inputs (several upstream partitions) load as one table of the partitions that exist, so a
-window reaching back before the first seeded day still loads.
+A partitioned asset's step may materialize several partitions (a run's programs), so partitioned
+outputs and inputs travel as ``ByPartition``: one value per partition key. Window inputs hold the
+upstream partitions that exist, so a window reaching back before the first seeded day still loads.
 """
 
 
@@ -13,6 +14,10 @@ from typing import Any
 
 import dagster as dg
 import polars as pl
+
+
+class ByPartition(dict[str, Any]):
+    """A partitioned asset's value per partition key of the step (one key, or a run's range)."""
 
 
 def publish(path: Path, write: Callable[[Path], None]) -> None:
@@ -40,20 +45,34 @@ class LocalTableIOManager(dg.ConfigurableIOManager):
         """Asset outputs by asset key; plain op outputs (operational jobs) by run and step."""
         if context.has_asset_key:
             return context.asset_key
-        return dg.AssetKey(["_ops", context.run_id, f"{context.step_key}.{context.name}"])
+        mapped = f"[{context.mapping_key}]" if context.mapping_key else ""
+        return dg.AssetKey(["_ops", context.run_id, f"{context.step_key}.{context.name}{mapped}"])
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
         if obj is None:
             return
-        partition = context.partition_key if context.has_asset_key and context.has_partition_key else None
         key = self._key(context)
+        if context.has_asset_key and context.has_asset_partitions:
+            expected = set(context.asset_partition_keys)
+            if not isinstance(obj, ByPartition) or set(obj) != expected:
+                got = sorted(obj) if isinstance(obj, ByPartition) else type(obj).__name__
+                raise TypeError(f"{key.to_user_string()} must return ByPartition with keys {sorted(expected)}, got {got}")
+            for partition, value in sorted(obj.items()):
+                self._write(key, partition, value)
+            return
+        self._write(key, None, obj)
+
+    def _write(self, key: dg.AssetKey, partition: str | None, obj: Any) -> None:
+        if obj is None:
+            return
         if isinstance(obj, pl.DataFrame):
             publish(self._path(key, partition, "parquet"), obj.write_parquet)
         else:
             text = json.dumps(obj, sort_keys=True, indent=1, default=str)
             publish(self._path(key, partition, "json"), lambda staged: staged.write_text(text))
 
-    def _load(self, asset_key: dg.AssetKey, partition: str | None) -> Any:
+    def load(self, asset_key: dg.AssetKey, partition: str | None) -> Any:
+        """A stored output (a partition of it), or None if it was never written."""
         parquet = self._path(asset_key, partition, "parquet")
         if parquet.exists():
             return pl.read_parquet(parquet)
@@ -64,17 +83,16 @@ class LocalTableIOManager(dg.ConfigurableIOManager):
 
     def load_input(self, context: dg.InputContext) -> Any:
         if not context.has_asset_key:
-            return self._load(self._key(context.upstream_output), None)
+            return self.load(self._key(context.upstream_output), None)
         key = context.asset_key
         if not context.has_asset_partitions:
-            return self._load(key, None)
-        keys = context.asset_partition_keys
-        if len(keys) == 1:
-            found = self._load(key, keys[0])
-            if found is None:
-                raise FileNotFoundError(f"{key.to_user_string()} partition {keys[0]} has not been materialized")
-            return found
-        parts = [p for p in (self._load(key, k) for k in keys) if p is not None]
-        if parts and all(isinstance(p, pl.DataFrame) for p in parts):
-            return pl.concat(parts, how="vertical_relaxed")
-        return parts
+            return self.load(key, None)
+        allow_missing = bool((context.definition_metadata or {}).get("allow_missing_partitions"))
+        loaded = ByPartition()
+        for partition in context.asset_partition_keys:
+            found = self.load(key, partition)
+            if found is None and not allow_missing:
+                raise FileNotFoundError(f"{key.to_user_string()} partition {partition} has not been materialized")
+            if found is not None:
+                loaded[partition] = found
+        return loaded

@@ -2,7 +2,7 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from teleprompt_assets.defs.io import LocalTableIOManager
+from teleprompt_assets.defs.io import ByPartition, LocalTableIOManager
 
 
 def _write(manager, obj):
@@ -39,3 +39,36 @@ def test_a_write_that_dies_midway_keeps_the_previous_output(tmp_path, monkeypatc
     monkeypatch.undo()
     assert _read(manager).equals(before)
     assert [p.name for p in (tmp_path / "curated_traces").iterdir()] == ["__all__.parquet"]
+
+
+def _partitioned(manager, keys, obj=None, allow_missing=False):
+    partitions = dg.StaticPartitionsDefinition(["a", "b"])
+    if obj is not None:
+        manager.handle_output(dg.build_output_context(asset_key=dg.AssetKey(["t"]), partition_key=keys[0]) if len(keys) == 1 else
+                              _range_output_context(keys, partitions), obj)
+        return None
+    context = dg.build_input_context(asset_key=dg.AssetKey(["t"]), asset_partitions_def=partitions, asset_partition_key_range=dg.PartitionKeyRange(keys[0], keys[-1]),
+                                     definition_metadata={"allow_missing_partitions": allow_missing})
+    return manager.load_input(context)
+
+
+def _range_output_context(keys, partitions):
+    return dg.build_output_context(asset_key=dg.AssetKey(["t"]), asset_partitions_def=partitions, asset_partition_key_range=dg.PartitionKeyRange(keys[0], keys[-1]))
+
+
+def test_partitioned_values_travel_one_file_per_partition(tmp_path):
+    manager = LocalTableIOManager(base_dir=str(tmp_path))
+    _partitioned(manager, ["a", "b"], ByPartition({"a": pl.DataFrame({"n": [1]}), "b": {"x": 2}}))
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["a.parquet", "b.json"]
+    loaded = _partitioned(manager, ["a", "b"])
+    assert isinstance(loaded, ByPartition) and loaded["b"] == {"x": 2} and loaded["a"]["n"].to_list() == [1]
+
+
+def test_a_partition_must_be_returned_and_must_exist_unless_missing_ones_are_allowed(tmp_path):
+    manager = LocalTableIOManager(base_dir=str(tmp_path))
+    with pytest.raises(TypeError, match=r"t must return ByPartition with keys \['a', 'b'\], got \['a'\]"):
+        _partitioned(manager, ["a", "b"], ByPartition({"a": 1}))
+    _partitioned(manager, ["a"], ByPartition({"a": 1}))
+    with pytest.raises(FileNotFoundError, match="t partition b has not been materialized"):
+        _partitioned(manager, ["a", "b"])
+    assert _partitioned(manager, ["a", "b"], allow_missing=True) == {"a": 1}

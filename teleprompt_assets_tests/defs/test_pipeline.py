@@ -131,9 +131,9 @@ def test_each_dagster_run_is_a_finished_mlflow_run_holding_the_version(pipeline)
     assert len(runs) == 1
     run = runs[0]
     assert run.info.status == "FINISHED"
-    assert run.data.metrics["delta_ppm"] == first["evaluation_report"]["comparison"]["delta_ppm"]
-    assert run.data.params["optimizer"] == "BootstrapFewShot"
-    assert run.data.tags["attestation_uid"] == first["deltaone_attestation"]["uid"]
+    assert run.data.metrics["ticket_router.delta_ppm"] == first["evaluation_report"]["comparison"]["delta_ppm"]  # one namespace per program
+    assert run.data.tags["ticket_router.optimizer"] == "BootstrapFewShot"
+    assert run.data.tags["ticket_router.attestation_uid"] == first["deltaone_attestation"]["uid"]
     assert first["registered_version"]["run_id"] == run.info.run_id
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"ab_report.md", "evaluation.json", "contributors.json", "program_state.json", "attestation"} <= artifacts
@@ -187,6 +187,34 @@ def test_cli_status_reports_the_champion_and_attestation(pipeline, capsys):
     assert info["last_attestation"] == first["deltaone_attestation"]["uid"]
     assert info["last_run"] == first["run_id"]
     assert info["pending_traces"] >= 0
+
+
+def test_a_prompt_over_budget_stops_the_run_before_evaluation(pipeline, tmp_path):
+    """The prompt_quality check is emitted by the compile graph's last op; failing, it blocks what follows."""
+    import yaml
+
+    from teleprompt_assets.definitions import OPTIMIZE_JOB
+    from teleprompt_assets.defs.partitions import DATE, PROGRAM
+
+    settings, first, _, client, instance = pipeline
+    config = yaml.safe_load(Path(os.environ["TELEPROMPT_CONFIG"]).read_text())
+    config["programs"]["ticket_router"]["prompt_token_budget"] = 5
+    path = tmp_path / "teleprompt.yaml"
+    path.write_text(yaml.safe_dump(config))
+    os.environ["TELEPROMPT_CONFIG"] = str(path)
+    try:
+        job = build_definitions().resolve_job_def(OPTIMIZE_JOB)
+        result = job.execute_in_process(instance=instance, partition_key=dg.MultiPartitionKey({DATE: END.isoformat(), PROGRAM: "ticket_router"}), raise_on_error=False)
+    finally:
+        os.environ["TELEPROMPT_CONFIG"] = str(Path(__file__).resolve().parents[2] / "teleprompt.yaml")
+    assert not result.success
+    [gate] = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION" and e.event_specific_data.check_name == "prompt_quality"]
+    assert not gate.passed and "budget" in gate.metadata["problems"].value
+    assert [e.step_key for e in result.all_events if e.is_step_failure] == ["compiled_program.collect_compiled"]
+    ran = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
+    assert not ran & {"evaluation_report", "registered_version", "deltaone_attestation"}
+    name = first["registered_version"]["name"]
+    assert sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'")) == [first["registered_version"]["version"]]
 
 
 def test_a_regressing_candidate_is_registered_but_blocked_from_serving(pipeline, tmp_path):

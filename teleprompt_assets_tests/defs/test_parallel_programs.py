@@ -1,0 +1,80 @@
+"""Both sample programs optimize in one run of ``optimize_program``, side by side under the
+multiprocess executor, launched the way an operator does (``teleprompt run``, its own process)."""
+
+import os
+import subprocess
+import sys
+from datetime import date
+
+import dagster as dg
+import pytest
+from mlflow import MlflowClient
+
+from teleprompt_assets.programs import load_project
+from teleprompt_assets.seed import seed_program
+from teleprompt_assets.settings import load_settings
+from teleprompt_assets_tests.conftest import REPO, set_env
+
+END = date(2026, 9, 14)
+PROGRAMS = ["outreach_reply", "ticket_router"]
+ASSETS = ["raw_traces", "curated_traces", "quarantined_traces", "training_set", "compiled_program", "evaluation_report",
+          "registered_version", "champion_alias", "contributor_rewards", "deltaone_attestation"]
+
+
+@pytest.fixture(scope="module")
+def parallel_run(tmp_path_factory):
+    home = tmp_path_factory.mktemp("parallel") / "tp"
+    saved = set_env(home)
+    try:
+        settings = load_settings()
+        specs = load_project(settings.config_path)[1]
+        for program in PROGRAMS:
+            seed_program(settings, specs[program], END, days=1, per_day=30, seed=1)
+        # offline LM calls wait as a hosted LM's do, so each compile takes seconds and the overlap shows
+        env = dict(os.environ) | {"DAGSTER_HOME": str(home / "dagster"), "TELEPROMPT_MAX_PARALLEL_STEPS": "2", "TELEPROMPT_OFFLINE_LATENCY_MS": "100"}
+        done = subprocess.run([sys.executable, "-m", "teleprompt_assets.cli", "run", "--date", END.isoformat()],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-4000:]
+        with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+            [run] = instance.get_runs()
+            events = list(instance.all_logs(run.run_id))
+            yield settings, done.stdout, run, events
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def _steps(events, event_type: str) -> dict[str, dg.EventLogEntry]:
+    return {e.step_key: e for e in events if e.dagster_event and e.dagster_event.event_type_value == event_type}
+
+
+def test_one_run_holds_both_programs(parallel_run):
+    _, stdout, run, events = parallel_run
+    assert run.job_name == "optimize_program" and run.status == dg.DagsterRunStatus.SUCCESS
+    for program in PROGRAMS:
+        assert f"{program} {END.isoformat()}: run {run.run_id}" in stdout
+    done = {(e.dagster_event.asset_key.path[-1], e.dagster_event.partition) for e in events
+            if e.dagster_event and e.dagster_event.event_type_value == "ASSET_MATERIALIZATION"}
+    assert done == {(asset, f"{END.isoformat()}|{program}") for asset in ASSETS for program in PROGRAMS}
+
+
+def test_the_programs_compile_in_parallel_processes(parallel_run):
+    _, _, _, events = parallel_run
+    assert any("multiprocess executor" in (e.message or "") for e in events)
+    alive, finished = _steps(events, "STEP_WORKER_STARTED"), _steps(events, "STEP_SUCCESS")
+    compiles = sorted(k for k in alive if k.startswith("compiled_program.compile_program["))
+    assert compiles == [f"compiled_program.compile_program[{p}__{END.isoformat().replace('-', '_')}]" for p in PROGRAMS]
+    a, b = compiles
+    # both step processes were up before either compile finished: they ran side by side, not in turn
+    assert max(alive[a].timestamp, alive[b].timestamp) < min(finished[a].timestamp, finished[b].timestamp)
+    assert alive[a].dagster_event.pid != alive[b].dagster_event.pid
+
+
+def test_each_program_gets_its_own_version_from_the_same_run(parallel_run):
+    settings, _, run, _ = parallel_run
+    client = MlflowClient(settings.tracking_uri, settings.registry_uri)
+    specs = load_project(settings.config_path)[1]
+    for program in PROGRAMS:
+        [version] = client.search_model_versions(f"name = '{specs[program].registered_model_name}'")
+        assert version.tags["dagster_run_id"] == run.run_id
+        assert version.tags["partition"] == f"{END.isoformat()}|{program}"
