@@ -283,10 +283,10 @@ def faulty_lm(mode: str, delay_s: float = 0.0) -> dspy.LM:
 
 def use_lm(mode: str, delay_s: float = 0.0, setattr_: Callable[[Any, str, Any], None] = setattr) -> None:
     """Make every step of the pipeline build the faulty LM (``setattr_``: a monkeypatch's, in tests)."""
-    import teleprompt_assets.defs.assets as assets
     import teleprompt_assets.defs.compile as compile_
+    import teleprompt_assets.defs.evaluation as evaluation
 
-    for module in (assets, compile_):
+    for module in (compile_, evaluation):
         setattr_(module, "build_lm", lambda *args, **kwargs: faulty_lm(mode, delay_s))
 
 

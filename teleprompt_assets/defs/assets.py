@@ -1,27 +1,27 @@
 """The asset graph (DESIGN §1), per program × day. Each asset calls one core stage and reports it.
 
-A step materializes every program × day of its run (``partitions.targets``), one after another;
-``compiled_program`` is the exception: it fans out one step per program (``defs/compile.py``).
+A step materializes every program × day of its run (``partitions.targets``), one after another; the
+LM-bound assets (``compiled_program``, ``evaluation_report``, ``contributor_rewards``) fan out one
+step per program instead (``defs/fanout.py``), so a run's programs go through them side by side.
 """
 
 
 import json
 import time
 from datetime import date, datetime, time as dtime, timedelta, timezone
-from fractions import Fraction
 
 import dagster as dg
 import polars as pl
 
-from teleprompt_assets import attest, attribution, datasets, evaluate, impact, metrics, optimize, quality, registry, report, share, traces
+from teleprompt_assets import attest, attribution, datasets, evaluate, optimize, quality, registry, share, traces
 from teleprompt_assets.defs.checks import Verdict, combined_check
 from teleprompt_assets.defs.compile import build_compiled_program
+from teleprompt_assets.defs.evaluation import build_evaluation_assets
 from teleprompt_assets.defs.io import ByPartition
-from teleprompt_assets.defs.partitions import Target, targets, window_mapping, window_of
+from teleprompt_assets.defs.partitions import Target, targets, window_label, window_mapping, window_of
 from teleprompt_assets.defs.resources import TelepromptResource
 from teleprompt_assets.defs.run_tracking import Tracking, track
 from teleprompt_assets.keys import load_attester
-from teleprompt_assets.lm import build_lm
 
 GROUP = "teleprompt"
 MLFLOW_UI = "http://127.0.0.1:5000"
@@ -30,11 +30,6 @@ MLFLOW_UI = "http://127.0.0.1:5000"
 # default_limit: 1` in dagster.yaml) and concurrent runs take turns there; registry.register's lock
 # guards the same ground without it.
 REGISTRY_POOL = "teleprompt_registry"
-
-
-def _window(day: str, days: int) -> str:
-    end = date.fromisoformat(day)
-    return f"{(end - timedelta(days=days - 1)).isoformat()}..{day}"
 
 
 def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
@@ -95,46 +90,18 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
             counts = dict(table.group_by("split").len().iter_rows()) if len(table) else {}
             dataset_hash = _dataset_hash(table)
             context.add_asset_metadata({
-                "window": _window(t.day, window_days), "rows": len(table), "duplicates_removed": len(curated) - len(whole),
+                "window": window_label(t.day, window_days), "rows": len(table), "duplicates_removed": len(curated) - len(whole),
                 "sampling": sampling.strategy, "sampled_out": len(whole) - len(table),
                 **{f"{s}_rows": counts.get(s, 0) for s in datasets.SPLITS},
                 "dataset_hash": dataset_hash,
             }, partition_key=t.key)
-            track(mlflow, t, tags={"window": _window(t.day, window_days), "dataset_hash": dataset_hash},
+            track(mlflow, t, tags={"window": window_label(t.day, window_days), "dataset_hash": dataset_hash},
                    metrics={f"{s}_rows": counts.get(s, 0) for s in datasets.SPLITS})
         return out
 
     compiled_program = build_compiled_program(partitions, GROUP)
 
-    @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"dspy"})
-    def evaluation_report(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, mlflow: Tracking,
-                          training_set: ByPartition, compiled_program: ByPartition) -> ByPartition:
-        """Baseline (champion, else uncompiled) vs candidate on the same holdout; DeltaOne decided exactly."""
-        client = teleprompt.client()
-        out = ByPartition()
-        for t in targets(context):
-            out[t.key] = _evaluate(context, teleprompt.spec(t.program), client, mlflow, t, training_set[t.key], compiled_program[t.key])
-        return out
-
-    def _evaluate(context: dg.AssetExecutionContext, spec, client, mlflow: Tracking, t: Target, table: pl.DataFrame, compiled: dict) -> dict:
-        holdout = datasets.examples(table, spec, "holdout")
-        baseline, baseline_version = registry.baseline_for(client, spec, compiled["program_hash"], _window(t.day, window_days))
-        candidate = optimize.load_state(spec, compiled["state"])
-        field = spec.config.metric.field or spec.output_fields[0]
-        metric, method = metrics.window_metric(spec, table)
-        scores = evaluate.score_pair(baseline, candidate, holdout, metric, build_lm(), field,
-                                     progress=lambda done, total: context.log.info(f"evaluating {t.program}: {done}/{total} held-out examples"))
-        result = evaluate.compare(scores)
-        ab = report.markdown(result, scores, [str(ex.get(field, "")) for ex in holdout], [str(ex.get(spec.input_fields[0], "")) for ex in holdout])
-        context.add_asset_metadata({
-            "ab_report": dg.MetadataValue.md(ab), "evaluation_method": dg.MetadataValue.json(method),
-            "holdout": result.n, "baseline_version": baseline_version, "baseline_score": result.baseline_mean,
-            "candidate_score": result.candidate_mean, "delta_ppm": result.delta_ppm, "ci_low_ppm": result.ci_low_ppm,
-            "deltaone": result.deltaone, "significant": result.significant, "wins": result.wins, "losses": result.losses,
-        }, partition_key=t.key)
-        track(mlflow, t, metrics={"baseline_score": result.baseline_mean, "candidate_score": result.candidate_mean, "delta_ppm": result.delta_ppm,
-                                    "ci_low_ppm": result.ci_low_ppm, "holdout": result.n, "deltaone": int(result.deltaone)})
-        return {"baseline_version": baseline_version, "evaluation_method": method, "comparison": result.to_dict(), "scores": [s.__dict__ for s in scores], "ab_report": ab}
+    evaluation_report, contributor_rewards = build_evaluation_assets(partitions, GROUP)
 
     @dg.asset(
         partitions_def=partitions, group_name=GROUP, pool=REGISTRY_POOL, kinds={"mlflow"},
@@ -150,7 +117,7 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
         for t in targets(context):
             spec, compiled, evaluation = teleprompt.spec(t.program), compiled_program[t.key], evaluation_report[t.key]
             comparison = evaluation["comparison"]
-            window = _window(t.day, window_days)
+            window = window_label(t.day, window_days)
             tags = {
                 "base_version": evaluation["baseline_version"], "partition": t.key, "dataset_hash": _dataset_hash(training_set[t.key]),
                 "evaluation_method": evaluation["evaluation_method"]["kind"], "optimizer": spec.config.optimizer.name, "optimizer_config": json.dumps(spec.config.optimizer.params, sort_keys=True),
@@ -193,33 +160,6 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
             serving = int(current.version) if current is not None else None
             context.add_asset_metadata({"champion_version": serving, "promoted": promoted, "decision": decision}, partition_key=t.key)
             out[t.key] = {"name": name, "version": version, "champion": serving == version, "champion_version": serving, "decision": decision}
-        return out
-
-    @dg.asset(partitions_def=partitions, group_name=GROUP, kinds={"polars"})
-    def contributor_rewards(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, mlflow: Tracking,
-                            training_set: ByPartition, compiled_program: ByPartition) -> ByPartition:
-        """Reward weights (ppm, summing to 1,000,000): volume, outcome quality and leave-one-out demo impact."""
-        config = teleprompt.project().rewards
-        out = ByPartition()
-        for t in targets(context):
-            spec, table, compiled = teleprompt.spec(t.program), training_set[t.key], compiled_program[t.key]
-            measured = impact.demo_impact(optimize.load_state(spec, compiled["state"]), datasets.examples(table, spec, "holdout"),
-                                          metrics.window_metric(spec, table)[0], build_lm(), config.impact_budget)
-            credit: dict[str, Fraction] = {}
-            for (_, _, units), demo in zip(measured.credits, compiled["demos"], strict=True):
-                if demo["contributor"]:
-                    credit[demo["contributor"]] = credit.get(demo["contributor"], Fraction(0)) + units
-            rows = attribution.reward_weights(
-                [(d["contributor"], d["feedback"]) for d in compiled["data_traces"]],
-                [d["contributor"] for d in compiled["demos"] if d["contributor"]], credit, config,
-            )
-            out[t.key] = weights = pl.DataFrame(
-                [{"contributor": r.contributor, "traces": r.traces, "demos": r.demos, "impact": int(r.impact), "weight_ppm": r.weight_ppm} for r in rows],
-                schema={"contributor": pl.String, "traces": pl.Int64, "demos": pl.Int64, "impact": pl.Int64, "weight_ppm": pl.Int64})
-            context.add_asset_metadata({"contributors": len(weights), "weight_sum_ppm": int(weights["weight_ppm"].sum()) if len(weights) else 0,
-                                        "impact_method": f"{measured.method} on {measured.examples_used}/{measured.examples_total} holdout examples",
-                                        "impact_lm_calls": measured.lm_calls, "weights": dg.MetadataValue.md(_markdown(weights))}, partition_key=t.key)
-            track(mlflow, t, metrics={"contributors": len(weights), "impact_lm_calls": measured.lm_calls})
         return out
 
     @dg.asset(partitions_def=partitions, group_name=GROUP, pool=REGISTRY_POOL, kinds={"ethereum"})
@@ -285,9 +225,3 @@ def _dataset_hash(table: pl.DataFrame) -> str:
 
     lines = sorted(f"{h}:{s}" for h, s in table.select("trace_hash", "split").iter_rows()) if len(table) else []
     return "0x" + keccak(text="\n".join(lines)).hex()
-
-
-def _markdown(table: pl.DataFrame) -> str:
-    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
-    lines += ["| " + " | ".join(str(v) for v in row) + " |" for row in table.iter_rows()]
-    return "\n".join(lines)

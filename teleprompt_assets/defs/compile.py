@@ -1,25 +1,19 @@
-"""``compiled_program``: a graph-backed asset that compiles each program of the run in its own step.
-
-An asset is one step per run, so the programs a run holds would otherwise compile one after
-another. Here one op lists the run's program × day partitions as dynamic outputs, ``compile_program``
-is mapped over them (one step each: the multiprocess executor runs them side by side, and the retry
-policy retries only the program whose LM failed), and ``collect_compiled`` gathers the results into
-the asset and its blocking ``prompt_quality`` check.
+"""``compiled_program``: each program of the run compiles in its own step (``defs/fanout.py``), and
+``collect_compiled`` gathers them into the asset and its blocking ``prompt_quality`` check.
 """
 
 import json
 import os
-import re
 import time
-from collections.abc import Iterator
 
 import dagster as dg
 import polars as pl
 
 from teleprompt_assets import datasets, metrics, optimize, prompt_quality, registry, usage
 from teleprompt_assets.defs.checks import Verdict, combined_check
+from teleprompt_assets.defs.fanout import collect_into, programs_in_run, staged
 from teleprompt_assets.defs.io import ByPartition
-from teleprompt_assets.defs.partitions import target_of, targets
+from teleprompt_assets.defs.partitions import target_of
 from teleprompt_assets.defs.resources import TelepromptResource
 from teleprompt_assets.defs.run_tracking import Tracking, track
 from teleprompt_assets.lm import build_lm
@@ -27,20 +21,6 @@ from teleprompt_assets.lm import build_lm
 ASSET = "compiled_program"
 CHECK = dg.AssetCheckSpec("prompt_quality", asset=ASSET, blocking=True,
                           description="demos complete, unique, from accepted training traces only; instructions present; prompt within budget")
-
-
-def _mapping_key(key: str) -> str:
-    t = target_of(key)
-    return re.sub(r"\W", "_", f"{t.program}__{t.day}")
-
-
-@dg.op(out=dg.DynamicOut(str))
-def programs_in_run(context: dg.OpExecutionContext, training_set: ByPartition) -> Iterator[dg.DynamicOutput[str]]:
-    """One output per program × day of the run, each compiled by its own step."""
-    for t in targets(context):
-        if t.key not in training_set:
-            raise dg.Failure(description=f"training_set {t.key} was not loaded")
-        yield dg.DynamicOutput(t.key, mapping_key=_mapping_key(t.key))
 
 
 def _retry_policy() -> dg.RetryPolicy:
@@ -90,20 +70,17 @@ def compile_program(context: dg.OpExecutionContext, teleprompt: TelepromptResour
     compiled = {"program": t.program, "state": result.state, "program_hash": prog_hash, "demos": demos, "demo_pool": pool, "optimizer": config.optimizer.model_dump(),
                 "warm_start_from": None if teacher is None else "champion", "usage": figures, "metric": method,
                 "data_traces": table.filter(pl.col("split") == "train").select("trace_id", "trace_hash", "contributor", "feedback").to_dicts()}
-    return {"key": key, "compiled": compiled, "metadata": {"optimizer": config.optimizer.name, "program_hash": prog_hash, "lm": lm.model, **figures},
-            "check": {"passed": check.passed, "problems": check.problems, "prompt_tokens": check.prompt_tokens}}
+    return staged(key, compiled, {"optimizer": config.optimizer.name, "program_hash": prog_hash, "lm": lm.model, **figures}) | {
+        "check": {"passed": check.passed, "problems": check.problems, "prompt_tokens": check.prompt_tokens}}
 
 
 @dg.op(out={"result": dg.Out(), CHECK.get_python_identifier(): dg.Out()})
 def collect_compiled(context: dg.AssetExecutionContext, compiled: list[dict]):
     """The run's compiled programs as the asset, and one prompt_quality verdict over them."""
-    out, verdicts = ByPartition(), []
+    out, verdicts = collect_into(context, compiled), []
     for item in sorted(compiled, key=lambda c: c["key"]):
-        t = target_of(item["key"])
-        out[t.key] = item["compiled"]
-        context.add_asset_metadata(item["metadata"], partition_key=t.key)
         check = item["check"]
-        verdicts.append(Verdict(t, check["passed"], {
+        verdicts.append(Verdict(target_of(item["key"]), check["passed"], {
             "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in check["problems"]) or "none"),
             **{f"prompt_tokens_{name}": n for name, n in check["prompt_tokens"].items()}}))
     yield dg.Output(out, "result")

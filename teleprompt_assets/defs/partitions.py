@@ -42,6 +42,12 @@ def window_mapping(window_days: int) -> dg.MultiPartitionMapping:
     })
 
 
+def window_label(day: str, window_days: int) -> str:
+    """``first..last`` day of the training window ending on ``day`` (tags, metadata, registry lookups)."""
+    end = date.fromisoformat(day)
+    return f"{(end - timedelta(days=window_days - 1)).isoformat()}..{day}"
+
+
 def key_of(program: str, day: str) -> str:
     return str(dg.MultiPartitionKey({DATE: day, PROGRAM: program}))
 

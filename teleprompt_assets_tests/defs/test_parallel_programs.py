@@ -1,5 +1,6 @@
 """Both sample programs optimize in one run of ``optimize_program``, side by side under the
-multiprocess executor, launched the way an operator does (``teleprompt run``, its own process)."""
+multiprocess executor, launched the way an operator does (``teleprompt run``, its own process).
+Up to 4 parallel steps here: evaluation and rewards (two programs each) become ready together."""
 
 import os
 import subprocess
@@ -31,7 +32,7 @@ def parallel_run(tmp_path_factory):
         for program in PROGRAMS:
             seed_program(settings, specs[program], END, days=1, per_day=30, seed=1)
         # offline LM calls wait as a hosted LM's do, so each compile takes seconds and the overlap shows
-        env = dict(os.environ) | {"DAGSTER_HOME": str(home / "dagster"), "TELEPROMPT_MAX_PARALLEL_STEPS": "2", "TELEPROMPT_OFFLINE_LATENCY_MS": "100"}
+        env = dict(os.environ) | {"DAGSTER_HOME": str(home / "dagster"), "TELEPROMPT_MAX_PARALLEL_STEPS": "4", "TELEPROMPT_OFFLINE_LATENCY_MS": "100"}
         done = subprocess.run([sys.executable, "-m", "teleprompt_assets.cli", "run", "--date", END.isoformat()],
                               cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stderr[-4000:]
@@ -58,14 +59,15 @@ def test_one_run_holds_both_programs(parallel_run):
     assert done == {(asset, f"{END.isoformat()}|{program}") for asset in ASSETS for program in PROGRAMS}
 
 
-def test_the_programs_compile_in_parallel_processes(parallel_run):
+@pytest.mark.parametrize("stage", ["compiled_program.compile_program", "evaluation_report.evaluate_program", "contributor_rewards.reward_program"])
+def test_the_programs_go_through_the_lm_stages_in_parallel_processes(parallel_run, stage):
     _, _, _, events = parallel_run
     assert any("multiprocess executor" in (e.message or "") for e in events)
     alive, finished = _steps(events, "STEP_WORKER_STARTED"), _steps(events, "STEP_SUCCESS")
-    compiles = sorted(k for k in alive if k.startswith("compiled_program.compile_program["))
-    assert compiles == [f"compiled_program.compile_program[{p}__{END.isoformat().replace('-', '_')}]" for p in PROGRAMS]
-    a, b = compiles
-    # both step processes were up before either compile finished: they ran side by side, not in turn
+    steps = sorted(k for k in alive if k.startswith(stage + "["))
+    assert steps == [f"{stage}[{p}__{END.isoformat().replace('-', '_')}]" for p in PROGRAMS]
+    a, b = steps
+    # both step processes were up before either finished: they ran side by side, not in turn
     assert max(alive[a].timestamp, alive[b].timestamp) < min(finished[a].timestamp, finished[b].timestamp)
     assert alive[a].dagster_event.pid != alive[b].dagster_event.pid
 
