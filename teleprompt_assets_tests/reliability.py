@@ -285,8 +285,9 @@ def use_lm(mode: str, delay_s: float = 0.0, setattr_: Callable[[Any, str, Any], 
     """Make every step of the pipeline build the faulty LM (``setattr_``: a monkeypatch's, in tests)."""
     import teleprompt_assets.defs.compile as compile_
     import teleprompt_assets.defs.evaluation as evaluation
+    import teleprompt_assets.defs.rewards as rewards
 
-    for module in (compile_, evaluation):
+    for module in (compile_, evaluation, rewards):
         setattr_(module, "build_lm", lambda *args, **kwargs: faulty_lm(mode, delay_s))
 
 

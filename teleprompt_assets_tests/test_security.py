@@ -274,6 +274,7 @@ def keyed_lm(api_key: str) -> dspy.LM:
 def swept() -> Iterator[Swept]:
     import teleprompt_assets.defs.compile as compile_
     import teleprompt_assets.defs.evaluation as evaluation
+    import teleprompt_assets.defs.rewards as rewards
     from teleprompt_assets.settings import load_settings
     from teleprompt_assets.tracking import connect
 
@@ -290,7 +291,7 @@ def swept() -> Iterator[Swept]:
     previous_lm = dspy.settings.lm
     try:
         with environment(env), pytest.MonkeyPatch.context() as patch, dg.instance_for_test(temp_dir=str(dagster_home)) as instance:
-            for module in (compile_, evaluation):
+            for module in (compile_, evaluation, rewards):
                 patch.setattr(module, "build_lm", lambda *args, **kwargs: lm)
             dspy.configure(lm=lm)  # a global LM is what log_model would pickle, were the registry not to unset it
             with captured_output() as lines:

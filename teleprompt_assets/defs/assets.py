@@ -8,18 +8,36 @@ step per program instead (``defs/fanout.py``), so a run's programs go through th
 
 import json
 import time
-from datetime import date, datetime, time as dtime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
+from datetime import time as dtime
 
 import dagster as dg
 import polars as pl
 
-from teleprompt_assets import attest, attribution, datasets, evaluate, optimize, quality, registry, share, traces
+from teleprompt_assets import (
+    attest,
+    attribution,
+    datasets,
+    evaluate,
+    optimize,
+    quality,
+    registry,
+    share,
+    traces,
+)
 from teleprompt_assets.defs.checks import Verdict, combined_check
 from teleprompt_assets.defs.compile import build_compiled_program
-from teleprompt_assets.defs.evaluation import build_evaluation_assets
+from teleprompt_assets.defs.evaluation import build_evaluation_report
 from teleprompt_assets.defs.io import ByPartition
-from teleprompt_assets.defs.partitions import Target, targets, window_label, window_mapping, window_of
+from teleprompt_assets.defs.partitions import (
+    Target,
+    targets,
+    window_label,
+    window_mapping,
+    window_of,
+)
 from teleprompt_assets.defs.resources import TelepromptResource
+from teleprompt_assets.defs.rewards import build_contributor_rewards
 from teleprompt_assets.defs.run_tracking import Tracking, track
 from teleprompt_assets.keys import load_attester
 
@@ -101,7 +119,8 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
 
     compiled_program = build_compiled_program(partitions, GROUP)
 
-    evaluation_report, contributor_rewards = build_evaluation_assets(partitions, GROUP)
+    evaluation_report = build_evaluation_report(partitions, GROUP)
+    contributor_rewards = build_contributor_rewards(partitions, GROUP)
 
     @dg.asset(
         partitions_def=partitions, group_name=GROUP, pool=REGISTRY_POOL, kinds={"mlflow"},

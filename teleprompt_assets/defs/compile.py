@@ -9,7 +9,14 @@ import time
 import dagster as dg
 import polars as pl
 
-from teleprompt_assets import datasets, metrics, optimize, prompt_quality, registry, usage
+from teleprompt_assets import (
+    datasets,
+    metrics,
+    optimize,
+    prompt_quality,
+    registry,
+    usage,
+)
 from teleprompt_assets.defs.checks import Verdict, combined_check
 from teleprompt_assets.defs.fanout import collect_into, programs_in_run, staged
 from teleprompt_assets.defs.io import ByPartition

@@ -7,8 +7,8 @@ executor, as the daily schedule launches it.
 
 import os
 import time
-from pathlib import Path
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 
 import dagster as dg
 
@@ -86,8 +86,8 @@ def demo(settings: Settings, days: int = 7, per_day: int = 40) -> list[dict]:
     window = [(end - timedelta(days=i)).isoformat() for i in reversed(range(days))]
     from teleprompt_assets.definitions import INGEST_JOB, build_definitions
     from teleprompt_assets.seed import SEEDERS, seed_program
-    from teleprompt_assets.tracking import connect, experiment_id
     from teleprompt_assets.traces import count_by_day
+    from teleprompt_assets.tracking import connect, experiment_id
 
     defs = build_definitions()
     client = connect(settings)

@@ -1,20 +1,15 @@
-"""``evaluation_report`` and ``contributor_rewards``: the LM-bound stages after compilation, one step
-per program of the run (``defs/fanout.py``), so a run's programs are scored side by side."""
-
-from fractions import Fraction
+"""``evaluation_report``: baseline against candidate, one step per program of the run
+(``defs/fanout.py``), so a run's programs are scored side by side."""
 
 import dagster as dg
-import polars as pl
 
-from teleprompt_assets import attribution, datasets, evaluate, impact, metrics, optimize, registry, report
+from teleprompt_assets import datasets, evaluate, metrics, optimize, registry, report
 from teleprompt_assets.defs.fanout import collector, programs_in_run, staged
 from teleprompt_assets.defs.io import ByPartition
 from teleprompt_assets.defs.partitions import target_of, window_label
 from teleprompt_assets.defs.resources import TelepromptResource
 from teleprompt_assets.defs.run_tracking import Tracking, track
 from teleprompt_assets.lm import build_lm
-
-REWARDS_SCHEMA = {"contributor": pl.String, "traces": pl.Int64, "demos": pl.Int64, "impact": pl.Int64, "weight_ppm": pl.Int64}
 
 
 @dg.op
@@ -44,40 +39,8 @@ def evaluate_program(context: dg.OpExecutionContext, teleprompt: TelepromptResou
     }, markdown=("ab_report",), as_json=("evaluation_method",))
 
 
-@dg.op
-def reward_program(teleprompt: TelepromptResource, mlflow: Tracking, key: str, training_set: ByPartition, compiled_program: ByPartition) -> dict:
-    """Reward weights (ppm, summing to 1,000,000): volume, outcome quality and leave-one-out demo impact."""
-    t, table, compiled = target_of(key), training_set[key], compiled_program[key]
-    spec = teleprompt.spec(t.program)
-    config = teleprompt.project().rewards
-    measured = impact.demo_impact(optimize.load_state(spec, compiled["state"]), datasets.examples(table, spec, "holdout"),
-                                  metrics.window_metric(spec, table)[0], build_lm(), config.impact_budget)
-    credit: dict[str, Fraction] = {}
-    for (_, _, units), demo in zip(measured.credits, compiled["demos"], strict=True):
-        if demo["contributor"]:
-            credit[demo["contributor"]] = credit.get(demo["contributor"], Fraction(0)) + units
-    weights = attribution.reward_weights(
-        [(d["contributor"], d["feedback"]) for d in compiled["data_traces"]],
-        [d["contributor"] for d in compiled["demos"] if d["contributor"]], credit, config,
-    )
-    rows = [{"contributor": r.contributor, "traces": r.traces, "demos": r.demos, "impact": int(r.impact), "weight_ppm": r.weight_ppm} for r in weights]
-    track(mlflow, t, metrics={"contributors": len(rows), "impact_lm_calls": measured.lm_calls})
-    return staged(key, rows, {
-        "contributors": len(rows), "weight_sum_ppm": sum(r["weight_ppm"] for r in rows),
-        "impact_method": f"{measured.method} on {measured.examples_used}/{measured.examples_total} holdout examples",
-        "impact_lm_calls": measured.lm_calls, "weights": _markdown(rows),
-    }, markdown=("weights",))
-
-
-def _markdown(rows: list[dict]) -> str:
-    columns = list(REWARDS_SCHEMA)
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    return "\n".join(lines + ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows])
-
-
-def build_evaluation_assets(partitions: dg.PartitionsDefinition, group: str) -> list[dg.AssetsDefinition]:
+def build_evaluation_report(partitions: dg.PartitionsDefinition, group: str) -> dg.AssetsDefinition:
     collect_evaluations = collector("evaluation_report")
-    collect_rewards = collector("contributor_rewards", lambda rows: pl.DataFrame(rows, schema=REWARDS_SCHEMA))
 
     @dg.graph_asset(partitions_def=partitions, group_name=group, kinds={"dspy"},
                     description="Baseline (champion, else uncompiled) vs candidate on the same holdout; DeltaOne decided exactly. One step per program.")
@@ -85,10 +48,4 @@ def build_evaluation_assets(partitions: dg.PartitionsDefinition, group: str) -> 
         keys = programs_in_run(training_set)
         return collect_evaluations(keys.map(lambda key: evaluate_program(key, training_set, compiled_program)).collect())
 
-    @dg.graph_asset(partitions_def=partitions, group_name=group, kinds={"polars"},
-                    description="Reward weights (ppm, summing to 1,000,000): volume, outcome quality and leave-one-out demo impact. One step per program.")
-    def contributor_rewards(training_set, compiled_program):
-        keys = programs_in_run(training_set)
-        return collect_rewards(keys.map(lambda key: reward_program(key, training_set, compiled_program)).collect())
-
-    return [evaluation_report, contributor_rewards]
+    return evaluation_report

@@ -13,7 +13,10 @@ from datetime import date, timedelta
 from typing import Any, NamedTuple
 
 import dagster as dg
-from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
+from dagster._core.storage.tags import (
+    ASSET_PARTITION_RANGE_END_TAG,
+    ASSET_PARTITION_RANGE_START_TAG,
+)
 
 DATE = "date"
 PROGRAM = "program"
