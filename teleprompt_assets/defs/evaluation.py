@@ -4,7 +4,7 @@
 import dagster as dg
 
 from teleprompt_assets import datasets, evaluate, metrics, optimize, registry, report
-from teleprompt_assets.defs.fanout import collector, programs_in_run, staged
+from teleprompt_assets.defs.fanout import collector, per_program_asset, staged
 from teleprompt_assets.defs.io import ByPartition
 from teleprompt_assets.defs.partitions import target_of, window_label
 from teleprompt_assets.defs.resources import TelepromptResource
@@ -40,12 +40,5 @@ def evaluate_program(context: dg.OpExecutionContext, teleprompt: TelepromptResou
 
 
 def build_evaluation_report(partitions: dg.PartitionsDefinition, group: str) -> dg.AssetsDefinition:
-    collect_evaluations = collector("evaluation_report")
-
-    @dg.graph_asset(partitions_def=partitions, group_name=group, kinds={"dspy"},
-                    description="Baseline (champion, else uncompiled) vs candidate on the same holdout; DeltaOne decided exactly. One step per program.")
-    def evaluation_report(training_set, compiled_program):
-        keys = programs_in_run(training_set)
-        return collect_evaluations(keys.map(lambda key: evaluate_program(key, training_set, compiled_program)).collect())
-
-    return evaluation_report
+    return per_program_asset("evaluation_report", evaluate_program, collector("evaluation_report"), partitions=partitions, group=group, kinds={"dspy"},
+                             description="Baseline (champion, else uncompiled) vs candidate on the same holdout; DeltaOne decided exactly. One step per program.")

@@ -59,3 +59,15 @@ def collector(asset: str, value: Callable[[Any], Any] = lambda v: v) -> dg.OpDef
 
     collect.__doc__ = f"The run's per-program results as {asset}."
     return collect
+
+
+def per_program_asset(name: str, stage: dg.OpDefinition, collect: dg.OpDefinition, *, partitions: dg.PartitionsDefinition,
+                      group: str, kinds: set[str], description: str) -> dg.AssetsDefinition:
+    """A graph-backed asset reading (training_set, compiled_program) that maps ``stage`` over the run's programs."""
+
+    @dg.graph_asset(name=name, partitions_def=partitions, group_name=group, kinds=kinds, description=description)
+    def per_program(training_set, compiled_program):
+        keys = programs_in_run(training_set)
+        return collect(keys.map(lambda key: stage(key, training_set, compiled_program)).collect())
+
+    return per_program

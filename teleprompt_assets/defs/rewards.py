@@ -7,7 +7,7 @@ import dagster as dg
 import polars as pl
 
 from teleprompt_assets import attribution, datasets, impact, metrics, optimize
-from teleprompt_assets.defs.fanout import collector, programs_in_run, staged
+from teleprompt_assets.defs.fanout import collector, per_program_asset, staged
 from teleprompt_assets.defs.io import ByPartition
 from teleprompt_assets.defs.partitions import target_of
 from teleprompt_assets.defs.resources import TelepromptResource
@@ -49,12 +49,6 @@ def _markdown(rows: list[dict]) -> str:
 
 
 def build_contributor_rewards(partitions: dg.PartitionsDefinition, group: str) -> dg.AssetsDefinition:
-    collect_rewards = collector("contributor_rewards", lambda rows: pl.DataFrame(rows, schema=REWARDS_SCHEMA))
-
-    @dg.graph_asset(partitions_def=partitions, group_name=group, kinds={"polars"},
-                    description="Reward weights (ppm, summing to 1,000,000): volume, outcome quality and leave-one-out demo impact. One step per program.")
-    def contributor_rewards(training_set, compiled_program):
-        keys = programs_in_run(training_set)
-        return collect_rewards(keys.map(lambda key: reward_program(key, training_set, compiled_program)).collect())
-
-    return contributor_rewards
+    collect = collector("contributor_rewards", lambda rows: pl.DataFrame(rows, schema=REWARDS_SCHEMA))
+    return per_program_asset("contributor_rewards", reward_program, collect, partitions=partitions, group=group, kinds={"polars"},
+                             description="Reward weights (ppm, summing to 1,000,000): volume, outcome quality and leave-one-out demo impact. One step per program.")
