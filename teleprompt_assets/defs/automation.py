@@ -1,10 +1,10 @@
 """Automation: the optimization-cycle schedule (daily, weekly or monthly) and the new-traces sensor.
 
 Daily partitions close at midnight UTC. The schedule runs the day after a cycle's last day closes and
-optimizes every program on that day in one run (their compiles are parallel steps); ``training_set``
-reaches back ``window_days`` from it. Trigger
-conditions (``automation.min_new_traces`` over the cycle's period, ``automation.min_window_traces``
-over the training window) skip a program with a visible reason. The sensor re-counts a lookback
+optimizes every program on that day in one run (each program's LM-bound steps run in parallel, see
+``defs/fanout.py``); ``training_set`` reaches back ``window_days`` from it. Trigger conditions
+(``automation.min_new_traces`` over the cycle's period, ``automation.min_window_traces`` over the
+training window) skip a program with a visible reason. The sensor re-counts a lookback
 window of closed days so traces that arrive late for an older day trigger a re-run of that day
 (run keys carry the count, so a count is acted on once). Settings: docs/operations.md.
 """
