@@ -80,3 +80,38 @@ def test_each_program_gets_its_own_version_from_the_same_run(parallel_run):
         [version] = client.search_model_versions(f"name = '{specs[program].registered_model_name}'")
         assert version.tags["dagster_run_id"] == run.run_id
         assert version.tags["partition"] == f"{END.isoformat()}|{program}"
+
+
+def test_one_programs_regression_does_not_hold_back_the_others(parallel_run, tmp_path):
+    """In a run of both, ticket_router regresses (an optimizer that keeps no demos): its version is
+    registered and kept out of serving; the gate warns instead of failing the run, and outreach_reply
+    goes on through promotion and attestation."""
+    import yaml
+
+    from teleprompt_assets.definitions import OPTIMIZE_JOB, build_definitions
+    from teleprompt_assets.defs.partitions import run_tags
+
+    settings, _, _, _ = parallel_run
+    config = yaml.safe_load((REPO / "teleprompt.yaml").read_text())
+    config["programs"]["ticket_router"]["optimizer"] = {"name": "LabeledFewShot", "params": {"k": 0}}
+    path = tmp_path / "teleprompt.yaml"
+    path.write_text(yaml.safe_dump(config))
+    os.environ["TELEPROMPT_CONFIG"] = str(path)
+    try:
+        job = build_definitions().resolve_job_def(OPTIMIZE_JOB)
+        with dg.instance_for_test() as instance:
+            result = job.execute_in_process(instance=instance, tags=run_tags(job.partitions_def, PROGRAMS, END.isoformat()), raise_on_error=False)
+    finally:
+        os.environ["TELEPROMPT_CONFIG"] = str(REPO / "teleprompt.yaml")
+    assert result.success
+    [gate] = [e.event_specific_data for e in result.all_events
+              if e.event_type_value == "ASSET_CHECK_EVALUATION" and e.event_specific_data.check_name == "no_regression"]
+    assert not gate.passed and gate.severity == dg.AssetCheckSeverity.WARN and gate.description.startswith("ticket_router: C=")
+    champions = result.output_for_node("champion_alias")
+    assert champions[f"{END.isoformat()}|ticket_router"]["champion_version"] == 1
+    assert not champions[f"{END.isoformat()}|ticket_router"]["champion"]
+    assert champions[f"{END.isoformat()}|outreach_reply"]["champion"]
+    attested = result.output_for_node("deltaone_attestation")
+    assert attested[f"{END.isoformat()}|ticket_router"] == {"attested": False, "reason": "DeltaOne not reached"}
+    client = MlflowClient(settings.tracking_uri, settings.registry_uri)
+    assert sorted(int(v.version) for v in client.search_model_versions("name = 'teleprompt-ticket_router'")) == [1, 2]
