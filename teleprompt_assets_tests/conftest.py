@@ -1,4 +1,5 @@
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -52,3 +53,20 @@ def _no_stale_dagster_defs_state():
 
     _current_storage.set(None)
     yield
+
+
+@contextmanager
+def project_config(dest: Path, program: str, **fields):
+    """``teleprompt.yaml`` with ``program``'s ``fields`` replaced, as ``TELEPROMPT_CONFIG`` for the block."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "teleprompt.yaml").read_text())
+    config["programs"][program].update(fields)
+    path = dest / "teleprompt.yaml"
+    path.write_text(yaml.safe_dump(config))
+    previous = os.environ.get("TELEPROMPT_CONFIG")
+    os.environ["TELEPROMPT_CONFIG"] = str(path)
+    try:
+        yield path
+    finally:
+        os.environ["TELEPROMPT_CONFIG"] = previous if previous is not None else str(REPO / "teleprompt.yaml")

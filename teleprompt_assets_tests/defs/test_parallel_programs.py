@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from teleprompt_assets.programs import load_project
 from teleprompt_assets.seed import seed_program
 from teleprompt_assets.settings import load_settings
-from teleprompt_assets_tests.conftest import REPO, set_env
+from teleprompt_assets_tests.conftest import REPO, project_config, set_env
 
 END = date(2026, 9, 14)
 PROGRAMS = ["outreach_reply", "ticket_router"]
@@ -86,23 +86,13 @@ def test_one_programs_regression_does_not_hold_back_the_others(parallel_run, tmp
     """In a run of both, ticket_router regresses (an optimizer that keeps no demos): its version is
     registered and kept out of serving; the gate warns instead of failing the run, and outreach_reply
     goes on through promotion and attestation."""
-    import yaml
-
     from teleprompt_assets.definitions import OPTIMIZE_JOB, build_definitions
     from teleprompt_assets.defs.partitions import run_tags
 
     settings, _, _, _ = parallel_run
-    config = yaml.safe_load((REPO / "teleprompt.yaml").read_text())
-    config["programs"]["ticket_router"]["optimizer"] = {"name": "LabeledFewShot", "params": {"k": 0}}
-    path = tmp_path / "teleprompt.yaml"
-    path.write_text(yaml.safe_dump(config))
-    os.environ["TELEPROMPT_CONFIG"] = str(path)
-    try:
+    with project_config(tmp_path, "ticket_router", optimizer={"name": "LabeledFewShot", "params": {"k": 0}}), dg.instance_for_test() as instance:
         job = build_definitions().resolve_job_def(OPTIMIZE_JOB)
-        with dg.instance_for_test() as instance:
-            result = job.execute_in_process(instance=instance, tags=run_tags(job.partitions_def, PROGRAMS, END.isoformat()), raise_on_error=False)
-    finally:
-        os.environ["TELEPROMPT_CONFIG"] = str(REPO / "teleprompt.yaml")
+        result = job.execute_in_process(instance=instance, tags=run_tags(job.partitions_def, PROGRAMS, END.isoformat()), raise_on_error=False)
     assert result.success
     [gate] = [e.event_specific_data for e in result.all_events
               if e.event_type_value == "ASSET_CHECK_EVALUATION" and e.event_specific_data.check_name == "no_regression"]

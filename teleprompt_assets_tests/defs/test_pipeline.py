@@ -20,7 +20,7 @@ from teleprompt_assets.registry import CHAMPION
 from teleprompt_assets.seed import seed_ticket_router
 from teleprompt_assets.settings import load_settings
 from teleprompt_assets.tracking import connect
-from teleprompt_assets_tests.conftest import set_env
+from teleprompt_assets_tests.conftest import project_config, set_env
 
 ATTESTER_KEY = "0x8f2a55949038a9610f50fb23b5883af3b4ecb3c3bb792cbcefbd1542c692be63"
 API_KEY = "sk-teleprompt-test-not-a-real-key-4242"
@@ -191,22 +191,13 @@ def test_cli_status_reports_the_champion_and_attestation(pipeline, capsys):
 
 def test_a_prompt_over_budget_stops_the_run_before_evaluation(pipeline, tmp_path):
     """The prompt_quality check is emitted by the compile graph's last op; failing, it blocks what follows."""
-    import yaml
-
     from teleprompt_assets.definitions import OPTIMIZE_JOB
-    from teleprompt_assets.defs.partitions import DATE, PROGRAM
+    from teleprompt_assets.defs.partitions import key_of
 
     settings, first, _, client, instance = pipeline
-    config = yaml.safe_load(Path(os.environ["TELEPROMPT_CONFIG"]).read_text())
-    config["programs"]["ticket_router"]["prompt_token_budget"] = 5
-    path = tmp_path / "teleprompt.yaml"
-    path.write_text(yaml.safe_dump(config))
-    os.environ["TELEPROMPT_CONFIG"] = str(path)
-    try:
+    with project_config(tmp_path, "ticket_router", prompt_token_budget=5):
         job = build_definitions().resolve_job_def(OPTIMIZE_JOB)
-        result = job.execute_in_process(instance=instance, partition_key=dg.MultiPartitionKey({DATE: END.isoformat(), PROGRAM: "ticket_router"}), raise_on_error=False)
-    finally:
-        os.environ["TELEPROMPT_CONFIG"] = str(Path(__file__).resolve().parents[2] / "teleprompt.yaml")
+        result = job.execute_in_process(instance=instance, partition_key=key_of("ticket_router", END.isoformat()), raise_on_error=False)
     assert not result.success
     [gate] = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION" and e.event_specific_data.check_name == "prompt_quality"]
     assert not gate.passed and "budget" in gate.metadata["problems"].value
@@ -219,22 +210,13 @@ def test_a_prompt_over_budget_stops_the_run_before_evaluation(pipeline, tmp_path
 
 def test_a_regressing_candidate_is_registered_but_blocked_from_serving(pipeline, tmp_path):
     """Last in the module: it adds a version. An optimizer that keeps no demos scores below v1."""
-    import yaml
-
     from teleprompt_assets.definitions import OPTIMIZE_JOB
-    from teleprompt_assets.defs.partitions import DATE, PROGRAM
+    from teleprompt_assets.defs.partitions import key_of
 
     settings, first, _, client, instance = pipeline
-    config = yaml.safe_load(Path(os.environ["TELEPROMPT_CONFIG"]).read_text())
-    config["programs"]["ticket_router"]["optimizer"] = {"name": "LabeledFewShot", "params": {"k": 0}}
-    path = tmp_path / "teleprompt.yaml"
-    path.write_text(yaml.safe_dump(config))
-    os.environ["TELEPROMPT_CONFIG"] = str(path)
-    try:
+    with project_config(tmp_path, "ticket_router", optimizer={"name": "LabeledFewShot", "params": {"k": 0}}):
         job = build_definitions().resolve_job_def(OPTIMIZE_JOB)
-        result = job.execute_in_process(instance=instance, partition_key=dg.MultiPartitionKey({DATE: END.isoformat(), PROGRAM: "ticket_router"}), raise_on_error=False)
-    finally:
-        os.environ["TELEPROMPT_CONFIG"] = str(Path(__file__).resolve().parents[2] / "teleprompt.yaml")
+        result = job.execute_in_process(instance=instance, partition_key=key_of("ticket_router", END.isoformat()), raise_on_error=False)
     assert not result.success
     checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
     gate = next(c for c in checks if c.check_name == "no_regression")
