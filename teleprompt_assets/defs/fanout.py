@@ -53,11 +53,10 @@ def collect_into(context: dg.AssetExecutionContext, items: list[dict], value: Ca
 
 
 def collector(asset: str, value: Callable[[Any], Any] = lambda v: v) -> dg.OpDefinition:
-    @dg.op(name=f"collect_{asset}")
+    @dg.op(name=f"collect_{asset}", description=f"The run's per-program results as {asset}.")
     def collect(context: dg.AssetExecutionContext, items: list[dict]) -> ByPartition:
         return collect_into(context, items, value)
 
-    collect.__doc__ = f"The run's per-program results as {asset}."
     return collect
 
 
