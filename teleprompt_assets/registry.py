@@ -277,8 +277,10 @@ def _complete_promotion(client: MlflowClient, name: str, current: ModelVersion, 
     if before:
         try:
             demoted = client.get_model_version(name, before)
-        except MlflowException:
-            return
+        except MlflowException as exc:
+            if absent(exc):  # the old champion was deleted since: nothing left to mark
+                return
+            raise
         if not demoted.tags.get("demoted_at"):
             client.set_model_version_tag(name, before, "demoted_at", promoted_at)
 

@@ -119,3 +119,37 @@ def test_champion_loads_with_the_mlflow_dspy_flavor(reg):
     with dspy.context(lm=offline_lm()):
         answers = {tuple(p(message=ex.message).queue for ex in tickets[60:]) for p in (compiled.program, served, champion)}
     assert len(answers) == 1 and sum(a == ex.queue for a, ex in zip(answers.pop(), tickets[60:])) >= 8
+
+
+def test_completing_a_promotion_fails_on_a_registry_error_but_not_on_a_missing_version(reg, monkeypatch):
+    """A re-run completes a promotion a crash left half-recorded (alias moved, old champion not yet
+    marked demoted). A registry that does not answer must fail it, not be taken for "no such version"."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INTERNAL_ERROR, RESOURCE_DOES_NOT_EXIST
+
+    client, spec, _ = reg
+    name = spec.registered_model_name
+    v1, v2 = _register(reg, "shipping"), _register(reg, "billing", window="w2")
+    registry.promote(client, name, v1.version, "first")
+    real_tag = client.set_model_version_tag
+
+    def crash_before_demoting(model, version, key, value):
+        if key == "demoted_at":
+            raise KeyboardInterrupt("killed")
+        return real_tag(model, version, key, value)
+
+    monkeypatch.setattr(client, "set_model_version_tag", crash_before_demoting)
+    with pytest.raises(KeyboardInterrupt):
+        registry.promote(client, name, v2.version, "second")
+    monkeypatch.setattr(client, "set_model_version_tag", real_tag)
+    assert "demoted_at" not in client.get_model_version(name, str(v1.version)).tags
+
+    real_get = client.get_model_version
+    monkeypatch.setattr(client, "get_model_version", lambda *a: (_ for _ in ()).throw(MlflowException("server error", error_code=INTERNAL_ERROR)))
+    with pytest.raises(MlflowException, match="server error"):
+        registry.promote(client, name, v2.version, "second")
+    monkeypatch.setattr(client, "get_model_version", lambda *a: (_ for _ in ()).throw(MlflowException("gone", error_code=RESOURCE_DOES_NOT_EXIST)))
+    registry.promote(client, name, v2.version, "second")  # the old champion was deleted: nothing to mark
+    monkeypatch.setattr(client, "get_model_version", real_get)
+    registry.promote(client, name, v2.version, "second")
+    assert client.get_model_version(name, str(v1.version)).tags["demoted_at"]
