@@ -101,6 +101,6 @@ def build_compiled_program(partitions: dg.PartitionsDefinition, group: str) -> d
                     description="The program recompiled by its configured teleprompter on the window's train split; one compile step per program.")
     def compiled_program(training_set):
         compile_one = compile_program.with_retry_policy(retry)
-        return collect_compiled(programs_in_run(training_set).map(lambda key: compile_one(key, training_set)).collect())
+        return collect_compiled(programs_in_run(after=training_set).map(lambda key: compile_one(key, training_set)).collect())
 
     return compiled_program

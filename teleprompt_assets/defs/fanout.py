@@ -23,12 +23,11 @@ def mapping_key(key: str) -> str:
     return re.sub(r"\W", "_", f"{t.program}__{t.day}")
 
 
-@dg.op(out=dg.DynamicOut(str))
-def programs_in_run(context: dg.OpExecutionContext, training_set: ByPartition) -> Iterator[dg.DynamicOutput[str]]:
-    """One output per program × day of the run, each handled by its own step."""
+@dg.op(ins={"after": dg.In(dg.Nothing)}, out=dg.DynamicOut(str))
+def programs_in_run(context: dg.OpExecutionContext) -> Iterator[dg.DynamicOutput[str]]:
+    """One output per program × day of the run, each handled by its own step. It waits for the
+    upstream asset (``after``) without loading it: the mapped steps load what they use."""
     for t in targets(context):
-        if t.key not in training_set:
-            raise dg.Failure(description=f"training_set {t.key} was not loaded")
         yield dg.DynamicOutput(t.key, mapping_key=mapping_key(t.key))
 
 
@@ -66,7 +65,7 @@ def per_program_asset(name: str, stage: dg.OpDefinition, collect: dg.OpDefinitio
 
     @dg.graph_asset(name=name, partitions_def=partitions, group_name=group, kinds=kinds, description=description)
     def per_program(training_set, compiled_program):
-        keys = programs_in_run(training_set)
+        keys = programs_in_run(after=training_set)
         return collect(keys.map(lambda key: stage(key, training_set, compiled_program)).collect())
 
     return per_program
