@@ -20,10 +20,25 @@ from teleprompt_assets.settings import Settings, ensure_home
 
 
 def _failure(result) -> RuntimeError:
-    failed = [e.step_key for e in result.all_events if e.is_step_failure]
+    """One line: the failed steps, each with its own reason (a ``dg.Failure``'s description, or the
+    error's message), and the description of every failed check."""
+    failures = [e for e in result.all_events if e.is_step_failure]
     checks = [e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"]
-    reasons = [f"{c.check_name}: {c.description}" for c in checks if not c.passed and c.description]
+    reasons = [f"{e.step_key}: {_step_reason(e)}" for e in failures if _step_reason(e)]
+    reasons += [f"{c.check_name}: {c.description}" for c in checks if not c.passed and c.description]
+    failed = [e.step_key for e in failures]
     return RuntimeError(f"run {result.run_id} failed at {', '.join(failed) or 'unknown step'}" + (f" ({'; '.join(reasons)})" if reasons else ""))
+
+
+def _step_reason(event) -> str:
+    data = event.event_specific_data
+    user = getattr(data, "user_failure_data", None)
+    if user is not None and user.description:
+        return user.description
+    error = getattr(data, "error", None)
+    while error is not None and error.cause is not None and (error.cls_name or "").startswith("Dagster"):
+        error = error.cause
+    return (error.message.strip().splitlines() or [""])[0][:500] if error is not None else ""
 
 
 def run_partition(defs: dg.Definitions, program: str, day: str, instance: dg.DagsterInstance, job_name: str | None = None) -> dict:
@@ -47,7 +62,7 @@ def run_partition(defs: dg.Definitions, program: str, day: str, instance: dg.Dag
     return outputs
 
 
-def run_programs(programs: list[str], day: str, instance: dg.DagsterInstance) -> dict[str, dict]:
+def run_programs(programs: list[str], day: str, instance: dg.DagsterInstance, run_config: dict | None = None) -> dict[str, dict]:
     """One run of the optimization job for ``programs`` on ``day``, under its multiprocess executor
     (each program compiles in its own step); outputs by program, then asset name."""
     from teleprompt_assets.definitions import defs, optimize_job
@@ -58,7 +73,7 @@ def run_programs(programs: list[str], day: str, instance: dg.DagsterInstance) ->
         raise ValueError(f"one run holds a range of the sorted programs; {', '.join(programs)} is not one (run {groups} separately)")
     [group] = groups
     tags = run_tags(job_def.partitions_def, group, day)
-    with dg.execute_job(dg.reconstructable(optimize_job), instance=instance, tags=tags) as result:
+    with dg.execute_job(dg.reconstructable(optimize_job), instance=instance, tags=tags, run_config=run_config) as result:
         if not result.success:
             raise _failure(result)
         run_id = result.run_id
