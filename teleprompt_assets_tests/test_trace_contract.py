@@ -33,3 +33,65 @@ def test_a_non_checksummed_contributor_is_not_corrected_in_the_detail():
     _, quarantined = trace_contract.validate(traces.raw_frame([row]), spec, now_ms=2_000)
     assert quarantined["reason"].to_list() == ["contributor_not_checksummed"]
     assert GOOD not in quarantined["detail"][0] and GOOD.lower() in quarantined["detail"][0]
+
+
+# --- one list of reason codes (issue 14, item 9) ----------------------------------------------------
+
+def _emitted_reasons() -> set[str]:
+    """Reason literals as the rules emit them: ``(code, detail)`` tuples the contract check returns
+    or picks, and the reason argument of the quality module's ``_quarantine`` / ``_cap`` calls."""
+    import ast
+    import inspect
+
+    from teleprompt_assets import quality
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(inspect.getsource(trace_contract))):
+        picked = [node.value] if isinstance(node, ast.Return) else [node.body, node.orelse] if isinstance(node, ast.IfExp) else []
+        for value in picked:
+            if isinstance(value, ast.Tuple) and isinstance(value.elts[0], ast.Constant) and isinstance(value.elts[0].value, str):
+                found.add(value.elts[0].value)
+    position = {"_quarantine": 2, "_cap": 3}
+    for node in ast.walk(ast.parse(inspect.getsource(quality))):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in position:
+            arg = node.args[position[node.func.id]]
+            if isinstance(arg, ast.Constant):
+                found.add(arg.value)
+    return found
+
+
+def _documented_reasons() -> list[str]:
+    """Codes in the first column of docs/data-quality.md's reason-code tables (``a / b`` cells hold two)."""
+    from teleprompt_assets_tests.conftest import REPO
+
+    text = (REPO / "docs" / "data-quality.md").read_text()
+    section = text[text.index("## Reason codes"):]
+    section = section[:section.find("\n## ", 1)]
+    codes = []
+    for line in section.splitlines():
+        if line.startswith("| ") and not line.startswith(("| code ", "|---")):
+            codes += [c.strip() for c in line.split("|")[1].split("/")]
+    return codes
+
+
+def test_the_reason_code_list_is_exactly_what_the_rules_emit():
+    from teleprompt_assets.quality import reason_codes
+
+    assert _emitted_reasons() == set(reason_codes())
+
+
+def test_the_docs_list_every_reason_code_once():
+    from teleprompt_assets.quality import reason_codes
+
+    documented = _documented_reasons()
+    assert len(documented) == len(set(documented)), documented
+    assert set(documented) == set(reason_codes())
+
+
+def test_the_readme_links_to_the_list_instead_of_repeating_it():
+    from teleprompt_assets.quality import reason_codes
+    from teleprompt_assets_tests.conftest import REPO
+
+    readme = (REPO / "README.md").read_text()
+    assert "docs/data-quality.md#reason-codes" in readme
+    assert [c for c in reason_codes() if f"`{c}`" in readme] == ["future_timestamp"]  # named once, as an example
