@@ -27,7 +27,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path, PurePosixPath
@@ -176,8 +176,9 @@ def register(
 ) -> RegisteredVersion:
     """Log the program (mlflow.dspy flavor + JSON state) and register it, unless already registered.
 
-    Logs into the active MLflow run when there is one (the Dagster run's, via dagster-mlflow), so the
-    version's run holds the whole pipeline run's params and metrics; otherwise starts its own run.
+    The version gets a run of its own: a child of the active MLflow run when there is one (the
+    Dagster run's, via dagster-mlflow), else a top-level run. One Dagster run may optimize several
+    programs; a shared run would hold only the last program's files under names they all use.
 
     ``artifacts`` (file name → text) travel with the version: the A/B report, the per-example
     scores, the contributor list. ``lock_dir`` (default ``TELEPROMPT_HOME/locks``) holds the
@@ -199,8 +200,8 @@ def register(
         _ensure_registered_model(client, spec)
         all_tags = {k: str(v) for k, v in tags.items()} | {"program_hash": prog_hash, "window": window, "program": spec.name}
         active = mlflow.active_run()
-        run_context = nullcontext(active) if active is not None else mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"{spec.name}:{window}")
-        with run_context as run:
+        parent = {"experiment_id": active.info.experiment_id, "nested": True} if active is not None else {"experiment_id": experiment_id}
+        with mlflow.start_run(run_name=run_name or f"{spec.name}:{window}", **parent) as run:
             mlflow.set_tags(all_tags)
             with dspy.context(lm=None):
                 info = mlflow.dspy.log_model(program, name=MODEL_ARTIFACT, pip_requirements=pip_requirements())

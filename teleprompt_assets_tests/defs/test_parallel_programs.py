@@ -105,3 +105,34 @@ def test_one_programs_regression_does_not_hold_back_the_others(parallel_run, tmp
     assert attested[f"{END.isoformat()}|ticket_router"] == {"attested": False, "reason": "DeltaOne not reached"}
     client = MlflowClient(settings.tracking_uri, settings.registry_uri)
     assert sorted(int(v.version) for v in client.search_model_versions("name = 'teleprompt-ticket_router'")) == [1, 2]
+
+
+def test_each_version_run_holds_that_versions_own_files(parallel_run, tmp_path):
+    """One Dagster run, two programs: each version's source run is a child of the Dagster run's MLflow
+    run and holds only its own files (issue 14: one shared run kept the last program's files only)."""
+    import json
+
+    from teleprompt_assets.registry import program_hash
+
+    settings, _, run, _ = parallel_run
+    client = MlflowClient(settings.tracking_uri, settings.registry_uri)
+    experiment = client.get_experiment_by_name(settings.pipeline_experiment)
+    [parent] = [r for r in client.search_runs([experiment.experiment_id], f"tags.dagster_run_id = '{run.run_id}'")
+                if "mlflow.parentRunId" not in r.data.tags]
+    specs = load_project(settings.config_path)[1]
+    seen_runs = set()
+    for program in PROGRAMS:
+        [version] = client.search_model_versions(f"name = '{specs[program].registered_model_name}'")
+        source = client.get_run(version.run_id)
+        assert source.data.tags.get("mlflow.parentRunId") == parent.info.run_id
+        assert source.data.tags["program"] == program and source.info.status == "FINISHED"
+        state = json.loads(open(client.download_artifacts(version.run_id, "program_state.json", str(tmp_path / f"{program}-s"))).read())
+        assert program_hash(state) == version.tags["program_hash"]
+        uid = version.tags.get("attestation_uid")
+        if uid:
+            bundle = client.download_artifacts(version.run_id, "attestation", str(tmp_path / program))
+            assert json.loads(open(f"{bundle}/attestation.json").read())["uid"] == uid
+        contributors = json.loads(open(client.download_artifacts(version.run_id, "contributors.json", str(tmp_path / f"{program}-c"))).read())
+        assert contributors is not None
+        seen_runs.add(version.run_id)
+    assert len(seen_runs) == len(PROGRAMS)

@@ -128,14 +128,14 @@ def test_each_dagster_run_is_a_finished_mlflow_run_holding_the_version(pipeline)
     experiment = client.get_experiment_by_name(settings.pipeline_experiment)
     assert experiment.artifact_location.startswith(settings.artifact_root.as_uri())
     runs = client.search_runs([experiment.experiment_id], f"tags.dagster_run_id = '{first['run_id']}'")
-    assert len(runs) == 1
-    run = runs[0]
+    [run] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert run.info.status == "FINISHED"
     assert run.data.metrics["ticket_router.delta_ppm"] == first["evaluation_report"]["comparison"]["delta_ppm"]  # one namespace per program
     assert run.data.tags["ticket_router.optimizer"] == "BootstrapFewShot"
     assert run.data.tags["ticket_router.attestation_uid"] == first["deltaone_attestation"]["uid"]
-    assert first["registered_version"]["run_id"] == run.info.run_id
-    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    version_run = client.get_run(first["registered_version"]["run_id"])  # the version's own child run
+    assert version_run.data.tags["mlflow.parentRunId"] == run.info.run_id and version_run.info.status == "FINISHED"
+    artifacts = {a.path for a in client.list_artifacts(version_run.info.run_id)}
     assert {"ab_report.md", "evaluation.json", "contributors.json", "program_state.json", "attestation"} <= artifacts
     unfinished = client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
     assert unfinished == []
