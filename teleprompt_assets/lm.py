@@ -15,6 +15,14 @@ Zero-shot rule, per output field:
 - ``reasoning`` answers a short sentence saying which rule fired;
 - any other text field echoes the first sentence of the first input field.
 
+Answer format. A prompt rendered by DSPy's ``JSONAdapter`` (it asks "Respond with a JSON object")
+gets its fields as one JSON object, and its demos' JSON answers are read as demos; every other
+prompt gets ``[[ ## field ## ]]`` sections. GEPA's instruction proposer talks to its reflection LM
+through the JSONAdapter (``ProposeInstruction``: ``current_instruction``, ``examples_with_feedback``
+-> ``new_instruction``), so the offline LM can be GEPA's reflection LM: by the zero-shot rule it
+proposes the first sentence of the current instruction, deterministically, and GEPA keeps whichever
+candidate scores best. It writes nothing better than what it was given; a real reflection LM does.
+
 ``TELEPROMPT_OFFLINE_LATENCY_MS`` makes every offline call wait that long before answering (the
 answer is unchanged): a hosted LM spends most of a compile waiting on the network, and that is
 what parallel compiles and time limits must be tested against.
@@ -22,6 +30,7 @@ what parallel compiles and time limits must be tested against.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -38,8 +47,10 @@ SIMILARITY_THRESHOLD = 0.35
 
 _HEADER = re.compile(r"\[\[ ## (\w+) ## \]\]")
 _OPTIONS = re.compile(r"\[\[ ## (\w+) ## \]\]\n\{\w+\}\s+# note: the value you produce must exactly match \(no extra characters\) one of: ([^\n]+)")
+_JSON_OPTIONS = re.compile(r'"(\w+)": "\{\w+\}\s+# note: the value you produce must exactly match \(no extra characters\) one of: ([^"\n]+)"')
 _WORD = re.compile(r"[a-z0-9]+")
-_RESPOND = "\n\nRespond with the corresponding output fields"
+_RESPOND = "\n\nRespond with "
+_JSON_ASKED = "a JSON object"
 
 
 def parse_fields(text: str) -> dict[str, str]:
@@ -82,20 +93,34 @@ class PromptView:
     options: dict[str, list[str]]
     demos: list[tuple[dict[str, str], dict[str, str]]]
     query: dict[str, str]
+    json_answer: bool = False
 
 
 def read_prompt(system: str, turns: list[tuple[str, str]]) -> PromptView:
     section = lambda title: re.findall(r"\d+\. `(\w+)`", system.split(title, 1)[1].split("Your ", 1)[0]) if title in system else []  # noqa: E731
     input_names = section("Your input fields are:")
     output_names = section("Your output fields are:")
-    options = {name: [o.strip() for o in opts.split(";")] for name, opts in _OPTIONS.findall(system)}
+    found = _OPTIONS.findall(system) + _JSON_OPTIONS.findall(system)
+    options = {name: [o.strip() for o in opts.split(";")] for name, opts in found}
     demos = []
     for (role_a, text_a), (role_b, text_b) in zip(turns, turns[1:]):
         if role_a == "user" and role_b == "assistant":
-            demos.append((parse_fields(text_a), parse_fields(text_b)))
-    last = turns[-1][1].split(_RESPOND, 1)[0] if turns and turns[-1][0] == "user" else ""
-    query = {k: v for k, v in parse_fields(last).items() if k in input_names}
-    return PromptView(input_names, output_names, options, demos, query)
+            demos.append((parse_fields(text_a), _json_fields(text_b) or parse_fields(text_b)))
+    last = turns[-1][1] if turns and turns[-1][0] == "user" else ""
+    body, _, request = last.rpartition(_RESPOND) if _RESPOND in last else (last, "", "")
+    query = {k: v for k, v in parse_fields(body).items() if k in input_names}
+    return PromptView(input_names, output_names, options, demos, query, request.startswith(_JSON_ASKED))
+
+
+def _json_fields(text: str) -> dict[str, str]:
+    """A demo answer the JSONAdapter rendered (a JSON object), as text per field; {} for anything else."""
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    if not isinstance(value, dict):
+        return {}
+    return {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}
 
 
 def _input_text(fields: dict[str, str], names: list[str]) -> str:
@@ -166,6 +191,10 @@ def render(fields: dict[str, str]) -> str:
     return f"{body}\n\n[[ ## completed ## ]]"
 
 
+def render_json(fields: dict[str, str]) -> str:
+    return json.dumps(fields, ensure_ascii=False)
+
+
 @dataclass
 class OfflineEngine:
     """A DSPy engine (``complete(Request) -> Response``) backed by :func:`answer`."""
@@ -180,7 +209,8 @@ class OfflineEngine:
         system = request.system if isinstance(request.system, str) or request.system is None else "".join(p.text for p in request.system)
         turns = [(m.role, m.text or "") for m in request.messages]
         view = read_prompt(system or "", turns)
-        text = render(answer(view, self.threshold))
+        fields = answer(view, self.threshold)
+        text = render_json(fields) if view.json_answer else render(fields)
         self.calls += 1
         prompt_tokens = sum(len(t.split()) for _, t in turns) + len((system or "").split())
         out_tokens = len(text.split())

@@ -72,3 +72,25 @@ def test_simulated_latency_delays_each_call_and_changes_no_answer(monkeypatch):
     monkeypatch.setenv("TELEPROMPT_OFFLINE_LATENCY_MS", "-1")
     with pytest.raises(ValueError, match="TELEPROMPT_OFFLINE_LATENCY_MS must be >= 0"):
         offline_lm()
+
+
+def test_answers_in_json_when_the_json_adapter_asks():
+    program = dspy.Predict(Route)
+    program.demos = [dspy.Example(message="My parcel has not arrived yet", queue="shipping")]
+    lm = offline_lm()
+    with dspy.context(lm=lm, adapter=dspy.JSONAdapter()):
+        assert program(message="my parcel never arrived").queue == "shipping"  # the demo, rendered as JSON, is read
+        assert program(message="A technical question").queue == "technical"  # options read from the JSON structure
+    assert lm.history[-1]["outputs"][0] == '{"queue": "technical"}'
+
+
+def test_answers_gepas_instruction_proposer_deterministically():
+    """GEPA's default proposer asks its reflection LM through the JSONAdapter for a new instruction;
+    the offline LM proposes the first sentence of the current one, the same every time."""
+    from dspy.teleprompt.gepa.instruction_proposal import InstructionProposer
+
+    proposer = InstructionProposer()
+    examples = [{"Inputs": {"message": "parcel lost"}, "Generated Outputs": {"queue": "billing"}, "Feedback": "expected shipping"}]
+    with dspy.context(lm=offline_lm()):
+        proposals = [proposer({"route": "Route a message. Be brief."}, {"route": examples}, ["route"]) for _ in range(2)]
+    assert proposals == [{"route": "Route a message."}] * 2
