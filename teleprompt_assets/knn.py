@@ -16,6 +16,8 @@ Differences from DSPy's ``KNNFewShot``, on purpose:
   trace. DSPy bootstraps per call (the teacher runs on the neighbours every time, without a
   metric, producing demos no trace backs), so ``max_bootstrapped_demos`` > 0 is rejected;
 - neighbours are ordered nearest first, ties kept in pool order (DSPy shuffles them);
+- each predictor is shown its neighbours distinct on the inputs it sees (nearest kept): in a
+  multi-step program ``classify(email)`` is not shown one email twice for two customers;
 - the text embedded is the input values, one per line, in the program's ``forward`` order.
 """
 
@@ -189,11 +191,27 @@ class KNNProgram(dspy.Module):
         demos = self.nearest(**{f: bound.arguments.get(f) for f in self.input_fields})
         program = self.program.deepcopy()  # per call: concurrent calls must not see each other's demos
         for predictor in program.predictors():
-            predictor.demos = list(demos)
+            predictor.demos = distinct_by(demos, list(predictor.signature.input_fields))
         try:
             return program(*args, **kwargs)
         finally:
             _retarget_trace(program, self.program)
+
+
+def distinct_by(examples: Sequence[dspy.Example], fields: Sequence[str]) -> list[dspy.Example]:
+    """The first example per value of ``fields``, in order: what one predictor needs to be shown once.
+
+    The pool is distinct on the program's inputs; a predictor that sees fewer of them (``classify``
+    sees the email, not the customer's name) may find two neighbours alike, and is shown the nearer.
+    """
+    seen: set[tuple[str, ...]] = set()
+    kept = []
+    for example in examples:
+        key = tuple(str(example.get(f, "")) for f in fields)
+        if key not in seen:
+            seen.add(key)
+            kept.append(example)
+    return kept
 
 
 def _retarget_trace(copy: dspy.Module, original: dspy.Module) -> None:

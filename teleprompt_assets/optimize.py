@@ -1,26 +1,44 @@
 """Recompiling a program with a DSPy teleprompter, and recording which traces shaped it.
 
-The compiled program's demos keep the ``trace_id`` of the example they came from (labeled demos
-carry it directly; bootstrapped demos are matched back to their training example by inputs), so
-attribution and the attestation's dataRoot can credit exactly the traces that were used.
+The compiled program's demos keep the ``trace_id`` of the training example they came from, so
+attribution and the attestation's dataRoot can credit exactly the traces that were used. Labeled
+demos are training examples and carry it already. A bootstrapped demo is rebuilt by DSPy from one
+predictor's step of a teacher run and holds only that predictor's fields, which in a multi-step
+program may be none of the program's inputs (``draft`` sees the ``intent`` that ``classify``
+produced). So the provenance is recorded where the demo is made: DSPy's bootstrap runs the teacher
+on one training example at a time, and every demo a run yields is stamped with that example's
+``trace_id``, ``trace_hash`` and ``contributor`` (:func:`_record_bootstrap_sources`). Nothing is
+matched back by content, so no demo can be credited to a trace that merely looks alike.
+
+Demos are then made distinct per predictor, on the inputs that predictor sees: two emails that
+differ only in the customer's name are two examples for the program but one for ``classify``.
 
 ``KNNFewShot`` has no fixed demos: it picks them per call from a candidate pool of training examples
 (see :mod:`teleprompt_assets.knn`). Its compiled program's state records that pool, each entry with
 its ``trace_id``, and :attr:`CompileResult.pool` lists them; :attr:`CompileResult.demos` is empty.
+
+GEPA calls its metric with five arguments and wants feedback text; :func:`gepa_metric` adapts the
+program's metric. Its reflection LM is ``optimizer.reflection_lm`` when set, else the LM the
+compile runs with (the offline LM when ``TELEPROMPT_LM`` is unset; see :mod:`teleprompt_assets.lm`).
+
+Any failure while compiling is a :class:`CompileError` (or :class:`CompileTimeout`) that says
+whether a retry may help: only LM failures that pass by themselves are transient.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 import dspy
+from dspy.teleprompt.bootstrap import BootstrapFewShot
 from dspy.utils import exceptions as dspy_errors
 
 from teleprompt_assets import knn
@@ -38,11 +56,17 @@ OPTIMIZERS: dict[str, type] = {
 _USES_METRIC = {"BootstrapFewShot", "BootstrapFewShotWithRandomSearch", "COPRO", "MIPROv2", "GEPA"}
 _USES_VALSET = {"BootstrapFewShotWithRandomSearch", "MIPROv2", "GEPA"}
 _NEEDS_REFLECTION_LM = {"GEPA"}
+_TAKES_NO_TEACHER = {"GEPA"}  # dspy.GEPA.compile takes a teacher argument only to assert it is None
+# Parameters of a teleprompter's compile() rather than its constructor, accepted in optimizer.params.
+_COMPILE_PARAMS: dict[str, set[str]] = {"MIPROv2": {"num_trials", "minibatch", "minibatch_size"}}
+_GEPA_BUDGETS = ("auto", "max_metric_calls", "max_full_evals")
+PROVENANCE = ("trace_id", "trace_hash", "contributor")
 MAX_THREADS = 64
 
 
 def validate_optimizer(config: OptimizerConfig) -> None:
-    """Fail before a run starts when the optimizer or one of its parameters is unknown or out of range."""
+    """Fail before a run starts when the optimizer or one of its parameters is unknown, out of range,
+    or a combination the teleprompter would refuse only once it runs."""
     cls = OPTIMIZERS.get(config.name)
     if cls is None:
         raise ValueError(f"name: unknown optimizer '{config.name}' (choose from {', '.join(OPTIMIZERS)})")
@@ -52,6 +76,7 @@ def validate_optimizer(config: OptimizerConfig) -> None:
             raise ValueError(f"warm_start: {knn.NAME} shows labeled training examples and runs no teacher; set warm_start: false")
         return
     accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "metric", "args", "kwargs", "_kwargs"}
+    accepted |= _COMPILE_PARAMS.get(config.name, set())
     for key, value in config.params.items():
         if key not in accepted:
             raise ValueError(f"params.{key}: not a parameter of {config.name} (accepted: {', '.join(sorted(accepted))})")
@@ -66,8 +91,24 @@ def validate_optimizer(config: OptimizerConfig) -> None:
 
         if importlib.util.find_spec("optuna") is None:
             raise ValueError("name: MIPROv2 needs the optuna package")
-    if config.name in _NEEDS_REFLECTION_LM and not config.reflection_lm:
-        raise ValueError(f"reflection_lm: {config.name} needs a reflection LM (a LiteLLM model string)")
+        _check_mipro_budget(config.params)
+    if config.name == "GEPA":
+        budgets = [b for b in _GEPA_BUDGETS if config.params.get(b) is not None]
+        if len(budgets) != 1:
+            raise ValueError(f"params: GEPA needs exactly one budget of {', '.join(_GEPA_BUDGETS)} (got {', '.join(budgets) or 'none'})")
+    if config.name in _TAKES_NO_TEACHER and config.warm_start:
+        raise ValueError(f"warm_start: {config.name} takes no teacher; set warm_start: false")
+
+
+def _check_mipro_budget(params: dict[str, Any]) -> None:
+    """MIPROv2 sizes its search either by ``auto`` (default ``light``) or by both ``num_candidates``
+    and ``num_trials``; DSPy refuses a mix only when compile starts."""
+    auto = params.get("auto", "light")
+    chosen = [p for p in ("num_candidates", "num_trials") if params.get(p) is not None]
+    if auto is not None and chosen:
+        raise ValueError(f"params.{chosen[0]}: MIPROv2 derives it from auto={auto!r}; set auto: null to choose num_candidates and num_trials")
+    if auto is None and len(chosen) != 2:
+        raise ValueError("params.auto: with auto: null MIPROv2 needs both num_candidates and num_trials")
 
 
 class CompileTimeout(TimeoutError):
@@ -182,23 +223,13 @@ def compile_program(
     """Compile ``spec``'s program on ``trainset``; ``teacher`` (e.g. the champion) warm-starts it.
 
     Every demo leaves with the ``trace_id`` it came from, so provenance survives into the program's
-    JSON state and the checks downstream can prove where each demo was drawn from.
+    JSON state and the checks downstream can prove where each demo was drawn from. Whatever fails
+    in here (building the program or the teleprompter, compiling, reading the result) is raised as
+    a :class:`CompileError` naming the optimizer, the program and the reason.
     """
     config = spec.config.optimizer
-    student = spec.build()
-    if not trainset:
-        compiled = student.reset_copy()
-        return CompileResult(compiled, program_state(compiled), [])
-    optimizer = _build(config, metric)
-    kwargs: dict[str, Any] = {"trainset": trainset}
-    if config.name in _USES_VALSET and valset:
-        kwargs["valset"] = valset
-    if teacher is not None and "teacher" in inspect.signature(optimizer.compile).parameters:
-        teacher = teacher.deepcopy()
-        teacher._compiled = True  # keep its demos: DSPy would otherwise replace them with labeled ones
-        kwargs["teacher"] = teacher
     try:
-        compiled = optimizer.compile(student, **kwargs)
+        return _compile(spec, trainset, metric, valset, teacher)
     except CompileTimeout:
         raise
     except Exception as exc:
@@ -211,32 +242,125 @@ def compile_program(
             f"{config.name} could not compile '{spec.name}' with LM {getattr(lm, 'model', None)!r}: {detail}"
             + (" (transient LM failure)" if transient else ""), transient,
         ) from exc
-    _stamp_sources(compiled, trainset, spec.input_fields)
+
+
+def _compile(spec: ProgramSpec, trainset: list[dspy.Example], metric: Metric, valset: list[dspy.Example] | None,
+             teacher: dspy.Module | None) -> CompileResult:
+    config = spec.config.optimizer
+    student = spec.build()
+    if not trainset:
+        compiled = student.reset_copy()
+        return CompileResult(compiled, program_state(compiled), [])
+    optimizer = _build(config, metric)
+    kwargs: dict[str, Any] = {"trainset": trainset} | {k: v for k, v in config.params.items() if k in _COMPILE_PARAMS.get(config.name, set())}
+    if config.name in _USES_VALSET and valset:
+        kwargs["valset"] = valset
+    if config.name == "MIPROv2" and "minibatch" not in kwargs:
+        kwargs["minibatch"] = _mipro_minibatch(config.params, len(kwargs.get("valset") or trainset))
+    if teacher is not None and "teacher" in inspect.signature(optimizer.compile).parameters:
+        teacher = teacher.deepcopy()
+        teacher._compiled = True  # keep its demos: DSPy would otherwise replace them with labeled ones
+        kwargs["teacher"] = teacher
+    compiled = optimizer.compile(student, **kwargs)
+    distinct_demos(compiled)
     return CompileResult(compiled, program_state(compiled), demo_sources(compiled), knn.pool_trace_ids(compiled))
 
 
-def _build(config: OptimizerConfig, metric: Metric) -> Any:
-    params = dict(config.params)
-    if config.name in _USES_METRIC:
-        params["metric"] = metric
-    if config.name in _NEEDS_REFLECTION_LM:
-        from teleprompt_assets.lm import build_lm
+def _mipro_minibatch(params: dict[str, Any], validation_size: int) -> bool:
+    """Whether MIPROv2 should score trials on minibatches: only when the validation set is larger than
+    one minibatch. Its ``auto`` modes decide this themselves; with ``auto: null`` DSPy keeps
+    ``minibatch=True`` and refuses a validation set smaller than ``minibatch_size`` (35), which a
+    small window has."""
+    if params.get("auto", "light") is not None:
+        return True
+    return validation_size > params.get("minibatch_size", 35)
 
-        params["reflection_lm"] = build_lm(config.reflection_lm)
+
+def _build(config: OptimizerConfig, metric: Metric) -> Any:
+    params = {k: v for k, v in config.params.items() if k not in _COMPILE_PARAMS.get(config.name, set())}
+    if config.name in _USES_METRIC:
+        params["metric"] = gepa_metric(metric) if config.name == "GEPA" else metric
+    if config.name in _NEEDS_REFLECTION_LM:
+        params["reflection_lm"] = reflection_lm(config)
     return OPTIMIZERS[config.name](**params)
 
 
-def _stamp_sources(program: dspy.Module, trainset: list[dspy.Example], input_fields: tuple[str, ...]) -> None:
-    """Bootstrapped demos are rebuilt from traces and lose their example's fields; match them back."""
-    by_inputs = {tuple(str(ex.get(f)) for f in input_fields): ex for ex in trainset}
+def reflection_lm(config: OptimizerConfig) -> dspy.LM:
+    """``reflection_lm`` when configured; else the LM the compile runs with, so its calls are metered
+    with the rest (the offline LM when ``TELEPROMPT_LM`` is unset, which answers GEPA's proposer)."""
+    from teleprompt_assets.lm import build_lm
+
+    if config.reflection_lm:
+        return build_lm(config.reflection_lm)
+    current = getattr(dspy.settings, "lm", None)
+    return current if current is not None else build_lm()
+
+
+def gepa_metric(metric: Metric) -> Callable[..., Any]:
+    """``metric`` as GEPA calls it: ``(gold, pred, trace, pred_name, pred_trace)``.
+
+    The score is the program's metric on the whole prediction, at program and predictor level alike
+    (GEPA warns when they differ). Feedback text, GEPA's material for reflection, is what the metric
+    returned (a ``dspy.Prediction(score=..., feedback=...)``), else what its ``feedback(example,
+    prediction)`` attribute says (see :func:`teleprompt_assets.metrics.window_metric`); without
+    either GEPA writes its own "This trajectory got a score of ...".
+    """
+    explain = getattr(metric, "feedback", None)
+
+    def scored(gold: dspy.Example, pred: Any, trace: Any = None, pred_name: str | None = None, pred_trace: Any = None) -> Any:
+        value = metric(gold, pred, trace)
+        score = float(value)
+        text = getattr(value, "feedback", None) if isinstance(value, dspy.Prediction) else None
+        if text is None and explain is not None:
+            text = explain(gold, pred)
+        return dspy.Prediction(score=score, feedback=text) if text else score
+
+    scored.__name__ = f"gepa_{getattr(metric, '__name__', 'metric')}"
+    return scored
+
+
+def _record_bootstrap_sources() -> None:
+    """Make DSPy's bootstrap remember which training example each of its demos came from.
+
+    ``BootstrapFewShot._bootstrap_one_example(example)`` runs the teacher on one example and appends
+    one demo per predictor step to ``name2traces``, built from the step's inputs and outputs only.
+    Wrapped here (once per process), the demos a call appended are stamped with that example's
+    provenance. BootstrapFewShotWithRandomSearch and MIPROv2 bootstrap through the same method, so
+    their demos are stamped too. An example without a ``trace_id`` stamps nothing, and a demo that
+    came without one keeps none: prompt_quality then refuses it.
+    """
+    original = BootstrapFewShot._bootstrap_one_example
+    if getattr(original, "records_sources", False):
+        return
+
+    @functools.wraps(original)
+    def bootstrap_one_example(self: BootstrapFewShot, example: dspy.Example, round_idx: int = 0) -> bool:
+        before = {name: len(demos) for name, demos in getattr(self, "name2traces", {}).items()}
+        success = original(self, example, round_idx)
+        source = {f: example.get(f) for f in PROVENANCE}
+        if source["trace_id"] is not None:
+            for name, demos in getattr(self, "name2traces", {}).items():
+                for i in range(before.get(name, 0), len(demos)):
+                    demos[i] = demos[i].copy(**source)
+        return success
+
+    bootstrap_one_example.records_sources = True  # type: ignore[attr-defined]
+    BootstrapFewShot._bootstrap_one_example = bootstrap_one_example
+
+
+_record_bootstrap_sources()
+
+
+def distinct_demos(program: dspy.Module) -> None:
+    """Keep each predictor's first demo per value of that predictor's inputs.
+
+    Optimizers pick demos per program example; a predictor that sees fewer inputs than the program
+    (``classify`` sees ``email``, not ``customer_name``) would otherwise show the same input twice,
+    possibly with two answers, which prompt_quality refuses. The first one keeps its place and its
+    provenance.
+    """
     for predictor in program.predictors():
-        stamped = []
-        for demo in predictor.demos:
-            source = by_inputs.get(tuple(str(demo.get(f)) for f in input_fields))
-            if demo.get("trace_id") is None and source is not None:
-                demo = demo.copy(trace_id=source.trace_id, trace_hash=source.get("trace_hash"), contributor=source.get("contributor"))
-            stamped.append(demo)
-        predictor.demos = stamped
+        predictor.demos = knn.distinct_by(predictor.demos, list(predictor.signature.input_fields))
 
 
 def demo_sources(program: dspy.Module) -> list[DemoSource]:

@@ -5,8 +5,14 @@ are checked for what would silently hurt production: incomplete or duplicated de
 from data the optimizer must not see (quarantined or held-out traces), missing instructions, and
 prompts too long for the budget. Each problem names the predictor, the demo and the field.
 
+Demos are duplicates when they share the values of every input their predictor sees: in a
+multi-step program ``classify(email)`` must not be shown one email twice, though the program saw it
+from two customers.
+
 A KNNFewShot program has no fixed demos; each call shows ``k`` examples of its candidate pool. Every
-pool entry is checked as a demo would be (named ``<predictor>.pool[i]``), and the prompt budget is
+pool entry is checked as a demo would be (named ``<predictor>.pool[i]``), except that a duplicate is
+an entry repeating another's program inputs (what identifies a training example; each call then
+shows every predictor its neighbours distinct on that predictor's inputs). The prompt budget is
 checked against the worst call: the ``k`` widest pool entries rendered as demos.
 """
 
@@ -42,13 +48,14 @@ def check_program(program: dspy.Module, allowed_trace_ids: Collection[str], forb
     problems: list[str] = []
     tokens: dict[str, int] = {}
     pool = program.pool if isinstance(program, knn.KNNProgram) else []
+    pool_identity = list(program.input_fields) if isinstance(program, knn.KNNProgram) else []
     for name, predictor in program.named_predictors():
         signature = predictor.signature
         if not (signature.instructions or "").strip():
             problems.append(f"{name}: instructions are empty")
         fields = [f for f in (*signature.input_fields, *signature.output_fields) if f != "reasoning"]
-        problems += _demo_problems(f"{name}.demos", predictor.demos, signature, fields, allowed_trace_ids, forbidden_trace_ids)
-        problems += _demo_problems(f"{name}.pool", pool, signature, fields, allowed_trace_ids, forbidden_trace_ids)
+        problems += _demo_problems(f"{name}.demos", predictor.demos, list(signature.input_fields), fields, allowed_trace_ids, forbidden_trace_ids)
+        problems += _demo_problems(f"{name}.pool", pool, pool_identity, fields, allowed_trace_ids, forbidden_trace_ids)
         shown = [*predictor.demos, *knn.widest_demos(program, fields)]
         placeholder = {f: "…" for f in signature.input_fields}
         tokens[name] = estimate_tokens(ChatAdapter().format(signature, demos=[d.toDict() if hasattr(d, "toDict") else dict(d) for d in shown], inputs=placeholder))
@@ -57,7 +64,10 @@ def check_program(program: dspy.Module, allowed_trace_ids: Collection[str], forb
     return PromptReport(problems, tokens)
 
 
-def _demo_problems(where: str, demos: list, signature, fields: list[str], allowed_trace_ids: Collection[str], forbidden_trace_ids: Collection[str]) -> list[str]:
+def _demo_problems(where: str, demos: list, identity: list[str], fields: list[str], allowed_trace_ids: Collection[str],
+                   forbidden_trace_ids: Collection[str]) -> list[str]:
+    """``identity``: the fields two entries may not share all of (a predictor's inputs for its demos,
+    the program's inputs for a KNN pool, which every predictor draws from)."""
     problems: list[str] = []
     seen: dict[tuple, int] = {}
     for i, demo in enumerate(demos):
@@ -72,7 +82,7 @@ def _demo_problems(where: str, demos: list, signature, fields: list[str], allowe
             problems.append(f"{at}: drawn from held-out trace {trace_id}")
         elif trace_id not in allowed_trace_ids:
             problems.append(f"{at}: trace {trace_id} is not an accepted training trace")
-        key = tuple(str(demo.get(f, "")) for f in signature.input_fields)
+        key = tuple(str(demo.get(f, "")) for f in identity)
         if key in seen:
             problems.append(f"{at}: duplicates {where}[{seen[key]}]")
         seen.setdefault(key, i)

@@ -119,3 +119,19 @@ def test_state_round_trips_and_a_knn_program_can_teach():
         # the champion as teacher (warm start of another optimizer): its calls are traced under its own predictors
         taught = compile_program(SPEC, examples[:3], SPEC.metric(), teacher=reloaded)
     assert [d.augmented for d in taught.demos][:3] == [True, True, True]
+
+
+def test_each_predictor_is_shown_its_neighbours_distinct_on_what_it_sees():
+    """``classify`` sees only the email: two customers who sent the same email are one demo for it."""
+    from teleprompt_assets.programs import ProgramConfig
+    from teleprompt_assets_tests.test_optimize import _two_step_examples
+
+    spec = ProgramSpec("triage", ProgramConfig(module="teleprompt_assets_tests.user_programs.support_desk:TriageAndDraft",
+                                               metric={"kind": "token_f1", "field": "reply"}, optimizer=OptimizerConfig(name="KNNFewShot", params={"k": 2})))
+    program = compile_program(spec, _two_step_examples(), spec.metric()).program
+    lm = offline_lm()
+    with dspy.context(lm=lm):
+        program(email="How do I cancel my account?", customer_name="Ada Lovelace")
+    classify_prompt, draft_prompt = (str(h["messages"]) for h in lm.history)
+    assert classify_prompt.count("How do I cancel my account?") == 2  # one demo and the query
+    assert draft_prompt.count("How do I cancel my account?") == 3  # both customers' demos and the query
