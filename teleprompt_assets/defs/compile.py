@@ -55,9 +55,10 @@ def compile_program(context: dg.OpExecutionContext, teleprompt: TelepromptResour
     try:
         with usage.metered(lm, progress) as used, optimize.time_limit(config.optimizer.time_limit_s):
             result = optimize.compile_program(spec, trainset, metric, datasets.examples(table, spec, "dev"), teacher)
-    except (optimize.CompileError, optimize.CompileTimeout) as exc:  # only a transient LM failure is worth the retry policy
-        transient = isinstance(exc, optimize.CompileError) and exc.transient
-        raise dg.Failure(description=f"{t.program}: compile failed, nothing registered: {exc}", allow_retries=transient,
+    except Exception as exc:  # only a transient LM failure is worth the retry policy; anything else fails once, with its reason
+        transient = not isinstance(exc, optimize.CompileTimeout) and optimize.is_transient(exc)  # a blown time limit is not retried
+        reason = str(exc) if isinstance(exc, (optimize.CompileError, optimize.CompileTimeout)) else f"{type(exc).__name__}: {exc}"
+        raise dg.Failure(description=f"{t.program}: compile failed, nothing registered: {reason}", allow_retries=transient,
                          metadata={"lm": lm.model, "transient": transient}) from exc
     seconds = time.perf_counter() - started
     context.log.info(f"{progress.summary()}: done, {len(result.demos)} demos")
