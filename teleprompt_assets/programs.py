@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from teleprompt_assets.attribution import RewardMix
 from teleprompt_assets.contract import DEFAULT_EXPERIMENT
+from teleprompt_assets.promotion import DEFAULT_MIN_HOLDOUT
 from teleprompt_assets.usage import CostModel
 
 Metric = Callable[[dspy.Example, Any, Any], float]
@@ -59,6 +60,7 @@ class SplitConfig(BaseModel):
     holdout: int = 40
     max_holdout: int | None = Field(default=5000, ge=30, description="held-out examples scored; a larger holdout is sampled by trace hash (None: all)")
     max_dev: int | None = Field(default=2000, ge=1, description="dev examples given to optimizers that validate; sampled likewise (None: all)")
+    min_holdout: int = Field(default=DEFAULT_MIN_HOLDOUT, ge=1, description="fewest held-out examples a candidate may be promoted or attested on (see promotion.py)")
 
     @field_validator("holdout")
     @classmethod

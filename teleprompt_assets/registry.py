@@ -41,6 +41,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from eth_utils import keccak
 
+from teleprompt_assets import promotion
 from teleprompt_assets.optimize import load_state
 from teleprompt_assets.programs import ProgramSpec
 
@@ -189,11 +190,7 @@ def register(
     existing = find_version(client, name, prog_hash, window)
     if existing is not None:
         return RegisteredVersion(name, int(existing.version), existing.run_id, prog_hash, created=False)
-    if lock_dir is None:
-        from teleprompt_assets.settings import load_settings
-
-        lock_dir = load_settings().home / "locks"
-    with registration_lock(lock_dir, name, window):
+    with registration_lock(lock_dir or _default_lock_dir(), name, window):
         existing = find_version(client, name, prog_hash, window)  # a concurrent run may have registered it meanwhile
         if existing is not None:
             return RegisteredVersion(name, int(existing.version), existing.run_id, prog_hash, created=False)
@@ -227,21 +224,35 @@ def _ensure_registered_model(client: MlflowClient, spec: ProgramSpec) -> None:
             client.get_registered_model(spec.registered_model_name)
 
 
-def promote_if_not_worse(client: MlflowClient, name: str, version: int, baseline_sum: int, candidate_sum: int, n: int) -> tuple[bool, str]:
-    """DESIGN §6: a candidate with C < B is never promoted. The refusal is recorded on the version.
+def promote_if_better(client: MlflowClient, name: str, version: int, baseline_version: int, baseline_sum: int, candidate_sum: int, n: int,
+                      min_holdout: int, lock_dir: Path | None = None) -> tuple[bool, str]:
+    """Move ``champion`` to ``version`` if :func:`teleprompt_assets.promotion.decide` allows it; a
+    refusal is recorded on the version. Reading the champion, deciding and moving the alias happen
+    under the program's promotion lock, so two runs finishing together cannot both act on the
+    champion they read."""
+    with registration_lock(lock_dir or _default_lock_dir(), name, "champion"):
+        tags = client.get_model_version(name, str(version)).tags
+        current = champion(client, name)
+        serving = None if current is None else promotion.Champion(int(current.version), _window_end(current.tags.get("window")))
+        decision = promotion.decide(promotion.Candidate(
+            version=version, baseline_version=baseline_version, baseline_sum=baseline_sum, candidate_sum=candidate_sum, n=n,
+            window_end=_window_end(tags.get("window")) or "", rolled_back_at=tags.get("rolled_back_at"),
+        ), serving, min_holdout)
+        if decision.promote:
+            promote(client, name, version, decision.reason)
+        elif not tags.get("rolled_back_at"):
+            client.set_model_version_tag(name, str(version), "promotion_refused", decision.reason)
+    return decision.promote, decision.reason
 
-    A version that was rolled back stays out of serving when its partition is re-run.
-    """
-    rolled_back = client.get_model_version(name, str(version)).tags.get("rolled_back_at")
-    if rolled_back:
-        return False, f"not promoted: v{version} was rolled back at {rolled_back}"
-    if candidate_sum < baseline_sum:
-        reason = f"not promoted: C={candidate_sum} < B={baseline_sum} on {n} holdout examples"
-        client.set_model_version_tag(name, str(version), "promotion_refused", reason)
-        return False, reason
-    reason = f"C={candidate_sum} >= B={baseline_sum} on {n} holdout examples"
-    promote(client, name, version, reason)
-    return True, reason
+
+def _window_end(window: str | None) -> str | None:
+    return window.split("..")[-1] if window else None
+
+
+def _default_lock_dir() -> Path:
+    from teleprompt_assets.settings import load_settings
+
+    return load_settings().home / "locks"
 
 
 def promote(client: MlflowClient, name: str, version: int, reason: str) -> int | None:

@@ -41,16 +41,35 @@ def test_same_program_and_window_registers_once(reg):
     assert len(client.search_model_versions(f"name = '{spec.registered_model_name}'")) == 2
 
 
-def test_promotion_and_refusal_on_regression(reg):
+def test_promotion_and_refusal_on_regression_tie_and_thin_evidence(reg):
     client, spec, _ = reg
     name = spec.registered_model_name
     v1 = _register(reg, "shipping")
-    assert registry.promote_if_not_worse(client, name, v1.version, 10, 10, 5)[0]
-    v2 = _register(reg, "billing")
-    promoted, reason = registry.promote_if_not_worse(client, name, v2.version, 10, 9, 5)
+    assert not registry.promote_if_better(client, name, v1.version, 0, 10, 10, 25, min_holdout=20)[0]  # a tie
+    assert not registry.promote_if_better(client, name, v1.version, 0, 10, 11, 19, min_holdout=20)[0]  # too few examples
+    assert registry.champion(client, name) is None
+    assert registry.promote_if_better(client, name, v1.version, 0, 10, 11, 20, min_holdout=20)[0]
+    v2 = _register(reg, "billing", window="2026-01-02..2026-01-08")
+    promoted, reason = registry.promote_if_better(client, name, v2.version, v1.version, 10, 9, 25, min_holdout=20)
     assert not promoted and "C=9 < B=10" in reason
     assert int(registry.champion(client, name).version) == v1.version
     assert client.get_model_version(name, str(v2.version)).tags["promotion_refused"] == reason
+
+
+def test_after_a_rollback_only_a_candidate_measured_against_the_restored_version_is_promoted(reg):
+    """Policy (registry docs, promotion.py): a rollback makes the restored version the baseline."""
+    client, spec, _ = reg
+    name = spec.registered_model_name
+    v1 = _register(reg, "shipping", window="2026-01-01..2026-01-07")
+    v2 = _register(reg, "billing", window="2026-01-02..2026-01-08")
+    registry.promote(client, name, v1.version, "first")
+    registry.promote(client, name, v2.version, "better")
+    registry.rollback(client, spec, offline_lm())
+    v3 = _register(reg, "account", window="2026-01-03..2026-01-09")
+    promoted, reason = registry.promote_if_better(client, name, v3.version, v2.version, 10, 20, 30, min_holdout=20)
+    assert not promoted and "measured against v2, but v1 serves now" in reason
+    assert registry.promote_if_better(client, name, v3.version, v1.version, 10, 20, 30, min_holdout=20)[0]
+    assert int(registry.champion(client, name).version) == v3.version
 
 
 def test_rollback_restores_validates_and_records(reg):
@@ -65,7 +84,7 @@ def test_rollback_restores_validates_and_records(reg):
     assert client.get_model_version(name, str(v2.version)).tags["rollback_reason"] == "manual rollback"
     assert client.get_model_version(name, str(v1.version)).tags["restored_from"] == str(v2.version)
     # a re-run of the rolled-back version's partition does not put it back
-    assert not registry.promote_if_not_worse(client, name, v2.version, 1, 2, 1)[0]
+    assert not registry.promote_if_better(client, name, v2.version, v1.version, 1, 2, 30, min_holdout=20)[0]
     with pytest.raises(registry.RollbackError, match="no version 99"):
         registry.rollback(client, spec, offline_lm(), to_version=99)
     with pytest.raises(registry.RollbackError, match="already the champion"):
@@ -88,7 +107,7 @@ def test_a_rollback_cut_short_at_the_alias_move_is_on_record_and_completes_when_
     monkeypatch.undo()
     assert int(registry.champion(client, name).version) == v2.version  # still serving, and the rollback is on record
     assert client.get_model_version(name, str(v2.version)).tags["rollback_reason"] == "manual rollback"
-    assert not registry.promote_if_not_worse(client, name, v2.version, 1, 2, 1)[0]
+    assert not registry.promote_if_better(client, name, v2.version, v1.version, 1, 2, 30, min_holdout=20)[0]
     done = registry.rollback(client, spec, offline_lm(), to_version=v1.version)
     assert (done.from_version, done.to_version) == (v2.version, v1.version)
     assert int(registry.champion(client, name).version) == v1.version

@@ -26,7 +26,7 @@ from teleprompt_assets import (
     traces,
 )
 from teleprompt_assets.defs.checks import Verdict, combined_check
-from teleprompt_assets.defs.compile import build_compiled_program
+from teleprompt_assets.defs.compile import SKIPPED, build_compiled_program
 from teleprompt_assets.defs.evaluation import build_evaluation_report
 from teleprompt_assets.defs.io import ByPartition
 from teleprompt_assets.defs.partitions import (
@@ -135,6 +135,11 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
         out, verdicts = ByPartition(), []
         for t in targets(context):
             spec, compiled, evaluation = teleprompt.spec(t.program), compiled_program[t.key], evaluation_report[t.key]
+            if SKIPPED in compiled:
+                out[t.key] = {"name": spec.registered_model_name, SKIPPED: compiled[SKIPPED]}
+                context.add_asset_metadata({"model": spec.registered_model_name, SKIPPED: compiled[SKIPPED]}, partition_key=t.key)
+                verdicts.append(Verdict(t, True, {SKIPPED: compiled[SKIPPED]}))
+                continue
             comparison = evaluation["comparison"]
             window = window_label(t.day, window_days)
             tags = {
@@ -163,7 +168,7 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
                                     None if not_worse else f"C={comparison['candidate_sum']} < B={comparison['baseline_sum']}: v{version.version} is registered but kept out of serving"))
         yield dg.Output(out)
         # With several programs in the step, one regression must not hold back the others' promotion:
-        # champion_alias applies the same rule per program (registry.promote_if_not_worse).
+        # champion_alias applies the same rule per program (registry.promote_if_better).
         yield combined_check("no_regression", "registered_version", verdicts, partial=dg.AssetCheckSeverity.WARN)
 
     @dg.asset(partitions_def=partitions, group_name=GROUP, pool=REGISTRY_POOL, kinds={"mlflow"})
@@ -172,9 +177,17 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
         client = teleprompt.client()
         out = ByPartition()
         for t in targets(context):
-            comparison = evaluation_report[t.key]["comparison"]
-            name, version = registered_version[t.key]["name"], registered_version[t.key]["version"]
-            promoted, decision = registry.promote_if_not_worse(client, name, version, comparison["baseline_sum"], comparison["candidate_sum"], comparison["n"])
+            evaluation, registered = evaluation_report[t.key], registered_version[t.key]
+            name = registered["name"]
+            if SKIPPED in registered:
+                current = registry.champion(client, name)
+                serving = int(current.version) if current is not None else None
+                context.add_asset_metadata({"champion_version": serving, "promoted": False, "decision": registered[SKIPPED]}, partition_key=t.key)
+                out[t.key] = {"name": name, "version": None, "champion": False, "champion_version": serving, "decision": registered[SKIPPED]}
+                continue
+            comparison, version = evaluation["comparison"], registered["version"]
+            promoted, decision = registry.promote_if_better(client, name, version, evaluation["baseline_version"], comparison["baseline_sum"], comparison["candidate_sum"],
+                                                            comparison["n"], teleprompt.spec(t.program).config.split.min_holdout, teleprompt.settings().home / "locks")
             current = registry.champion(client, name)
             serving = int(current.version) if current is not None else None
             context.add_asset_metadata({"champion_version": serving, "promoted": promoted, "decision": decision}, partition_key=t.key)
@@ -198,7 +211,12 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
 
 
 def _attest(teleprompt: TelepromptResource, mlflow: Tracking, t: Target, compiled: dict, evaluation: dict, registered: dict, rewards: pl.DataFrame) -> dict:
+    if SKIPPED in compiled:
+        return {"attested": False, "reason": compiled[SKIPPED]}
     comparison = evaluate.Comparison(**{k: v for k, v in evaluation["comparison"].items() if k not in ("baseline_mean", "candidate_mean")})
+    min_holdout = teleprompt.spec(t.program).config.split.min_holdout
+    if comparison.n < min_holdout:
+        return {"attested": False, "reason": f"evidence too small: {comparison.n} held-out examples, fewer than min_holdout={min_holdout}"}
     if not comparison.attestable:
         reason = "DeltaOne not reached" if not comparison.deltaone else f"confidence bound not above zero (ci_low_ppm={comparison.ci_low_ppm})"
         return {"attested": False, "reason": reason}

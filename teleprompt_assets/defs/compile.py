@@ -20,12 +20,13 @@ from teleprompt_assets import (
 from teleprompt_assets.defs.checks import Verdict, combined_check
 from teleprompt_assets.defs.fanout import collect_into, programs_in_run, staged
 from teleprompt_assets.defs.io import ByPartition
-from teleprompt_assets.defs.partitions import target_of
+from teleprompt_assets.defs.partitions import target_of, window_label
 from teleprompt_assets.defs.resources import TelepromptResource
 from teleprompt_assets.defs.run_tracking import Tracking, track
 from teleprompt_assets.lm import build_lm
 
 ASSET = "compiled_program"
+SKIPPED = "skipped"  # the one-line reason a program of the run had nothing to optimize; every later stage passes it on
 CHECK = dg.AssetCheckSpec("prompt_quality", asset=ASSET, blocking=True,
                           description="demos complete, unique, from accepted training traces only; instructions present; prompt within budget")
 
@@ -43,6 +44,10 @@ def compile_program(context: dg.OpExecutionContext, teleprompt: TelepromptResour
     spec = teleprompt.spec(t.program)
     config = spec.config
     trainset = datasets.training_examples(table, spec)
+    if not trainset:
+        reason = f"nothing to optimize: the window {window_label(t.day, teleprompt.project().window_days)} has no training examples; nothing compiled or registered"
+        context.log.info(f"{t.program}: {reason}")
+        return staged(key, {"program": t.program, SKIPPED: reason}, {SKIPPED: reason}) | {"check": {"passed": True, "problems": [], "prompt_tokens": {}}}
     metric, method = metrics.window_metric(spec, table)
     teacher = None
     if config.optimizer.warm_start:

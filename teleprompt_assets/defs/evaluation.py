@@ -4,6 +4,7 @@
 import dagster as dg
 
 from teleprompt_assets import datasets, evaluate, metrics, optimize, registry, report
+from teleprompt_assets.defs.compile import SKIPPED
 from teleprompt_assets.defs.fanout import collector, per_program_asset, staged
 from teleprompt_assets.defs.io import ByPartition
 from teleprompt_assets.defs.partitions import target_of, window_label
@@ -17,6 +18,8 @@ def evaluate_program(context: dg.OpExecutionContext, teleprompt: TelepromptResou
                      training_set: ByPartition, compiled_program: ByPartition) -> dict:
     """Baseline (champion, else uncompiled) vs candidate on the same holdout; DeltaOne decided exactly."""
     t, table, compiled = target_of(key), training_set[key], compiled_program[key]
+    if SKIPPED in compiled:
+        return staged(key, {SKIPPED: compiled[SKIPPED]}, {SKIPPED: compiled[SKIPPED]})
     spec = teleprompt.spec(t.program)
     holdout = datasets.examples(table, spec, "holdout")
     window = window_label(t.day, teleprompt.project().window_days)

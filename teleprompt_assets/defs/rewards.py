@@ -7,6 +7,7 @@ import dagster as dg
 import polars as pl
 
 from teleprompt_assets import attribution, datasets, impact, metrics, optimize
+from teleprompt_assets.defs.compile import SKIPPED
 from teleprompt_assets.defs.fanout import collector, per_program_asset, staged
 from teleprompt_assets.defs.io import ByPartition
 from teleprompt_assets.defs.partitions import target_of
@@ -21,6 +22,8 @@ REWARDS_SCHEMA = {"contributor": pl.String, "traces": pl.Int64, "demos": pl.Int6
 def reward_program(teleprompt: TelepromptResource, mlflow: Tracking, key: str, training_set: ByPartition, compiled_program: ByPartition) -> dict:
     """Reward weights (ppm, summing to 1,000,000): volume, outcome quality and leave-one-out demo impact."""
     t, table, compiled = target_of(key), training_set[key], compiled_program[key]
+    if SKIPPED in compiled:
+        return staged(key, [], {SKIPPED: compiled[SKIPPED], "contributors": 0})
     spec = teleprompt.spec(t.program)
     config = teleprompt.project().rewards
     measured = impact.demo_impact(optimize.load_state(spec, compiled["state"]), datasets.examples(table, spec, "holdout"),

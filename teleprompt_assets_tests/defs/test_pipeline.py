@@ -226,3 +226,38 @@ def test_a_regressing_candidate_is_registered_but_blocked_from_serving(pipeline,
     assert versions == [first["registered_version"]["version"], first["registered_version"]["version"] + 1]
     assert int(client.get_model_version_by_alias(name, CHAMPION).version) == first["registered_version"]["version"]
     assert not any(e.step_key == "champion_alias" and e.is_step_success for e in result.all_events)
+
+
+def _versions(client, name: str) -> list[int]:
+    return sorted(int(v.version) for v in client.search_model_versions(f"name = '{name}'"))
+
+
+def test_a_window_without_traffic_compiles_registers_and_attests_nothing(pipeline):
+    """Issue 14: a day whose window has no traffic made an empty program champion."""
+    _, first, _, client, instance = pipeline
+    name = first["registered_version"]["name"]
+    before, champion = _versions(client, name), client.get_model_version_by_alias(name, CHAMPION).version
+    out = run_partition(build_definitions(), "ticket_router", (END - timedelta(days=40)).isoformat(), instance)
+    reason = out["compiled_program"]["skipped"]
+    assert reason.startswith("nothing to optimize: the window ") and "has no training examples" in reason
+    assert out["registered_version"] == {"name": name, "skipped": reason}
+    assert out["champion_alias"]["decision"] == reason and not out["champion_alias"]["champion"]
+    assert out["deltaone_attestation"] == {"attested": False, "reason": reason}
+    assert len(out["contributor_rewards"]) == 0
+    assert _versions(client, name) == before
+    assert client.get_model_version_by_alias(name, CHAMPION).version == champion
+
+
+def test_a_candidate_measured_on_too_few_held_out_examples_is_not_promoted_or_attested(pipeline):
+    """The first seeded day's window holds one day of traffic: a handful of held-out examples."""
+    _, first, _, client, instance = pipeline
+    name = first["registered_version"]["name"]
+    champion = client.get_model_version_by_alias(name, CHAMPION).version
+    out = run_partition(build_definitions(), "ticket_router", (END - timedelta(days=DAYS - 1)).isoformat(), instance)
+    n = out["evaluation_report"]["comparison"]["n"]
+    assert 0 < n < 20
+    assert out["champion_alias"]["decision"] == f"not promoted: measured on {n} held-out examples, fewer than min_holdout=20"
+    assert out["deltaone_attestation"] == {"attested": False, "reason": f"evidence too small: {n} held-out examples, fewer than min_holdout=20"}
+    assert client.get_model_version_by_alias(name, CHAMPION).version == champion
+    refused = client.get_model_version(name, str(out["registered_version"]["version"]))
+    assert refused.tags["promotion_refused"] == out["champion_alias"]["decision"]
