@@ -33,6 +33,7 @@ __all__ = [
     "EasDomain",
     "decode_data",
     "encode_data",
+    "offchain_package",
     "offchain_uid",
     "parse_schema",
     "recover_signer",
@@ -250,6 +251,12 @@ def sign_offchain(
         "types": {PRIMARY_TYPE: [dict(field) for field in ATTEST_TYPES]},
         "signature": {"v": signed.v, "r": f"0x{signed.r:064x}", "s": f"0x{signed.s:064x}"},
     }
+
+
+def offchain_package(attestation: Mapping[str, Any], signer: str) -> dict[str, Any]:
+    """The SDK's ``AttestationShareablePackageObject``: what easscan and the SDK's own tools take
+    when an attestation travels with the address that is meant to have signed it."""
+    return {"sig": dict(attestation), "signer": checksummed(signer, "signer")}
 
 
 def _uid_of_message(message: Mapping[str, Any]) -> str:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import re
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,9 +18,10 @@ from typing import Any
 import pytest
 
 from teleprompt_assets import eas
-from teleprompt_assets.attest import attestation_uid, build_bundle, verify_bundle, write_bundle
+from teleprompt_assets.attest import PACKAGE_FILE, attestation_uid, build_bundle, bundle_attester, verify_bundle, write_bundle
 from teleprompt_assets.merkle import StandardMerkleTree
-from teleprompt_assets_tests.interop.node import ensure_node_modules, verify_with_js
+from teleprompt_assets_tests.conftest import REPO
+from teleprompt_assets_tests.interop.node import NODE_MODULES, NODE_TIMEOUT_S, _tool, ensure_node_modules, verify_with_js
 from teleprompt_assets_tests.test_attest import EVIDENCE, KEY, SIGNER
 
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
@@ -25,7 +29,7 @@ TREES = ("eval_tree", "data_tree", "rewards_tree")
 ALL_CHECKS = {
     "attestation.read", "schema.read", "attestation.version", "attestation.signature", "attestation.signer",
     "attestation.uid", "attestation.schema_uid", "data.decodes", "data.evalCount", "data.contributorCount",
-    "rewards.sum",
+    "rewards.sum", "manifest.read", "manifest.entries", "manifest.sha256", "package.read", "package.sig", "package.signer",
     *(f"{tree}.{part}" for tree in TREES for part in ("load", "leafEncoding", "root", "proofs")),
 }
 
@@ -110,10 +114,13 @@ def _rewards_rebuilt(dump: dict) -> None:
 
 TAMPERS = {
     # case: (file, edit, checks JS must fail, a substring Python's problems must contain)
-    "message.time": ("attestation.json", _time, {"attestation.signature", "attestation.signer", "attestation.uid"}, "uid is"),
-    "message.time+uid": ("attestation.json", _time_and_uid, {"attestation.signature", "attestation.signer"}, "recovers to"),
-    "signature.s+1": ("attestation.json", _s_plus_one, {"attestation.signature", "attestation.signer"}, "recovers to"),
-    "signature.s-malleated": ("attestation.json", _s_malleated, {"attestation.signature", "attestation.signer"}, "attestation:"),
+    # an attestation.json edited alone no longer matches the package's sig, hence package.sig
+    "message.time": ("attestation.json", _time, {"attestation.signature", "attestation.signer", "attestation.uid", "package.sig"}, "uid is"),
+    "message.time+uid": ("attestation.json", _time_and_uid, {"attestation.signature", "attestation.signer", "package.sig"}, "recovers to"),
+    "signature.s+1": ("attestation.json", _s_plus_one, {"attestation.signature", "attestation.signer", "package.sig"}, "recovers to"),
+    "signature.s-malleated": ("attestation.json", _s_malleated, {"attestation.signature", "attestation.signer", "package.sig"}, "attestation:"),
+    "package.signer": (PACKAGE_FILE, lambda p: p.__setitem__("signer", "0x90F8bf6A479f320ead074411a4B0e7944Ea8c9C1"), {"package.signer"}, "recovers to"),
+    "package.sig.time": (PACKAGE_FILE, lambda p: _time(p["sig"]), {"package.sig", "package.signer"}, PACKAGE_FILE),
     "rewards.amount": (
         "rewards_tree.json", _reward_amount,
         {"rewards_tree.load", "rewards_tree.root", "rewards_tree.proofs", "rewards.sum"}, "rewards_tree.json: invalid tree",
@@ -142,5 +149,105 @@ def test_wrong_signer_is_rejected_by_js_and_python(bundle):
     other = "0x90F8bf6A479f320ead074411a4B0e7944Ea8c9C1"
     js = verify_with_js(bundle, other)
     assert js["ok"] is False and js["signer"] == SIGNER
-    assert {check for check, passed in js["checks"].items() if not passed} == {"attestation.signature", "attestation.signer"}
+    assert {check for check, passed in js["checks"].items() if not passed} == {"attestation.signature", "attestation.signer", "package.signer"}
     assert any("recovers to" in p for p in verify_bundle(bundle, other))
+
+
+# --- hostile bundles: the JS verifier reads only the bundle's own files too -------------------------
+
+
+def test_js_refuses_a_manifest_entry_outside_the_bundle(bundle, tmp_path):
+    entry = "../../../../etc/hostname"
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    manifest[entry] = hashlib.sha256(b"victim\n").hexdigest()
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
+    js = verify_with_js(bundle, SIGNER)
+    assert {check for check, passed in js["checks"].items() if not passed} == {"manifest.entries"}, js["errors"]
+    assert any(entry in e for e in js["errors"]), js["errors"]
+    assert any(entry in p for p in verify_bundle(bundle, SIGNER))
+
+
+def test_js_refuses_a_symlinked_bundle_file(bundle, tmp_path):
+    target = tmp_path / "elsewhere.json"
+    target.write_bytes((bundle / "eval_tree.json").read_bytes())
+    (bundle / "eval_tree.json").unlink()
+    (bundle / "eval_tree.json").symlink_to(target)
+    js = verify_with_js(bundle, SIGNER)
+    assert js["ok"] is False
+    assert js["checks"]["eval_tree.load"] is False and js["checks"]["manifest.sha256"] is False
+    assert any("symlink" in e for e in js["errors"]), js["errors"]
+
+
+# --- the five-line EAS SDK check documented in docs/attestations.md, run as written ------------------
+
+OTHER = "0x90F8bf6A479f320ead074411a4B0e7944Ea8c9C1"
+
+
+def documented_check() -> str:
+    """The JavaScript block under the doc's "Five-line check" heading, verbatim."""
+    doc = (REPO / "docs" / "attestations.md").read_text()
+    found = re.search(r"^### Five-line check with the EAS SDK\n.*?^```js\n(.*?)^```$", doc, re.S | re.M)
+    assert found, "docs/attestations.md has no ```js block under '### Five-line check with the EAS SDK'"
+    return found.group(1)
+
+
+def _run_check(script: Path, attester: str, package: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "NODE_PATH": str(NODE_MODULES)}
+    return subprocess.run([_tool("node"), str(script), attester, str(package)], cwd=script.parent, env=env,
+                          capture_output=True, text=True, timeout=NODE_TIMEOUT_S, check=False)
+
+
+@pytest.fixture(scope="module")
+def check_script(node_modules, tmp_path_factory) -> Path:
+    code = documented_check()
+    assert len(code.strip().splitlines()) == 5, code
+    script = tmp_path_factory.mktemp("doc") / "check.js"
+    script.write_text(code)
+    return script
+
+
+def test_the_documented_check_passes_for_the_attester(bundle, check_script):
+    run = _run_check(check_script, SIGNER, bundle / PACKAGE_FILE)
+    assert run.returncode == 0, run.stderr
+    assert SIGNER in run.stdout and attestation_uid({"attestation.json": (bundle / "attestation.json").read_bytes()}) in run.stdout
+    assert bundle_attester(bundle) == SIGNER
+
+
+def _package_edit(bundle: Path, edit: Callable[[Any], None]) -> Path:
+    path = bundle / PACKAGE_FILE
+    package = json.loads(path.read_text())
+    edit(package)
+    path.write_text(json.dumps(package))
+    return path
+
+
+def _data_and_uid(package: dict) -> None:
+    """Another claim under the same signature, uid recomputed: only the signature can catch it."""
+    att, m = package["sig"], package["sig"]["message"]
+    m["data"] = m["data"][:-1] + ("1" if m["data"][-1] != "1" else "2")
+    att["uid"] = eas.offchain_uid(schema=m["schema"], recipient=m["recipient"], time=int(m["time"]), expiration_time=int(m["expirationTime"]),
+                                  revocable=m["revocable"], ref_uid=m["refUID"], data=m["data"], salt=m["salt"])
+
+
+CHECK_FAILURES = {
+    "another attester": (OTHER, None),
+    "the attester not checksummed": (SIGNER.lower(), None),
+    "package signer swapped, pinned to the swapper": (OTHER, lambda p: p.__setitem__("signer", OTHER)),
+    "sig.message.time": (SIGNER, lambda p: _time(p["sig"])),
+    "sig.message.data, uid recomputed": (SIGNER, _data_and_uid),
+    "sig.signature.s": (SIGNER, lambda p: _s_plus_one(p["sig"])),
+}
+
+
+@pytest.mark.parametrize("case", list(CHECK_FAILURES))
+def test_the_documented_check_fails_for_another_attester_or_a_tampered_package(bundle, check_script, case):
+    attester, edit = CHECK_FAILURES[case]
+    package = _package_edit(bundle, edit) if edit else bundle / PACKAGE_FILE
+    run = _run_check(check_script, attester, package)
+    assert run.returncode != 0, f"{case}: the documented check accepted it\n{run.stdout}"
+    assert "OK" not in run.stdout and "Cannot find module" not in run.stderr, run.stderr
+
+
+def test_the_readme_points_at_the_check():
+    section = (REPO / "README.md").read_text().split("## DeltaOne and attestations", 1)[1].split("\n## ", 1)[0]
+    assert PACKAGE_FILE in section and "docs/attestations.md" in section

@@ -11,6 +11,7 @@ mutation changes exactly one value somewhere in it:
 - one field of ``data`` re-encoded and the whole attestation re-signed by another key;
 - any value of the three tree dumps (format, leaf encoding, node, leaf value, amount, index);
 - any value of ``program.json`` or ``evaluation.json``;
+- any value of ``offchain_package.json`` (the EAS SDK's ``{sig, signer}``; half of them the signer);
 - any entry of ``manifest.json``.
 
 Every mutation of a file other than the manifest is followed by re-hashing the manifest, so the
@@ -26,8 +27,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import string
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -38,7 +41,7 @@ from eth_account import Account
 from eth_utils import keccak, to_checksum_address
 
 from teleprompt_assets import eas
-from teleprompt_assets.attest import FILES, SCHEMA, Evidence, build_bundle, default_domain, verify_bundle
+from teleprompt_assets.attest import FILES, PACKAGE_FILE, SCHEMA, Evidence, build_bundle, default_domain, verify_bundle
 from teleprompt_assets.optimize import program_state
 from teleprompt_assets.programs import load_project
 from teleprompt_assets.registry import canonical_state_bytes
@@ -52,7 +55,7 @@ KEY = bytes.fromhex("8f2a55949038a9610f50fb23b5883af3b4ecb3c3bb792cbcefbd1542c69
 SIGNER = Account.from_key(KEY).address
 FORGER_KEY = bytes.fromhex("4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3b362318")
 HEX = "0123456789abcdef"
-CATEGORIES = ("attestation", "signature", "data", "resigned", "eval_tree", "data_tree", "rewards_tree", "program", "evaluation", "manifest")
+CATEGORIES = ("attestation", "signature", "data", "resigned", "eval_tree", "data_tree", "rewards_tree", "program", "evaluation", "package", "manifest")
 TREE_FILES = {"eval_tree": "eval_tree.json", "data_tree": "data_tree.json", "rewards_tree": "rewards_tree.json"}
 
 
@@ -227,6 +230,12 @@ def mutate(files: dict[str, bytes], rng: random.Random) -> tuple[dict[str, bytes
         _set(state, path, _mutate_value(_get(state, path), rng))
         out["program.json"] = canonical_state_bytes(state)
         label = ".".join(map(str, path))
+    elif category == "package":
+        package = json.loads(files[PACKAGE_FILE])
+        path = ("signer",) if rng.random() < 0.5 else ("sig", *rng.choice(_leaves(package["sig"])))
+        _set(package, path, _mutate_value(_get(package, path), rng))
+        out[PACKAGE_FILE] = _json(package)
+        label = ".".join(map(str, path))
     else:
         manifest = json.loads(files["manifest.json"])
         name = rng.choice(sorted(manifest))
@@ -305,3 +314,203 @@ def test_a_thousand_random_mutations_none_verifies(files, fast_tmp, memoized):
     assert not crashed, f"verify_bundle raised instead of reporting on {len(crashed)} bundles: {crashed[:10]}"
     assert set(categories) == set(CATEGORIES) and min(categories.values()) >= 60, categories
     assert len(locations) >= 150, f"only {len(locations)} distinct places mutated"
+
+
+# --- hostile bundles (issue 14 item 8): the verifier reads only the bundle's own files, bounded --------
+
+OUTSIDE_ENTRY = "../../../../etc/hostname"
+_OPEN_LOGS: list[list[str]] = []
+_AUDITING = False
+
+
+@pytest.fixture
+def opened() -> Any:
+    """Paths opened from here on (the interpreter's ``open`` audit events); clear it before the call watched."""
+    global _AUDITING
+    if not _AUDITING:
+        sys.addaudithook(_record_open)
+        _AUDITING = True
+    log: list[str] = []
+    _OPEN_LOGS.append(log)
+    yield log
+    _OPEN_LOGS.remove(log)
+
+
+def _record_open(event: str, args: tuple) -> None:
+    if event == "open" and _OPEN_LOGS and isinstance(args[0], (str, bytes, os.PathLike)):
+        _OPEN_LOGS[-1].append(os.fsdecode(args[0]))
+
+
+@pytest.fixture
+def expensive(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Names of the verifier's costly steps as they run: signature recovery, tree loading, bootstrap."""
+    import teleprompt_assets.attest as attest_module
+    from teleprompt_assets.merkle import StandardMerkleTree
+
+    calls: list[str] = []
+
+    def counted(name: str, function: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            calls.append(name)
+            return function(*args, **kwargs)
+
+        return wrapper
+
+    monkeypatch.setattr(eas, "recover_signer", counted("recover_signer", eas.recover_signer))
+    monkeypatch.setattr(attest_module, "bootstrap_ci", counted("bootstrap_ci", attest_module.bootstrap_ci))
+    load = StandardMerkleTree.load.__func__
+    monkeypatch.setattr(StandardMerkleTree, "load", classmethod(counted("tree load", load)))
+    return calls
+
+
+def _with_manifest(files: dict[str, bytes], change: Any) -> dict[str, bytes]:
+    manifest = json.loads(files["manifest.json"])
+    change(manifest)
+    return {**files, "manifest.json": _json(manifest)}
+
+
+def test_a_manifest_entry_outside_the_bundle_fails_and_is_never_read(files, tmp_path, opened):
+    """The issue's case: ``../../../../etc/hostname`` with the sha256 of the very file it names."""
+    folder = tmp_path / "w" / "x" / "y" / "bundle"
+    target = tmp_path / "etc" / "hostname"
+    target.parent.mkdir()
+    target.write_bytes(b"victim\n")
+    assert (folder / OUTSIDE_ENTRY).resolve() == target.resolve()
+    _write(_with_manifest(files, lambda m: m.__setitem__(OUTSIDE_ENTRY, hashlib.sha256(target.read_bytes()).hexdigest())), folder)
+    opened.clear()
+    problems = verify_bundle(folder, SIGNER)
+    assert any(OUTSIDE_ENTRY in p for p in problems), problems
+    assert not [p for p in opened if p.endswith("hostname")], opened
+
+
+@pytest.mark.parametrize("entry", ["/etc/hostname", "sub/eval_tree.json", "./eval_tree.json", "eval_tree.json/", "..", "notes.txt", "Eval_tree.json", "manifest.json"])
+def test_a_manifest_entry_that_is_not_exactly_a_bundle_file_fails_naming_it(files, tmp_path, opened, entry):
+    folder = _write(files, tmp_path / "bundle")
+    (folder / "sub").mkdir()
+    (folder / "sub" / "eval_tree.json").write_bytes(files["eval_tree.json"])
+    (folder / "notes.txt").write_bytes(b"notes\n")
+    digest = hashlib.sha256(files.get(entry.strip("./").removeprefix("sub/"), b"notes\n")).hexdigest()
+    _write(_with_manifest(files, lambda m: m.__setitem__(entry, digest)), folder)
+    opened.clear()
+    problems = verify_bundle(folder, SIGNER)
+    assert any(repr(entry) in p for p in problems), problems
+    assert not [p for p in opened if p.endswith(("hostname", "notes.txt")) or "sub" in Path(p).parts], opened
+
+
+def test_a_bundle_file_missing_from_the_manifest_fails(files, tmp_path):
+    def move(manifest: dict) -> None:
+        manifest["./program.json"] = manifest.pop("program.json")
+
+    problems = verify_bundle(_write(_with_manifest(files, move), tmp_path / "bundle"), SIGNER)
+    assert any("program.json" in p and "no entry" in p for p in problems), problems
+    assert any("'./program.json'" in p for p in problems), problems
+
+
+@pytest.mark.parametrize("manifest", [[], "x", {"attestation.json": 7}, {"attestation.json": "ABC"}], ids=["list", "string", "number", "not-hex"])
+def test_a_manifest_of_the_wrong_shape_fails(files, tmp_path, manifest):
+    if isinstance(manifest, dict):
+        manifest = {**json.loads(files["manifest.json"]), **manifest}
+    assert verify_bundle(_write({**files, "manifest.json": _json(manifest)}, tmp_path / "bundle"), SIGNER)
+
+
+@pytest.mark.parametrize("name", ["attestation.json", "offchain_package.json", "eval_tree.json", "manifest.json"])
+@pytest.mark.parametrize("where", ["outside", "inside"])
+def test_a_bundle_file_that_is_a_symlink_is_refused(files, tmp_path, name, where):
+    """Even one pointing at identical bytes: a link is never read through."""
+    folder = _write(files, tmp_path / "bundle")
+    target = tmp_path / "elsewhere" if where == "outside" else folder / "copy"
+    target.write_bytes((folder / name).read_bytes())
+    (folder / name).unlink()
+    (folder / name).symlink_to(target)
+    problems = verify_bundle(folder, SIGNER)
+    assert any(name in p and "symlink" in p for p in problems), problems
+
+
+def test_a_bundle_file_that_is_a_fifo_or_a_folder_is_refused_without_blocking(files, tmp_path):
+    import threading
+
+    folder = _write(files, tmp_path / "bundle")
+    (folder / "program.json").unlink()
+    os.mkfifo(folder / "program.json")
+    (folder / "data_tree.json").unlink()
+    (folder / "data_tree.json").mkdir()
+    result: list[list[str]] = []
+    worker = threading.Thread(target=lambda: result.append(verify_bundle(folder, SIGNER)), daemon=True)
+    worker.start()
+    worker.join(30)
+    assert result, "verify_bundle blocked on a FIFO in the bundle"
+    assert any("program.json" in p and "regular file" in p for p in result[0]), result[0]
+    assert any("data_tree.json" in p and "regular file" in p for p in result[0]), result[0]
+
+
+def test_a_file_over_its_size_limit_is_refused_before_any_work(files, tmp_path, monkeypatch, expensive):
+    import teleprompt_assets.attest as attest_module
+
+    folder = _write(files, tmp_path / "bundle")
+    monkeypatch.setitem(attest_module.MAX_FILE_BYTES, "program.json", len(files["program.json"]) - 1)
+    problems = verify_bundle(folder, SIGNER)
+    assert any("program.json" in p and f"{len(files['program.json']) - 1:,}" in p for p in problems), problems
+    assert expensive == []
+    monkeypatch.setitem(attest_module.MAX_FILE_BYTES, "program.json", len(files["program.json"]))
+    assert verify_bundle(folder, SIGNER) == []
+
+
+def test_eval_leaves_times_resamples_over_the_limit_is_refused_before_any_work(files, evidence, tmp_path, monkeypatch, expensive):
+    """16 leaves × 100 resamples = 1,600 bootstrap draws: one under that limit refuses, at it verifies."""
+    import teleprompt_assets.attest as attest_module
+
+    folder = _write(files, tmp_path / "bundle")
+    draws = len(evidence.eval_leaves) * evidence.resamples
+    monkeypatch.setattr(attest_module, "MAX_BOOTSTRAP_DRAWS", draws - 1)
+    problems = verify_bundle(folder, SIGNER)
+    assert any("resamples" in p and f"{draws:,}" in p and f"{draws - 1:,}" in p for p in problems), problems
+    assert expensive == []
+    monkeypatch.setattr(attest_module, "MAX_BOOTSTRAP_DRAWS", draws)
+    assert verify_bundle(folder, SIGNER) == []
+    assert "bootstrap_ci" in expensive
+
+
+def test_a_tree_over_the_leaf_limit_is_refused_before_any_work(files, tmp_path, monkeypatch, expensive):
+    import teleprompt_assets.attest as attest_module
+
+    folder = _write(files, tmp_path / "bundle")
+    monkeypatch.setattr(attest_module, "MAX_TREE_LEAVES", 11)  # the data tree has 12 leaves, the eval tree 16
+    problems = verify_bundle(folder, SIGNER)
+    assert any(p.startswith("data_tree.json") and "12" in p and "11" in p for p in problems), problems
+    assert any(p.startswith("eval_tree.json") and "16" in p for p in problems), problems
+    assert not any(p.startswith("rewards_tree.json") for p in problems), problems
+    assert expensive == []
+
+
+def test_a_hostile_tree_claiming_more_nodes_than_leaves_allow_is_refused_before_any_work(files, tmp_path, monkeypatch, expensive):
+    import teleprompt_assets.attest as attest_module
+
+    dump = json.loads(files["data_tree.json"])
+    dump["tree"] = dump["tree"] * 4
+    folder = _write({**files, "data_tree.json": _json(dump)}, tmp_path / "bundle")
+    monkeypatch.setattr(attest_module, "MAX_TREE_LEAVES", 12)
+    problems = verify_bundle(folder, SIGNER)
+    assert any(p.startswith("data_tree.json") and "nodes" in p for p in problems), problems
+    assert expensive == []
+
+
+def test_build_bundle_refuses_evidence_the_verifier_would_refuse(evidence, monkeypatch):
+    import teleprompt_assets.attest as attest_module
+
+    monkeypatch.setattr(attest_module, "MAX_BOOTSTRAP_DRAWS", len(evidence.eval_leaves) * evidence.resamples - 1)
+    with pytest.raises(ValueError, match="MAX_BOOTSTRAP_DRAWS"):
+        build_bundle(evidence, KEY)
+    monkeypatch.undo()
+    monkeypatch.setattr(attest_module, "MAX_TREE_LEAVES", len(evidence.data_leaves) - 1)
+    with pytest.raises(ValueError, match="MAX_TREE_LEAVES"):
+        build_bundle(evidence, KEY)
+
+
+def test_the_limits_are_documented():
+    import teleprompt_assets.attest as attest_module
+
+    doc = (REPO / "docs" / "attestations.md").read_text()
+    for name in ("MAX_TREE_LEAVES", "MAX_BOOTSTRAP_DRAWS", "MAX_RESAMPLES", "MAX_FILE_BYTES"):
+        assert name in doc, name
+    for value in (attest_module.MAX_TREE_LEAVES, attest_module.MAX_BOOTSTRAP_DRAWS, attest_module.MAX_RESAMPLES):
+        assert f"{value:,}" in doc, value

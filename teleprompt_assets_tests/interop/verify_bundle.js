@@ -6,12 +6,17 @@
 //
 // Prints ONE JSON object: {"ok", "uid", "signer", "checks": {name: bool}, "errors": [...]}.
 // Exit status 0 only if every check passed; 1 if any failed; 2 on a usage error.
+// A bundle is hostile input: only the bundle's own file names are opened, in the folder itself, never
+// through a symlink (O_NOFOLLOW) and only as regular files of bounded size. The manifest's entries
+// are compared with that list, never opened.
 // CommonJS on purpose: the SDK's ESM build (dist/lib.esm) fails to import under node
 // ("Named export 'isEqual' not found ... 'lodash' is a CommonJS module").
 'use strict';
 
+const crypto = require('crypto');
 const fs = require('fs');
 const path = require('path');
+const { isDeepStrictEqual } = require('util');
 const { ethers } = require('ethers');
 const { StandardMerkleTree } = require('@openzeppelin/merkle-tree');
 const {
@@ -29,6 +34,9 @@ const TREES = [
   ['rewards_tree.json', 'rewardsRoot', ['address', 'uint256'], 'contributorCount'],
 ];
 const REWARDS_TOTAL = 1000000n;
+const PACKAGE = 'offchain_package.json';
+const FILES = ['attestation.json', PACKAGE, 'eval_tree.json', 'data_tree.json', 'rewards_tree.json', 'program.json', 'evaluation.json'];
+const MAX_FILE_BYTES = 512 * 1000 * 1000; // the largest of attest.MAX_FILE_BYTES (a tree of 1,000,000 leaves)
 
 const result = { ok: false, uid: null, signer: null, checks: {}, errors: [] };
 
@@ -42,8 +50,59 @@ function fail(name, err) {
   return check(name, false, err && err.message ? err.message.split('\n')[0] : String(err));
 }
 
+function readFile(dir, name) {
+  if (!FILES.includes(name) && name !== 'manifest.json') throw new Error(`${name} is not a bundle file`);
+  let fd;
+  try {
+    fd = fs.openSync(path.join(dir, name), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW | fs.constants.O_NONBLOCK);
+  } catch (err) {
+    if (err.code === 'ELOOP' || err.code === 'EMLINK') throw new Error(`${name} is a symlink; bundle files are never read through a link`);
+    throw err;
+  }
+  try {
+    const st = fs.fstatSync(fd);
+    if (!st.isFile()) throw new Error(`${name} is not a regular file`);
+    if (st.size > MAX_FILE_BYTES) throw new Error(`${name} is ${st.size} bytes, over ${MAX_FILE_BYTES}`);
+    return fs.readFileSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+}
+
 function readJson(dir, name) {
-  return JSON.parse(fs.readFileSync(path.join(dir, name), 'utf8'));
+  return JSON.parse(readFile(dir, name).toString('utf8'));
+}
+
+function isObject(value) {
+  return value !== null && typeof value === 'object' && !Array.isArray(value);
+}
+
+function checkManifest(dir) {
+  let manifest = null;
+  try {
+    manifest = readJson(dir, 'manifest.json');
+    check('manifest.read', isObject(manifest), 'manifest.json is not a JSON object');
+  } catch (err) {
+    fail('manifest.read', err);
+  }
+  if (!isObject(manifest)) {
+    check('manifest.entries', false, 'no manifest to compare');
+    check('manifest.sha256', false, 'no manifest to compare');
+    return;
+  }
+  const strangers = Object.keys(manifest).filter((name) => !FILES.includes(name));
+  const absent = FILES.filter((name) => !Object.prototype.hasOwnProperty.call(manifest, name));
+  check('manifest.entries', strangers.length === 0 && absent.length === 0,
+    () => `entries that are not bundle files (not read): ${JSON.stringify(strangers)}; no entry for: ${JSON.stringify(absent)}`);
+  const wrong = [];
+  for (const name of FILES) {
+    try {
+      if (manifest[name] !== crypto.createHash('sha256').update(readFile(dir, name)).digest('hex')) wrong.push(name);
+    } catch (err) {
+      wrong.push(`${name} (${err.message.split('\n')[0]})`);
+    }
+  }
+  check('manifest.sha256', wrong.length === 0, () => `sha256 does not match for ${wrong.join(', ')}`);
 }
 
 function emit(code) {
@@ -58,6 +117,8 @@ function main() {
     result.errors.push('usage: node verify_bundle.js <bundle_dir> [expected_signer]');
     emit(2);
   }
+
+  checkManifest(dir);
 
   // --- attestation: signature, uid, schema uid -------------------------------------------------------------
   let attestation;
@@ -110,6 +171,28 @@ function main() {
       fail('attestation.signature', err);
     }
   }
+  // --- the SDK's package {sig, signer}: the same attestation, and the attester it names signed it ---------
+  let pkg = null;
+  try {
+    pkg = readJson(dir, PACKAGE);
+    check('package.read', isObject(pkg) && JSON.stringify(Object.keys(pkg).sort()) === '["sig","signer"]',
+      'offchain_package.json is not exactly {sig, signer}');
+  } catch (err) {
+    fail('package.read', err);
+  }
+  const sig = isObject(pkg) ? pkg.sig : undefined;
+  check('package.sig', isDeepStrictEqual(sig, attestation), 'offchain_package.json sig is not attestation.json');
+  try {
+    const signer = isObject(pkg) ? pkg.signer : undefined;
+    check('package.signer',
+      typeof signer === 'string' && ethers.isAddress(signer) && ethers.getAddress(signer) === signer && offchain !== null
+        && offchain.verifyOffchainAttestationSignature(signer, sig)
+        && (!expectedSigner || ethers.getAddress(expectedSigner) === signer),
+      () => `the EAS SDK does not accept signer ${signer} for the package's sig${expectedSigner ? ` (expected ${expectedSigner})` : ''}`);
+  } catch (err) {
+    fail('package.signer', err);
+  }
+
   if (expectedSigner) {
     check('attestation.signer', result.signer !== null && ethers.getAddress(expectedSigner) === result.signer,
       () => `recovered ${result.signer}, expected ${expectedSigner}`);
