@@ -2,7 +2,7 @@
 
 The suite's ``teleprompt_assets_tests/test_program_matrix.py`` runs every pair on a 48-trace window
 with tiny budgets; this runs the same pairs as a user would first try them: 250 traces over 5 days
-and budgets near DSPy's defaults. Each cell compiles, passes the blocking prompt check, is scored
+and budgets near DSPy's defaults, plus a fifth shape whose traces never log the first step's output. Each cell compiles, passes the blocking prompt check, is scored
 against the uncompiled program on the holdout, is registered into a fresh sqlite MLflow store,
 loaded back with ``mlflow.dspy.load_model`` and called once. A failing cell prints its reason and
 the run goes on. Scores are offline-LM scores: they show the pipeline works end to end, not which
@@ -28,10 +28,15 @@ from teleprompt_assets.programs import load_project
 from teleprompt_assets.settings import load_settings
 from teleprompt_assets.tracking import connect, experiment_id
 from teleprompt_assets_tests.conftest import set_env
-from teleprompt_assets_tests.test_program_matrix import SHAPES, cell_name, project_yaml, run_cell
+from teleprompt_assets_tests.test_program_matrix import MODULE, SHAPES, Shape, cell_name, project_yaml, run_cell
 from teleprompt_assets_tests.user_programs import traffic
 
 logging.disable(logging.WARNING)
+
+# Beyond the suite's shapes: the two steps returning only the reply, so traces never log the intent.
+# Bootstrapping optimizers produce it; LabeledFewShot and KNNFewShot have nothing to show and say so.
+ALL_SHAPES = (*SHAPES, Shape("two_step_final_only", f"{MODULE}:TriageAndDraftFinalOnly", ("email", "customer_name"),
+                             {"kind": "token_f1", "field": "reply"}, logs_intent=False))
 
 OPTIMIZERS: dict[str, dict[str, Any]] = {
     "LabeledFewShot": {"k": 8},
@@ -52,7 +57,7 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="tp-matrix-"))
     set_env(work / "tp")
     config = work / "teleprompt.yaml"
-    config.write_text(yaml.safe_dump(project_yaml(optimizers=OPTIMIZERS)))
+    config.write_text(yaml.safe_dump(project_yaml(ALL_SHAPES, OPTIMIZERS)))
     specs = load_project(config)[1]
     settings = load_settings()
     client = connect(settings)
@@ -61,10 +66,10 @@ def main() -> None:
     print(f"| shape | optimizer | result | demos | pool | baseline | candidate | seconds |  ({window}, offline LM, pid {os.getpid()})")
     print("|---|---|---|---|---|---|---|---|")
     passed, started = 0, time.perf_counter()
-    for shape in SHAPES:
+    for shape in ALL_SHAPES:
         for name in OPTIMIZERS:
             spec = specs[cell_name(shape.name, name)]
-            curated = traffic.curated(spec.name, shape.inputs, args.traces, args.days)
+            curated = traffic.curated(spec.name, shape.inputs, args.traces, args.days, log_intent=shape.logs_intent)
             cell_started = time.perf_counter()
             try:
                 cell = run_cell(spec, curated, client, exp_id, "2026-01-01..2026-01-05")
@@ -75,7 +80,7 @@ def main() -> None:
             passed += 1
             c = cell.comparison
             print(f"| {shape.name} | {name} | ok (v{cell.version}) | {cell.demos} | {cell.pool} | {c.baseline_mean:.3f} | {c.candidate_mean:.3f} | {cell.seconds:.1f} |")
-    total = len(SHAPES) * len(OPTIMIZERS)
+    total = len(ALL_SHAPES) * len(OPTIMIZERS)
     print(f"program_matrix: {passed}/{total} cells passed in {time.perf_counter() - started:.1f} s")
 
 

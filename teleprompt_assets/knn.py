@@ -198,6 +198,27 @@ class KNNProgram(dspy.Module):
             _retarget_trace(program, self.program)
 
 
+def needed_fields(predictor: dspy.Predict) -> list[str]:
+    """The fields a demo must fill for ``predictor`` (a ChainOfThought's reasoning is optional)."""
+    signature = predictor.signature
+    return [f for f in (*signature.input_fields, *signature.output_fields) if f != "reasoning"]
+
+
+def holds(example: dspy.Example, fields: Sequence[str]) -> bool:
+    return all(str(example.get(f, "") or "").strip() for f in fields)
+
+
+def unlabeled_message(program: dspy.Module, examples: Sequence[dspy.Example]) -> str:
+    """Why no example can be a demo: the first predictor every example lacks a field of, and those fields."""
+    for name, predictor in program.named_predictors():
+        fields = needed_fields(predictor)
+        if not any(holds(ex, fields) for ex in examples):
+            missing = [f for f in fields if not any(holds(ex, [f]) for ex in examples)]
+            return (f"no training example holds every field step '{name}' needs (missing: {', '.join(missing) or 'a complete set'}); "
+                    "log each step's output (return it from the program's forward) or pick a bootstrapping optimizer")
+    return "no training example holds every field of every step; log each step's output"
+
+
 def distinct_by(examples: Sequence[dspy.Example], fields: Sequence[str]) -> list[dspy.Example]:
     """The first example per value of ``fields``, in order: what one predictor needs to be shown once.
 
@@ -233,9 +254,16 @@ class KNNFewShot(Teleprompter):
         self.params = KNNParams.parse(params)
 
     def compile(self, student: dspy.Module, *, trainset: Sequence[dspy.Example]) -> KNNProgram:
-        """No LM calls: the pool is recorded and embedded once (so a bad embedder fails here, not later)."""
+        """No LM calls: the pool is recorded and embedded once (so a bad embedder fails here, not later).
+
+        Every predictor is shown pool entries, so an entry must hold every field of every predictor;
+        when none does (traces that log only the last step's output) there is nothing to show.
+        """
         input_fields = forward_inputs(type(student))
-        program = KNNProgram(student.reset_copy(), candidate_pool(trainset, input_fields, self.params.max_pool), self.params.k,
+        complete = [ex for ex in trainset if all(holds(ex, needed_fields(p)) for p in student.predictors())]
+        if trainset and not complete:
+            raise ValueError(unlabeled_message(student, trainset))
+        program = KNNProgram(student.reset_copy(), candidate_pool(complete, input_fields, self.params.max_pool), self.params.k,
                              self.params.describe_embedder(), input_fields)
         program.embed_pool()
         return program

@@ -11,7 +11,9 @@ on one training example at a time, and every demo a run yields is stamped with t
 matched back by content, so no demo can be credited to a trace that merely looks alike.
 
 Demos are then made distinct per predictor, on the inputs that predictor sees: two emails that
-differ only in the customer's name are two examples for the program but one for ``classify``.
+differ only in the customer's name are two examples for the program but one for ``classify``; and a
+labeled demo that lacks a field its predictor needs (traces that never log an intermediate output)
+is left out. LabeledFewShot and KNNFewShot, which have nothing else to show, fail with that reason.
 
 ``KNNFewShot`` has no fixed demos: it picks them per call from a candidate pool of training examples
 (see :mod:`teleprompt_assets.knn`). Its compiled program's state records that pool, each entry with
@@ -262,7 +264,9 @@ def _compile(spec: ProgramSpec, trainset: list[dspy.Example], metric: Metric, va
         teacher._compiled = True  # keep its demos: DSPy would otherwise replace them with labeled ones
         kwargs["teacher"] = teacher
     compiled = optimizer.compile(student, **kwargs)
-    distinct_demos(compiled)
+    usable_demos(compiled)
+    if config.name == "LabeledFewShot" and not any(p.demos for p in compiled.predictors()):
+        raise ValueError(knn.unlabeled_message(student, trainset))
     return CompileResult(compiled, program_state(compiled), demo_sources(compiled), knn.pool_trace_ids(compiled))
 
 
@@ -351,16 +355,21 @@ def _record_bootstrap_sources() -> None:
 _record_bootstrap_sources()
 
 
-def distinct_demos(program: dspy.Module) -> None:
-    """Keep each predictor's first demo per value of that predictor's inputs.
+def usable_demos(program: dspy.Module) -> None:
+    """Keep each predictor's demos that fill its fields, the first one per value of its inputs.
 
-    Optimizers pick demos per program example; a predictor that sees fewer inputs than the program
-    (``classify`` sees ``email``, not ``customer_name``) would otherwise show the same input twice,
-    possibly with two answers, which prompt_quality refuses. The first one keeps its place and its
-    provenance.
+    A training example lacks a field when traces do not log it: a program that returns only its last
+    step's output never logs the ``intent`` its first step produced, so its labeled examples cannot
+    show ``classify`` an intent (bootstrapped demos can: they record what the step produced).
+    Optimizers also pick demos per program example, so a predictor that sees fewer inputs than the
+    program (``classify`` sees ``email``, not ``customer_name``) would show one input twice,
+    possibly with two answers. Both would fail prompt_quality; the first demo keeps its place and
+    its provenance.
     """
     for predictor in program.predictors():
-        predictor.demos = knn.distinct_by(predictor.demos, list(predictor.signature.input_fields))
+        fields = knn.needed_fields(predictor)
+        complete = [demo for demo in predictor.demos if knn.holds(demo, fields)]
+        predictor.demos = knn.distinct_by(complete, list(predictor.signature.input_fields))
 
 
 def demo_sources(program: dspy.Module) -> list[DemoSource]:

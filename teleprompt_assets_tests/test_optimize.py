@@ -206,3 +206,36 @@ def test_miprov2_with_an_explicit_budget_compiles_on_a_small_window():
     with dspy.context(lm=offline_lm()):
         result = compile_program(spec, _two_step_examples(), spec.metric(), _two_step_examples()[:2])
     assert all(d.trace_id for d in result.demos)
+
+
+def _final_only(name: str, **params):
+    from teleprompt_assets.programs import ProgramConfig, ProgramSpec
+
+    return ProgramSpec("triage", ProgramConfig(module=TWO_STEP.replace("TriageAndDraft", "TriageAndDraftFinalOnly"),
+                                               metric={"kind": "token_f1", "field": "reply"}, optimizer=OptimizerConfig(name=name, params=params)))
+
+
+def _without_intent() -> list[dspy.Example]:
+    return [dspy.Example({k: v for k, v in ex.items() if k != "intent"}).with_inputs("email", "customer_name") for ex in _two_step_examples()]
+
+
+def test_labeled_demos_missing_a_field_their_step_needs_are_left_out():
+    """Traces that log only the last step's output hold no ``intent``: bootstrapped demos (which carry
+    the intent classify produced) are kept, labeled ones that cannot show it are not."""
+    from teleprompt_assets.prompt_quality import check_program
+
+    spec = _final_only("BootstrapFewShot", max_bootstrapped_demos=2, max_labeled_demos=4)
+    with dspy.context(lm=offline_lm()):
+        result = compile_program(spec, _without_intent(), lambda example, prediction, trace=None: 1.0)
+    assert result.demos and all(d.augmented for d in result.demos)
+    assert check_program(result.program, {f"t{i}" for i in range(6)}, set(), 4000).passed
+
+
+@pytest.mark.parametrize(("name", "params"), [("LabeledFewShot", {"k": 4}), ("KNNFewShot", {"k": 2})])
+def test_labeled_optimizers_refuse_traces_that_lack_a_steps_field_with_the_reason(name, params):
+    from teleprompt_assets.optimize import CompileError
+
+    spec = _final_only(name, **params)
+    with pytest.raises(CompileError, match="no training example holds every field .*classify.*intent") as caught:
+        compile_program(spec, _without_intent(), spec.metric())
+    assert not caught.value.transient and "log each step's output" in str(caught.value)

@@ -38,6 +38,7 @@ class Shape:
     module: str
     inputs: tuple[str, ...]
     metric: dict[str, Any]
+    logs_intent: bool = True
 
 
 SHAPES = (
@@ -141,7 +142,7 @@ def matrix(tmp_path_factory: pytest.TempPathFactory):
 def test_every_shape_compiles_checks_evaluates_registers_and_serves(matrix, shape: Shape, optimizer: str):
     specs, client, exp_id, timings = matrix
     spec = specs[cell_name(shape.name, optimizer)]
-    curated = traffic.curated(spec.name, shape.inputs, TRACES, DAYS)
+    curated = traffic.curated(spec.name, shape.inputs, TRACES, DAYS, log_intent=shape.logs_intent)
     result = run_cell(spec, curated, client, exp_id, "2026-01-01..2026-01-05")
     timings[spec.name] = result.seconds
     if optimizer == "KNNFewShot":

@@ -57,3 +57,12 @@ class TriageAndDraft(dspy.Module):
         intent = self.classify(email=email).intent
         reply = self.draft(email=email, customer_name=customer_name, intent=intent).reply
         return dspy.Prediction(intent=intent, reply=reply)
+
+
+class TriageAndDraftFinalOnly(TriageAndDraft):
+    """The same two steps, returning only the draft's prediction: its traces never log ``intent``,
+    so no training example can show ``classify`` (or ``draft``, which reads it) a labeled intent."""
+
+    def forward(self, email: str, customer_name: str) -> dspy.Prediction:
+        intent = self.classify(email=email).intent
+        return self.draft(email=email, customer_name=customer_name, intent=intent)

@@ -57,12 +57,14 @@ def tickets(count: int, rng: random.Random) -> list[Ticket]:
     return out
 
 
-def curated(program: str, module_inputs: tuple[str, ...], count: int, days: int, seed: int = 0, start_ms: int = 1_767_225_600_000) -> pl.DataFrame:
+def curated(program: str, module_inputs: tuple[str, ...], count: int, days: int, seed: int = 0, start_ms: int = 1_767_225_600_000,
+            log_intent: bool = True) -> pl.DataFrame:
     """``count`` accepted traces of ``program`` spread over ``days``, with ground truth and outcomes.
 
     What was logged as sent is the right reply for about 60% of traces (resolved) and a generic one
     otherwise (not resolved), so an outcome-only program has good and bad replies to learn from.
-    ``module_inputs`` picks the root span's inputs (``("email",)`` for the one-step programs).
+    ``module_inputs`` picks the root span's inputs (``("email",)`` for the one-step programs);
+    ``log_intent=False`` logs a two-step program that returns only its reply.
     """
     rng = random.Random(seed)
     rows = []
@@ -71,8 +73,9 @@ def curated(program: str, module_inputs: tuple[str, ...], count: int, days: int,
         good = rng.random() < 0.6
         sent = right if good else WEAK_REPLY
         inputs = {f: getattr(ticket, f) for f in module_inputs}
-        outputs = {"intent": ticket.intent} | ({"reply": sent} if "customer_name" in module_inputs else {})
-        truth = {"intent": ticket.intent} | ({"reply": right} if "customer_name" in module_inputs else {})
+        intent = {"intent": ticket.intent} if log_intent else {}
+        outputs = intent | ({"reply": sent} if "customer_name" in module_inputs else {})
+        truth = intent | ({"reply": right} if "customer_name" in module_inputs else {})
         trace_id = f"tr-{seed}-{i:05d}"
         rows.append({"trace_id": trace_id, "timestamp_ms": start_ms + (i * days * DAY_MS) // count, "state": "OK", "experiment_id": "1",
                      "program": program, "contributor": CONTRIBUTORS[i % len(CONTRIBUTORS)], "inputs": json.dumps(inputs),
