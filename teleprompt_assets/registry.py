@@ -460,5 +460,6 @@ def status(client: MlflowClient, spec: ProgramSpec) -> dict[str, Any]:
         "last_version": int(latest.version) if latest is not None else None,
         "last_run": latest.tags.get("dagster_run_id") if latest is not None else None,
         "last_attestation": last_attested.tags["attestation_uid"] if last_attested is not None else None,
+        "attester": last_attested.tags.get("attester") if last_attested is not None else None,
         "last_window_end": (latest.tags.get("window", "..").split("..")[-1] or None) if latest is not None else None,
     }

@@ -40,6 +40,7 @@ from dspy import lm15
 from dspy.lm15 import Message, Response, TextPart, Usage
 from eth_account import Account
 
+from teleprompt_assets import attest
 from teleprompt_assets_tests.conftest import REPO
 
 END = date(2026, 11, 20)
@@ -488,7 +489,7 @@ def step_events(instance: dg.DagsterInstance, step: str, event_type: dg.DagsterE
 
 # --- the state a store must be in, whatever happened -------------------------------------------
 
-BUNDLE_FILES = {"attestation.json", "eval_tree.json", "data_tree.json", "rewards_tree.json", "program.json", "evaluation.json", "manifest.json"}
+BUNDLE_FILES = set(attest.BUNDLE_FILES)
 UID = re.compile(r"0x[0-9a-f]{64}")
 
 

@@ -10,6 +10,7 @@ import json
 import time
 from datetime import date, datetime, timedelta, timezone
 from datetime import time as dtime
+from typing import NamedTuple
 
 import dagster as dg
 import polars as pl
@@ -28,10 +29,13 @@ from teleprompt_assets import (
 from teleprompt_assets.defs.checks import Verdict, combined_check
 from teleprompt_assets.defs.compile import SKIPPED, build_compiled_program
 from teleprompt_assets.defs.evaluation import build_evaluation_report
-from teleprompt_assets.defs.io import ByPartition
+from teleprompt_assets.defs.io import ByPartition, LocalTableIOManager
 from teleprompt_assets.defs.partitions import (
     Target,
+    key_of,
+    target_of,
     targets,
+    window_days_of,
     window_label,
     window_mapping,
     window_of,
@@ -74,20 +78,14 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
         check_specs=[dg.AssetCheckSpec("counts_reconcile", asset="curated_traces", blocking=True, description="read = accepted + quarantined")],
     )
     def curate(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, mlflow: Tracking, raw_traces: ByPartition):
-        rules = quality.QualityConfig.model_validate(teleprompt.project().quality)
         accepted_out, rejected_out, checks = ByPartition(), ByPartition(), []
         for t in targets(context):
-            raw = raw_traces[t.key]
-            result = quality.curate(raw, teleprompt.spec(t.program), rules, now_ms=int(time.time() * 1000))
-            accepted_out[t.key], rejected_out[t.key] = accepted, rejected = result.accepted, result.quarantined
-            reasons = dict(rejected.group_by("reason").len().sort("reason").iter_rows()) if len(rejected) else {}
-            rate = len(rejected) / len(raw) if len(raw) else 0.0
-            track(mlflow, t, metrics={"traces_accepted": len(accepted), "traces_quarantined": len(rejected), "quarantine_rate": rate})
-            context.add_asset_metadata({"accepted": len(accepted), "quarantine_rate": rate, "contributors": accepted["contributor"].n_unique()},
-                                       asset_key="curated_traces", partition_key=t.key)
-            context.add_asset_metadata({"quarantined": len(rejected), "reasons": dg.MetadataValue.json(reasons)},
-                                       asset_key="quarantined_traces", partition_key=t.key)
-            checks.append(Verdict(t, len(accepted) + len(rejected) == len(raw), {"read": len(raw), "accepted": len(accepted), "quarantined": len(rejected)}))
+            day = _curate_day(teleprompt, t, raw_traces[t.key])
+            accepted_out[t.key], rejected_out[t.key] = day.accepted, day.quarantined
+            track(mlflow, t, metrics={"traces_accepted": len(day.accepted), "traces_quarantined": len(day.quarantined), "quarantine_rate": day.rate})
+            context.add_asset_metadata(day.curated_metadata, asset_key="curated_traces", partition_key=t.key)
+            context.add_asset_metadata(day.quarantined_metadata, asset_key="quarantined_traces", partition_key=t.key)
+            checks.append(Verdict(t, day.reconciles, day.counts))
         yield dg.Output(accepted_out, "curated_traces")
         yield dg.Output(rejected_out, "quarantined_traces")
         yield combined_check("counts_reconcile", "curated_traces", checks)
@@ -97,11 +95,15 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
         description=f"The last {window_days} days of curated traces, deduplicated and split train / dev / holdout by a hash of the inputs.",
         ins={"curated_traces": dg.AssetIn(partition_mapping=window_mapping(window_days), metadata={"allow_missing_partitions": True})},
     )
-    def training_set(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, mlflow: Tracking, curated_traces: ByPartition) -> ByPartition:
+    def training_set(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, mlflow: Tracking, io_manager: dg.ResourceParam[LocalTableIOManager],
+                     curated_traces: ByPartition) -> ByPartition:
+        """Before reading its window, ingests and curates the window's days that were never curated
+        (a first run, a gap, a day skipped by an earlier run), so no run trains on part of its window."""
         sampling = quality.QualityConfig.model_validate(teleprompt.project().quality).sampling
         out = ByPartition()
         for t in targets(context):
-            parts = [p for p in window_of(curated_traces, t, window_days) if isinstance(p, pl.DataFrame)]
+            filled = _fill_window(context, teleprompt, io_manager, t, window_days)
+            parts = [p for p in window_of(curated_traces | filled, t, window_days) if isinstance(p, pl.DataFrame)]
             curated = pl.concat(parts, how="vertical_relaxed") if parts else pl.DataFrame(schema=quality.ACCEPTED_SCHEMA)
             whole = datasets.training_table(curated, teleprompt.spec(t.program))
             out[t.key] = table = datasets.sample_train(whole, sampling, traces.day_bounds_ms(t.day)[1])
@@ -111,7 +113,7 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
                 "window": window_label(t.day, window_days), "rows": len(table), "duplicates_removed": len(curated) - len(whole),
                 "sampling": sampling.strategy, "sampled_out": len(whole) - len(table),
                 **{f"{s}_rows": counts.get(s, 0) for s in datasets.SPLITS},
-                "dataset_hash": dataset_hash,
+                "dataset_hash": dataset_hash, "days_filled": len(filled),
             }, partition_key=t.key)
             track(mlflow, t, tags={"window": window_label(t.day, window_days), "dataset_hash": dataset_hash},
                    metrics={f"{s}_rows": counts.get(s, 0) for s in datasets.SPLITS})
@@ -243,11 +245,77 @@ def _attest(teleprompt: TelepromptResource, mlflow: Tracking, t: Target, compile
         raise dg.Failure(description=f"the bundle built for {uid} does not verify, so it was not published: {'; '.join(problems)}", allow_retries=False)
     folder = attest.publish_bundle(staged, settings.outbox / t.program / uid)
     client.log_artifacts(registered["run_id"], str(folder), artifact_path="attestation")
+    signer = attest.package_attester(files)  # the address the bundle names and its signature backs
+    client.set_model_version_tag(registered["name"], str(registered["version"]), "attester", signer)
     client.set_model_version_tag(registered["name"], str(registered["version"]), "attestation_uid", uid)
     url = share.share_url(json.loads(files["attestation.json"]), attester.address)
     track(mlflow, t, tags={"attestation_uid": uid})
-    return {"attested": True, "uid": uid, "bundle": str(folder), "attester": attester.address, "dev_key": attester.is_dev,
+    return {"attested": True, "uid": uid, "bundle": str(folder), "attester": signer, "dev_key": attester.is_dev,
             "verifies": not problems, "problems": problems, "share_url": url}
+
+
+class CuratedDay(NamedTuple):
+    raw: pl.DataFrame
+    accepted: pl.DataFrame
+    quarantined: pl.DataFrame
+
+    @property
+    def rate(self) -> float:
+        return len(self.quarantined) / len(self.raw) if len(self.raw) else 0.0
+
+    @property
+    def reconciles(self) -> bool:
+        return len(self.accepted) + len(self.quarantined) == len(self.raw)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"read": len(self.raw), "accepted": len(self.accepted), "quarantined": len(self.quarantined)}
+
+    @property
+    def curated_metadata(self) -> dict:
+        return {"accepted": len(self.accepted), "quarantine_rate": self.rate, "contributors": self.accepted["contributor"].n_unique()}
+
+    @property
+    def quarantined_metadata(self) -> dict:
+        q = self.quarantined
+        reasons = dict(q.group_by("reason").len().sort("reason").iter_rows()) if len(q) else {}
+        return {"quarantined": len(q), "reasons": dg.MetadataValue.json(reasons)}
+
+
+def _curate_day(teleprompt: TelepromptResource, t: Target, raw: pl.DataFrame) -> CuratedDay:
+    rules = quality.QualityConfig.model_validate(teleprompt.project().quality)
+    result = quality.curate(raw, teleprompt.spec(t.program), rules, now_ms=int(time.time() * 1000))
+    return CuratedDay(raw, result.accepted, result.quarantined)
+
+
+def _fill_window(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, io: LocalTableIOManager, t: Target, window_days: int) -> ByPartition:
+    """Ingest and curate the days of ``t``'s window that have no ``curated_traces`` materialization,
+    storing and recording them as materializations of raw_traces, curated_traces and
+    quarantined_traces (partitions this run does not target, so Dagster would otherwise leave them
+    out and the window would be silently short). Returns the curated tables by partition key."""
+    first = teleprompt.project().start_date.isoformat()
+    have = context.instance.get_materialized_partitions(dg.AssetKey("curated_traces"))
+    missing = [key_of(t.program, d) for d in window_days_of(t.day, window_days) if d >= first and key_of(t.program, d) not in have]
+    filled = ByPartition()
+    if not missing:
+        return filled
+    client = teleprompt.client()
+    spec = teleprompt.spec(t.program)
+    experiment = teleprompt.experiment_id(client, spec.config.experiment)
+    for key in missing:
+        target = target_of(key)
+        day = _curate_day(teleprompt, target, traces.read_day(client, experiment, target.day))
+        if not day.reconciles:
+            raise dg.Failure(description=f"{key}: read {len(day.raw)} != accepted {len(day.accepted)} + quarantined {len(day.quarantined)}", allow_retries=False)
+        note = {"filled_for": t.key}
+        for asset, value, metadata in (("raw_traces", day.raw, {"traces_read": len(day.raw), "experiment": spec.config.experiment}),
+                                       ("quarantined_traces", day.quarantined, day.quarantined_metadata),
+                                       ("curated_traces", day.accepted, day.curated_metadata | day.counts)):
+            io.store(dg.AssetKey(asset), key, value)
+            context.log_event(dg.AssetMaterialization(asset_key=asset, partition=key, metadata=metadata | note))
+        filled[key] = day.accepted
+    context.log.info(f"{t.program}: ingested and curated {len(missing)} day(s) of the window that were never curated: {', '.join(target_of(k).day for k in missing)}")
+    return filled
 
 
 def _sample_input(table: pl.DataFrame, spec) -> dict:

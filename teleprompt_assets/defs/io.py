@@ -62,6 +62,10 @@ class LocalTableIOManager(dg.ConfigurableIOManager):
             return
         self._write(key, None, obj)
 
+    def store(self, asset_key: dg.AssetKey, partition: str, obj: Any) -> None:
+        """Write one partition of an asset outside its own step (the training window's catch-up)."""
+        self._write(asset_key, partition, obj)
+
     def _write(self, key: dg.AssetKey, partition: str | None, obj: Any) -> None:
         if obj is None:
             return

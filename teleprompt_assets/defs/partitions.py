@@ -65,6 +65,12 @@ def targets(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> list[T
     return sorted(target_of(str(k)) for k in context.partition_keys)
 
 
+def window_days_of(day: str, window_days: int) -> list[str]:
+    """The days of the training window ending on ``day``, oldest first."""
+    end = date.fromisoformat(day)
+    return [(end - timedelta(days=i)).isoformat() for i in reversed(range(window_days))]
+
+
 def window_of(loaded: Mapping[str, Any], target: Target, window_days: int) -> list[Any]:
     """The loaded upstream partitions in ``target``'s window (same program), oldest first."""
     end = date.fromisoformat(target.day)

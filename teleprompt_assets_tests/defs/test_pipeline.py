@@ -185,6 +185,7 @@ def test_cli_status_reports_the_champion_and_attestation(pipeline, capsys):
     info = {i["program"]: i for i in json.loads(capsys.readouterr().out)}["ticket_router"]
     assert info["champion"] == first["registered_version"]["version"]
     assert info["last_attestation"] == first["deltaone_attestation"]["uid"]
+    assert info["attester"] == first["deltaone_attestation"]["attester"] == Account.from_key(ATTESTER_KEY).address
     assert info["last_run"] == first["run_id"]
     assert info["pending_traces"] >= 0
 
