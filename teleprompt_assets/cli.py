@@ -1,27 +1,245 @@
-"""``teleprompt``: what people do by hand — seed demo traffic, run the demo, verify a bundle."""
+"""``teleprompt``: what people do by hand — seed demo traffic, run the pipeline, verify a bundle.
+
+A wrong input (a config that does not load, an unknown program, a day outside the partitions, a
+missing bundle, a malformed number, address or URL) is reported as one line naming the input and
+the fix, with exit status 2, before anything runs. By default a command prints its progress and
+result only; ``--verbose`` lets the libraries speak (Dagster's event log, MLflow's logs, warnings,
+progress bars).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import re
 import sys
+import time
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
-from teleprompt_assets.settings import load_settings
+from teleprompt_assets.settings import Settings, load_settings
 
+if TYPE_CHECKING:
+    import dagster as dg
+    from mlflow import MlflowClient
+    from mlflow.entities.model_registry import ModelVersion
+
+    from teleprompt_assets.eas import EasDomain
+    from teleprompt_assets.programs import ProgramSpec, ProjectConfig
+
+# What the libraries print unless --verbose: every warning (Dagster's Beta/Preview warnings, MLflow's
+# and pydantic's deprecations) in this process and in the step processes it starts, MLflow's INFO
+# and WARNING logs, MLflow's artifact download bars and tqdm's (DSPy's optimizers) progress bars.
+QUIET_ENV = {
+    "PYTHONWARNINGS": "ignore",
+    "MLFLOW_LOGGING_LEVEL": "ERROR",
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "TQDM_DISABLE": "1",
+}
+# Dagster's console logger prints every event at DEBUG; warnings and errors (alerts, failures) stay.
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_BYTES32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
+
+
+class UsageError(Exception):
+    """A wrong input; the message names the input and how to fix it (exit status 2, nothing runs)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse's errors as one line (its default prints the usage block first)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
+@contextmanager
+def _quiet(verbose: bool) -> Iterator[None]:
+    """Silence the libraries for one command unless ``verbose``.
+
+    The variables reach the step processes, which the multiprocess executor forks from a server this
+    process starts; one the user has set is left as it is, and all are restored afterwards, so an
+    in-process caller (tests) keeps its environment.
+    """
+    if verbose:
+        yield
+        return
+    saved = {name: os.environ.get(name) for name in QUIET_ENV}
+    for name, value in QUIET_ENV.items():
+        os.environ.setdefault(name, value)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+# --- inputs ----------------------------------------------------------------------------------------
+
+def _day(value: str) -> date:
+    """argparse type: a day in the one form the help and the partitions use (``date.fromisoformat``
+    alone also takes 20261205 or 2026-W49-6)."""
+    try:
+        if _DAY.match(value):
+            return date.fromisoformat(value)
+    except ValueError:
+        pass
+    raise argparse.ArgumentTypeError(f"{value!r} is not a day; write it YYYY-MM-DD (UTC)")
+
+
+def _count(least: int) -> Callable[[str], int]:
+    """argparse type: a whole number from ``least``; argparse's own message would name the
+    function, not the fix."""
+
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            number = least - 1
+        if number < least:
+            raise argparse.ArgumentTypeError(f"{value!r} is not a whole number >= {least}")
+        return number
+
+    return parse
+
+
+def _bundle(value: str) -> Path:
+    """An existing folder (its contents are the verifier's business). Checked by the command, after
+    argparse, so that a malformed address or number is reported first: it needs no file system."""
+    path = Path(value)
+    if not path.exists():
+        raise UsageError(f"bundle {value}: no such folder; pass an attestation bundle folder, e.g. $TELEPROMPT_HOME/outbox/<program>/<uid>")
+    if not path.is_dir():
+        raise UsageError(f"bundle {value}: not a folder; pass the bundle's folder, not a file in it")
+    return path
+
+
+def _bytes32(value: str) -> str:
+    if not _BYTES32.match(value):
+        raise argparse.ArgumentTypeError(f"{value!r} is not a 0x-prefixed 32-byte hex uid (66 characters)")
+    return value
+
+
+def _address(value: str) -> str:
+    """argparse type: an EIP-55 checksummed address, refused before the command runs (exit 2)."""
+    from teleprompt_assets.addresses import AddressError, checksummed
+
+    try:
+        return checksummed(value, "address")
+    except AddressError as exc:
+        raise argparse.ArgumentTypeError(str(exc).removeprefix("address: ")) from None
+
+
+def _project(settings: Settings) -> tuple[ProjectConfig, dict[str, ProgramSpec]]:
+    """The program registry, or a UsageError naming the file (and the entry and field) at fault."""
+    import yaml
+
+    from teleprompt_assets.programs import ConfigError, load_project
+
+    path = settings.config_path
+    try:
+        return load_project(path)
+    except ConfigError as exc:
+        raise UsageError(str(exc) if str(path) in str(exc) else f"config {path}: {exc}") from None
+    except yaml.YAMLError as exc:
+        where = getattr(exc, "problem_mark", None)
+        at = f" at line {where.line + 1}, column {where.column + 1}" if where else ""
+        raise UsageError(f"config {path}: not valid YAML{at} ({getattr(exc, 'problem', None) or type(exc).__name__}); "
+                         "fix it or point TELEPROMPT_CONFIG at another file") from None
+    except OSError as exc:
+        raise UsageError(f"config {path}: cannot read it ({exc.strerror or type(exc).__name__}); point TELEPROMPT_CONFIG at a teleprompt.yaml") from None
+
+
+def _program(settings: Settings, specs: dict[str, ProgramSpec], name: str | None, flag: str,
+             pool: Sequence[str] | None = None, kinds: str = "programs") -> ProgramSpec:
+    """``name``'s entry; omitted, the only candidate in ``pool`` (default: every program), so a
+    config of one program needs no flag and a config of several never gets a silent default."""
+    pool = sorted(specs) if pool is None else sorted(pool)
+    config = settings.config_path
+    if name is None:
+        if len(pool) == 1:
+            return specs[pool[0]]
+        if not pool:
+            raise UsageError(f"{flag}: {config} registers no {kinds}; add one to it or point TELEPROMPT_CONFIG at another file")
+        raise UsageError(f"{flag} is required: {config} registers several {kinds}; pass one of {', '.join(pool)}")
+    if name not in specs:
+        raise UsageError(f"{flag} {name}: not registered in {config}; pass one of {', '.join(sorted(specs))}")
+    if name not in pool:
+        raise UsageError(f"{flag} {name}: not one of the {kinds}; " + (f"pass one of {', '.join(pool)}" if pool else f"{config} registers none"))
+    return specs[name]
+
+
+def _today() -> date:
+    return datetime.now(timezone.utc).date()
+
+
+def _partition_day(day: date | None, project: ProjectConfig, flag: str, settings: Settings) -> date:
+    """``day`` (default yesterday, UTC) if it is a daily partition: from the config's ``start_date``
+    to yesterday, the last day that has ended."""
+    today = _today()
+    latest = today - timedelta(days=1)
+    day = day or latest
+    span = f"pick a day from {project.start_date} to {latest}"
+    if day < project.start_date:
+        raise UsageError(f"{flag} {day}: before start_date {project.start_date} in {settings.config_path}; {span}")
+    if day > latest:
+        when = "today" if day == today else "in the future"
+        raise UsageError(f"{flag} {day}: {when} (UTC); a day is a partition once it has ended, so {span}")
+    return day
+
+
+def _domain() -> EasDomain:
+    from teleprompt_assets.addresses import AddressError
+    from teleprompt_assets.attest import default_domain
+
+    try:
+        return default_domain()
+    except AddressError as exc:
+        raise UsageError(f"configuration: {exc}") from None
+    except ValueError:
+        raise UsageError("configuration: TELEPROMPT_EAS_CHAIN_ID is not a whole number; set it to the chain id (Sepolia: 11155111)") from None
+
+
+def _version(client: MlflowClient, spec: ProgramSpec, number: int) -> ModelVersion:
+    from mlflow.exceptions import MlflowException
+
+    from teleprompt_assets.registry import absent
+
+    try:
+        return client.get_model_version(spec.registered_model_name, str(number))
+    except MlflowException as exc:
+        if not absent(exc):
+            raise
+    latest = max((int(v.version) for v in client.search_model_versions(f"name = '{spec.registered_model_name}'")), default=0)
+    raise UsageError(f"--version {number}: {spec.registered_model_name} has no version {number}; "
+                     + (f"pass one from 1 to {latest}" if latest else "it has no versions yet (teleprompt run registers them)"))
+
+
+# --- commands --------------------------------------------------------------------------------------
 
 def _seed(args: argparse.Namespace) -> int:
-    from teleprompt_assets.programs import load_project
+    from teleprompt_assets.seed import SEEDERS
+
+    settings = load_settings()
+    project, specs = _project(settings)
+    spec = _program(settings, specs, args.program, "--program", [n for n in specs if n in SEEDERS],
+                    "sample programs (the ones with demo traffic; an app logs its own)")
+    end = _partition_day(args.end, project, "--end", settings)
     from teleprompt_assets.registry import load_champion
     from teleprompt_assets.seed import seed_program
     from teleprompt_assets.tracking import connect
 
-    settings = load_settings()
-    _, specs = load_project(settings.config_path)
-    spec = specs[args.program]
     champion = load_champion(connect(settings), spec)
-    end = date.fromisoformat(args.end) if args.end else (datetime.now(timezone.utc) - timedelta(days=1)).date()
     report = seed_program(settings, spec, end, days=args.days, per_day=args.per_day, seed=args.seed, program=champion[0] if champion else None)
     print(f"seeded {report.traces} traces ({report.labeled} with ground truth) for {report.program} over {report.days[0]}..{report.days[-1]}"
           f" using {'champion v' + champion[1].version if champion else 'the uncompiled program'}")
@@ -43,17 +261,12 @@ def _registered_hash(bundle: Path) -> str | None:
 def _verify(args: argparse.Namespace) -> int:
     from mlflow.exceptions import MlflowException
 
-    from teleprompt_assets.addresses import AddressError
-    from teleprompt_assets.attest import default_domain, verify_bundle
+    from teleprompt_assets.attest import verify_bundle
 
-    try:
-        domain = default_domain()
-    except AddressError as exc:
-        print(f"configuration: {exc}", file=sys.stderr)
-        return 2
-    bundle = Path(args.bundle)
+    bundle = _bundle(args.bundle)
+    domain = _domain()
     registered = None
-    if not args.offline:
+    if not args.offline and (bundle / "attestation.json").is_file():  # without it, the bundle check below says what is wrong
         try:
             registered = _registered_hash(bundle)
         except (MlflowException, OSError, KeyError, ValueError) as exc:
@@ -64,20 +277,19 @@ def _verify(args: argparse.Namespace) -> int:
         for problem in problems:
             print(f"FAIL {problem}")
         return 1
-    uid = json.loads((Path(args.bundle) / "attestation.json").read_text())["uid"]
+    uid = json.loads((bundle / "attestation.json").read_text())["uid"]
     checked = "program hash (bundle" + (" and registered model)" if registered else ")")
     print(f"OK {uid}: signature, uid, roots, DeltaOne arithmetic and {checked} verify")
     return 0
 
 
 def _rollback(args: argparse.Namespace) -> int:
+    settings = load_settings()
+    spec = _program(settings, _project(settings)[1], args.program, "program")
     from teleprompt_assets.lm import build_lm
-    from teleprompt_assets.programs import load_project
     from teleprompt_assets.registry import RollbackError, rollback
     from teleprompt_assets.tracking import connect
 
-    settings = load_settings()
-    spec = load_project(settings.config_path)[1][args.program]
     try:
         done = rollback(connect(settings), spec, build_lm(), args.to, args.reason)
     except RollbackError as exc:
@@ -90,15 +302,14 @@ def _rollback(args: argparse.Namespace) -> int:
 def _proof(args: argparse.Namespace) -> int:
     import tempfile
 
+    settings = load_settings()
+    spec = _program(settings, _project(settings)[1], args.program, "--program")
     from teleprompt_assets import registry
     from teleprompt_assets.merkle import StandardMerkleTree
-    from teleprompt_assets.programs import load_project
     from teleprompt_assets.tracking import connect
 
-    settings = load_settings()
-    spec = load_project(settings.config_path)[1][args.program]
     client = connect(settings)
-    version = client.get_model_version(spec.registered_model_name, str(args.version)) if args.version else registry.champion(client, spec.registered_model_name)
+    version = _version(client, spec, args.version) if args.version else registry.champion(client, spec.registered_model_name)
     if version is None:
         print(f"{spec.registered_model_name} has no champion; pass --version", file=sys.stderr)
         return 1
@@ -124,11 +335,17 @@ def _proof(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    import os
-
+    from teleprompt_assets.evm import JsonRpc
     from teleprompt_assets.keys import AttesterKeyError, load_attester
     from teleprompt_assets.onchain import OnchainError, submit_delegated
 
+    bundle = _bundle(args.bundle)
+    if not (bundle / "attestation.json").is_file():
+        raise UsageError(f"bundle {bundle}: no attestation.json in it; pass a bundle folder from $TELEPROMPT_HOME/outbox/<program>/<uid>")
+    try:
+        JsonRpc(args.rpc)  # checks the URL's form only; the URL itself is a secret and never printed
+    except OnchainError as exc:
+        raise UsageError(f"--rpc: {exc}") from None
     try:
         attester = load_attester(load_settings().home)
     except AttesterKeyError as exc:
@@ -138,7 +355,7 @@ def _submit(args: argparse.Namespace) -> int:
         print(f"warning: submitting with the DEVELOPMENT attester key {attester.address}", file=sys.stderr)
     relayer = os.environ.get("TELEPROMPT_RELAYER_KEY") or None
     try:
-        result = submit_delegated(Path(args.bundle), args.rpc, attester.private_key(), relayer, args.eas,
+        result = submit_delegated(bundle, args.rpc, attester.private_key(), relayer, args.eas,
                                   ref_uid=args.ref_uid, deadline_s=args.deadline or None)
     except OnchainError as exc:
         print(f"submit failed: {exc}", file=sys.stderr)
@@ -148,20 +365,18 @@ def _submit(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from datetime import date as _date
-
+    settings = load_settings()
+    specs = _project(settings)[1]
     from teleprompt_assets import registry
-    from teleprompt_assets.programs import load_project
     from teleprompt_assets.traces import count_by_day
     from teleprompt_assets.tracking import connect, experiment_id
 
-    settings = load_settings()
     client = connect(settings)
-    today = datetime.now(timezone.utc).date()
+    today = _today()
     infos = []
-    for spec in load_project(settings.config_path)[1].values():
+    for spec in specs.values():
         info = registry.status(client, spec)
-        since = _date.fromisoformat(info["last_window_end"]) + timedelta(days=1) if info["last_window_end"] else today - timedelta(days=6)
+        since = date.fromisoformat(info["last_window_end"]) + timedelta(days=1) if info["last_window_end"] else today - timedelta(days=6)
         days = [(since + timedelta(days=i)).isoformat() for i in range((today - since).days + 1)] if since <= today else []
         info["pending_traces"] = sum(count_by_day(client, experiment_id(client, settings, spec.config.experiment), days).values())
         infos.append(info)
@@ -170,21 +385,29 @@ def _status(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import os
+    settings = load_settings()
+    project, specs = _project(settings)
+    programs = sorted({_program(settings, specs, name, "--program").name for name in args.program}) if args.program else sorted(specs)
+    day = _partition_day(args.date, project, "--date", settings).isoformat()
+    _domain()  # a bad TELEPROMPT_EAS_CONTRACT fails here, not in the run's last step
+    from teleprompt_assets.defs.partitions import contiguous
 
+    groups = contiguous(list(specs), programs)
+    if len(groups) != 1:
+        raise UsageError(f"--program: one run takes neighbours in the sorted programs ({', '.join(sorted(specs))}); "
+                         f"run {' and '.join(', '.join(g) for g in groups)} separately")
     import dagster as dg
 
     from teleprompt_assets.defs.demo import ensure_dagster_home, run_programs
-    from teleprompt_assets.programs import load_project
 
-    settings = load_settings()
     ensure_dagster_home(settings.dagster_home)
     os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home))
-    day = args.date or (datetime.now(timezone.utc) - timedelta(days=1)).date().isoformat()
-    programs = args.program or sorted(load_project(settings.config_path)[1])
-    with dg.DagsterInstance.get() as instance:
+    print(f"optimizing {', '.join(programs)} for {day} in one Dagster run (instance {settings.dagster_home})"
+          + ("" if args.verbose else "; --verbose shows its event log"), file=sys.stderr, flush=True)
+    started = time.perf_counter()
+    with _instance(settings.dagster_home, args.verbose) as instance:
         try:
-            outputs = run_programs(programs, day, instance)
+            outputs = run_programs(programs, day, instance, run_config=None if args.verbose else QUIET_RUN_CONFIG)
         except (RuntimeError, ValueError) as exc:
             print(f"{', '.join(programs)} {day}: {exc}", file=sys.stderr)
             return 1
@@ -195,13 +418,45 @@ def _run(args: argparse.Namespace) -> int:
         print(f"{program} {day}: run {out['run_id']}; deltaPpm {report['delta_ppm']}, DeltaOne {'yes' if report['deltaone'] else 'no'}; "
               f"{reg['name']} v{reg['version']}{' @champion' if reg['champion'] else ''}; "
               + (f"attestation {att['uid']}" if att.get("attested") else f"no attestation ({att['reason']})"))
+    print(f"done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return 0
 
 
+def _instance(home: Path, verbose: bool) -> dg.DagsterInstance:
+    """The Dagster instance at ``home``; unless ``verbose``, with Python logs below INFO off.
+
+    A step process announces itself at DEBUG through a console logger of its own that a run's
+    config does not reach; only the instance's ``python_logs.python_log_level`` does. Dagster's
+    events are stored whatever the level, and the project logs nothing at DEBUG, so the event log
+    the UI shows keeps its content. The setting lives in this process only: dagster.yaml is left as
+    the user wrote it, and a level set there wins.
+    """
+    import dagster as dg
+    import yaml
+    from dagster._core.instance.ref import InstanceRef
+
+    if verbose:
+        return dg.DagsterInstance.get()
+    path = home / "dagster.yaml"
+    python_logs = ((yaml.safe_load(path.read_text()) if path.exists() else None) or {}).get("python_logs") or {}
+    overrides = {"python_logs": {"python_log_level": "INFO", **python_logs}}
+    return dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home), overrides=overrides))
+
+
 def _demo(args: argparse.Namespace) -> int:
+    from teleprompt_assets.seed import SEEDERS
+
+    settings = load_settings()
+    project, specs = _project(settings)
+    if not set(specs) & set(SEEDERS):
+        raise UsageError(f"{settings.config_path} registers none of the sample programs ({', '.join(SEEDERS)}) the demo seeds; "
+                         "use the shipped teleprompt.yaml (unset TELEPROMPT_CONFIG)")
+    if _today() - timedelta(days=1) < project.start_date:
+        raise UsageError(f"start_date {project.start_date} in {settings.config_path} is after yesterday, the day the demo optimizes; set an earlier start_date")
+    _domain()
     from teleprompt_assets.defs.demo import demo
 
-    summaries = demo(load_settings(), days=args.days, per_day=args.per_day)
+    summaries = demo(settings, days=args.days, per_day=args.per_day)
     for summary in summaries:
         print(render_summary(summary))
     return 0 if all(s["outputs"]["deltaone_attestation"].get("verifies", True) for s in summaries) else 1
@@ -239,61 +494,78 @@ def render_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _address(value: str) -> str:
-    """argparse type: an EIP-55 checksummed address, refused before the command runs (exit 2)."""
-    from teleprompt_assets.addresses import AddressError, checksummed
-
-    try:
-        return checksummed(value, "address")
-    except AddressError as exc:
-        raise argparse.ArgumentTypeError(str(exc).removeprefix("address: ")) from None
+def _fail(command: str, message: str) -> None:
+    print(f"teleprompt {command}: {message}", file=sys.stderr)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="teleprompt", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    seed = sub.add_parser("seed", help="log synthetic labeled production traffic into MLflow")
-    seed.add_argument("--program", default="ticket_router")
-    seed.add_argument("--days", type=int, default=7)
-    seed.add_argument("--per-day", type=int, default=40)
-    seed.add_argument("--end", help="last day (YYYY-MM-DD, UTC); default yesterday")
-    seed.add_argument("--seed", type=int, default=0)
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--verbose", "-v", action="store_true", help="show the libraries' output: Dagster's event log, MLflow's logs, warnings")
+    parser = _Parser(prog="teleprompt", description=(__doc__ or "").replace("``", ""), formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="command")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=help, description=help, parents=[common])
+
+    seed = command("seed", "log synthetic labeled production traffic into MLflow")
+    seed.add_argument("--program", help="a sample program (default: the only one the config registers)")
+    seed.add_argument("--days", type=_count(1), default=7)
+    seed.add_argument("--per-day", type=_count(1), default=40)
+    seed.add_argument("--end", type=_day, help="last day (YYYY-MM-DD, UTC, from start_date to yesterday); default yesterday")
+    seed.add_argument("--seed", type=_count(0), default=0)
     seed.set_defaults(func=_seed)
-    verify = sub.add_parser("verify", help="verify an attestation bundle end to end")
-    verify.add_argument("bundle")
+    verify = command("verify", "verify an attestation bundle end to end")
+    verify.add_argument("bundle", help="the bundle's folder")
     verify.add_argument("--signer", type=_address, help="expected attester address (EIP-55 checksummed)")
     verify.add_argument("--offline", action="store_true", help="skip the check against the registered model version")
     verify.set_defaults(func=_verify)
-    proof = sub.add_parser("proof", help="a contributor's reward weight and Merkle proof, for a claim contract")
+    proof = command("proof", "a contributor's reward weight and Merkle proof, for a claim contract")
     proof.add_argument("address", type=_address, help="the contributor's EIP-55 checksummed address")
-    proof.add_argument("--program", default="ticket_router")
-    proof.add_argument("--version", type=int, help="model version (default: the champion)")
+    proof.add_argument("--program", help="default: the only program the config registers")
+    proof.add_argument("--version", type=_count(1), help="model version (default: the champion)")
     proof.set_defaults(func=_proof)
-    submit = sub.add_parser("submit", help="land a bundle's attestation on an EAS contract (attestByDelegation)")
-    submit.add_argument("bundle")
+    submit = command("submit", "land a bundle's attestation on an EAS contract (attestByDelegation)")
+    submit.add_argument("bundle", help="the bundle's folder")
     submit.add_argument("--rpc", required=True, help="JSON-RPC URL of the chain (never printed)")
     submit.add_argument("--eas", required=True, type=_address, help="EAS contract address on that chain (EAS >= 1.3.0, EIP-55 checksummed)")
-    submit.add_argument("--ref-uid", help="on-chain uid to reference instead of the bundle's refUID (0x00…00 to drop it)")
-    submit.add_argument("--deadline", type=int, default=3600, help="seconds the signed request stays valid (0: no deadline)")
+    submit.add_argument("--ref-uid", type=_bytes32, help="on-chain uid to reference instead of the bundle's refUID (0x00…00 to drop it)")
+    submit.add_argument("--deadline", type=_count(0), default=3600, help="seconds the signed request stays valid (0: no deadline)")
     submit.set_defaults(func=_submit)
-    status = sub.add_parser("status", help="per program: champion, its scores, last run, last attestation, pending traces")
+    status = command("status", "per program: champion, its scores, last run, last attestation, pending traces")
     status.add_argument("--json", action="store_true")
     status.set_defaults(func=_status)
-    run = sub.add_parser("run", help="optimize programs for one day now, in one run (the job and executor the schedule uses)")
+    run = command("run", "optimize programs for one day now, in one run (the job and executor the schedule uses)")
     run.add_argument("--program", action="append", help="a program to run (repeat for several; default: every registered program)")
-    run.add_argument("--date", help="partition day YYYY-MM-DD (default: yesterday, UTC)")
+    run.add_argument("--date", type=_day, help="partition day YYYY-MM-DD, UTC, from start_date to yesterday (default: yesterday)")
     run.set_defaults(func=_run)
-    back = sub.add_parser("rollback", help="move a program's champion back to an earlier, validated version")
+    back = command("rollback", "move a program's champion back to an earlier, validated version")
     back.add_argument("program")
-    back.add_argument("--to", type=int, help="version to restore (default: the one the champion replaced)")
+    back.add_argument("--to", type=_count(1), help="version to restore (default: the one the champion replaced)")
     back.add_argument("--reason", default="manual rollback")
     back.set_defaults(func=_rollback)
-    demo = sub.add_parser("demo", help="seed a week of traffic and run the whole graph for the latest day")
-    demo.add_argument("--days", type=int, default=7)
-    demo.add_argument("--per-day", type=int, default=40)
+    demo = command("demo", "seed a week of traffic and run the whole graph for the latest day")
+    demo.add_argument("--days", type=_count(1), default=7)
+    demo.add_argument("--per-day", type=_count(1), default=40)
     demo.set_defaults(func=_demo)
-    args = parser.parse_args(argv)
-    return args.func(args)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    with _quiet(args.verbose):
+        try:
+            return args.func(args)
+        except UsageError as exc:
+            _fail(args.command, str(exc))
+            return 2
+        except Exception as exc:
+            from mlflow.exceptions import MlflowException
+
+            if not isinstance(exc, MlflowException):
+                raise
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:300]
+            _fail(args.command, f"MLflow: {first} (store: MLFLOW_TRACKING_URI, else $TELEPROMPT_HOME/mlflow.db)")
+            return 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,207 @@
+"""``teleprompt`` as people run it: its own process, inputs typed by hand (issue 14, items 6 and 7).
+
+Every wrong input is one line on stderr that names the input and the fix, exit status 2, no
+traceback and no Dagster run. ``teleprompt run`` prints progress and a summary, not the libraries'
+chatter, unless ``--verbose``.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import NamedTuple
+
+import pytest
+import yaml
+
+from teleprompt_assets_tests.conftest import REPO
+
+TELEPROMPT = str(Path(sys.executable).with_name("teleprompt"))
+ADDRESS = "0xA2DFbbE547B9fe2Eb36D63B62AE89F1b950f0dD8"
+TODAY = datetime.now(timezone.utc).date()
+YESTERDAY = TODAY - timedelta(days=1)
+
+
+class Case(NamedTuple):
+    args: list[str]
+    names: list[str]          # what the line must mention: the input, and the way out
+    config: str = "shipped"   # which teleprompt.yaml: see ``configs``
+    env: dict[str, str] = {}
+    code: int = 2
+
+
+def configs(folder: Path) -> dict[str, Path]:
+    shipped = yaml.safe_load((REPO / "teleprompt.yaml").read_text())
+    one = shipped | {"programs": {"support_router": shipped["programs"]["ticket_router"]}}
+    broken = shipped | {"programs": {"ticket_router": shipped["programs"]["ticket_router"] | {"module": "teleprompt_assets.samples.ticket_router:Nope"}}}
+    paths = {"shipped": REPO / "teleprompt.yaml", "missing": folder / "missing.yaml", "folder": folder,
+             "yaml": folder / "bad.yaml", "one": folder / "one.yaml", "entry": folder / "entry.yaml"}
+    paths["yaml"].write_text("programs:\n  ticket_router: [\n")
+    paths["one"].write_text(yaml.safe_dump(one))
+    paths["entry"].write_text(yaml.safe_dump(broken))
+    return paths
+
+
+CASES = {
+    # the config file and its entries
+    "status, no config file": Case(["status"], ["missing.yaml", "TELEPROMPT_CONFIG"], config="missing"),
+    "run, config is a folder": Case(["run"], ["TELEPROMPT_CONFIG"], config="folder"),
+    "run, config not YAML": Case(["run"], ["bad.yaml", "line 3", "TELEPROMPT_CONFIG"], config="yaml"),
+    "status, bad entry": Case(["status"], ["entry.yaml", "programs.ticket_router.module", "Nope"], config="entry"),
+    "seed, bad entry": Case(["seed", "--program", "ticket_router"], ["programs.ticket_router.module"], config="entry"),
+    # programs
+    "run, unknown program": Case(["run", "--program", "nope"], ["--program nope", "outreach_reply, ticket_router"]),
+    "seed, unknown program": Case(["seed", "--program", "nope"], ["--program nope", "outreach_reply, ticket_router"]),
+    "seed, several samples": Case(["seed"], ["--program is required", "outreach_reply, ticket_router"]),
+    "seed, a program without demo traffic": Case(["seed", "--program", "support_router"], ["--program support_router", "demo traffic"], config="one"),
+    "proof, several programs": Case(["proof", ADDRESS], ["--program is required", "outreach_reply, ticket_router"]),
+    "proof, unknown program": Case(["proof", ADDRESS, "--program", "ticket_router"], ["--program ticket_router", "support_router"], config="one"),
+    "rollback, unknown program": Case(["rollback", "nope"], ["program nope", "outreach_reply, ticket_router"]),
+    "demo, no sample program": Case(["demo"], ["one.yaml", "ticket_router", "TELEPROMPT_CONFIG"], config="one"),
+    # days
+    "run, not a day": Case(["run", "--date", "2026-13-05"], ["--date", "2026-13-05", "YYYY-MM-DD"]),
+    "run, not ISO": Case(["run", "--date", "05/12/2026"], ["--date", "YYYY-MM-DD"]),
+    "run, before start_date": Case(["run", "--date", "2025-12-31"], ["--date 2025-12-31", "start_date 2026-01-01", str(YESTERDAY)]),
+    "run, today": Case(["run", "--date", TODAY.isoformat()], [f"--date {TODAY}", "today", str(YESTERDAY)]),
+    "run, future": Case(["run", "--date", (TODAY + timedelta(days=30)).isoformat()], ["--date", "future", str(YESTERDAY)]),
+    "seed, not a day": Case(["seed", "--program", "ticket_router", "--end", "2026-02-30"], ["--end", "YYYY-MM-DD"]),
+    "seed, future": Case(["seed", "--program", "ticket_router", "--end", (TODAY + timedelta(days=2)).isoformat()], ["--end", str(YESTERDAY)]),
+    "seed, before start_date": Case(["seed", "--program", "ticket_router", "--end", "2025-06-01"], ["--end 2025-06-01", "start_date"]),
+    # numbers
+    "seed, no days": Case(["seed", "--program", "ticket_router", "--days", "0"], ["--days", ">= 1"]),
+    "seed, negative per day": Case(["seed", "--program", "ticket_router", "--per-day", "-3"], ["--per-day", ">= 1"]),
+    "seed, words for days": Case(["seed", "--program", "ticket_router", "--days", "seven"], ["--days", "'seven'"]),
+    "demo, no days": Case(["demo", "--days", "0"], ["--days", ">= 1"]),
+    "proof, version zero": Case(["proof", ADDRESS, "--program", "ticket_router", "--version", "0"], ["--version", ">= 1"]),
+    "proof, no such version": Case(["proof", ADDRESS, "--program", "ticket_router", "--version", "9"], ["--version 9", "teleprompt-ticket_router"]),
+    "rollback, version zero": Case(["rollback", "ticket_router", "--to", "0"], ["--to", ">= 1"]),
+    "submit, negative deadline": Case(["submit", "BUNDLE", "--rpc", "http://127.0.0.1:8545", "--eas", ADDRESS, "--deadline", "-1"], ["--deadline"]),
+    # bundles, addresses, URLs, uids
+    "verify, no bundle": Case(["verify", "/nonexistent/bundle"], ["/nonexistent/bundle", "no such folder", "outbox"]),
+    "verify offline, no bundle": Case(["verify", "/nonexistent/bundle", "--offline"], ["/nonexistent/bundle", "no such folder"]),
+    "verify, a file for a bundle": Case(["verify", str(REPO / "teleprompt.yaml")], ["not a folder"]),
+    "submit, no bundle": Case(["submit", "/nonexistent/bundle", "--rpc", "http://127.0.0.1:8545", "--eas", ADDRESS], ["/nonexistent/bundle"]),
+    "submit, folder without attestation": Case(["submit", "BUNDLE", "--rpc", "http://127.0.0.1:8545", "--eas", ADDRESS], ["attestation.json"]),
+    "submit, not an RPC URL": Case(["submit", "ATTESTED", "--rpc", "ftp://user:secret@host", "--eas", ADDRESS], ["--rpc", "http"]),
+    "submit, bad ref uid": Case(["submit", "ATTESTED", "--rpc", "http://127.0.0.1:8545", "--eas", ADDRESS, "--ref-uid", "0x12"], ["--ref-uid", "32-byte"]),
+    "submit, unchecksummed EAS": Case(["submit", "ATTESTED", "--rpc", "http://127.0.0.1:8545", "--eas", ADDRESS.lower()], ["--eas", "checksummed"]),
+    "proof, unchecksummed address": Case(["proof", ADDRESS.lower(), "--program", "ticket_router"], ["address", "checksummed"]),
+    "run, bad EAS contract": Case(["run"], ["TELEPROMPT_EAS_CONTRACT"], env={"TELEPROMPT_EAS_CONTRACT": "0x12"}),
+    "run, bad chain id": Case(["run"], ["TELEPROMPT_EAS_CHAIN_ID"], env={"TELEPROMPT_EAS_CHAIN_ID": "sepolia"}),
+    # the command line itself
+    "no command": Case([], ["command", "--help"]),
+    "unknown command": Case(["serve"], ["serve", "--help"]),
+    "unknown option": Case(["run", "--dry"], ["--dry", "--help"]),
+}
+
+
+class Outcome(NamedTuple):
+    code: int
+    stdout: str
+    stderr: str
+    dagster_home: Path
+
+
+def base_env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "TELEPROMPT_", "DAGSTER_"))}
+    return env | {"TELEPROMPT_HOME": str(home / "tp"), "DAGSTER_HOME": str(home / "dagster")}
+
+
+def invoke(name: str, case: Case, root: Path, paths: dict[str, Path]) -> Outcome:
+    home = root / name.replace(" ", "_").replace(",", "")
+    home.mkdir()
+    (home / "bundle").mkdir()
+    attested = home / "attested"
+    attested.mkdir()
+    (attested / "attestation.json").write_text("{}")
+    args = [str(home / "bundle") if a == "BUNDLE" else str(attested) if a == "ATTESTED" else a for a in case.args]
+    env = base_env(home) | {"TELEPROMPT_CONFIG": str(paths[case.config])} | case.env
+    done = subprocess.run([TELEPROMPT, *args], cwd=home, env=env, capture_output=True, text=True, timeout=300)
+    return Outcome(done.returncode, done.stdout, done.stderr, home / "dagster")
+
+
+@pytest.fixture(scope="module")
+def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
+    """Every case in its own process, a few at a time (most load the config: seconds each)."""
+    root = tmp_path_factory.mktemp("cli")
+    paths = configs(root)
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        futures = {name: pool.submit(invoke, name, case, root, paths) for name, case in CASES.items()}
+        return {name: future.result() for name, future in futures.items()}
+
+
+def runs_in(dagster_home: Path) -> int:
+    db = dagster_home / "history" / "runs.db"
+    if not db.exists():
+        return 0
+    with sqlite3.connect(db) as conn:
+        return conn.execute("select count(*) from runs").fetchone()[0]
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_a_wrong_input_is_one_line_naming_it_and_the_fix(outcomes, name):
+    case, out = CASES[name], outcomes[name]
+    assert "Traceback" not in out.stderr + out.stdout, out.stderr[-2000:]
+    assert out.code == case.code, (out.code, out.stderr)
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1 and not out.stdout, (out.stdout, out.stderr)
+    for word in case.names:
+        assert word in lines[0], (word, lines[0])
+    assert runs_in(out.dagster_home) == 0
+
+
+def test_the_rpc_url_is_never_echoed(outcomes):
+    out = outcomes["submit, not an RPC URL"]
+    assert "secret" not in out.stderr and "user:" not in out.stderr
+
+
+def test_a_config_of_one_program_needs_no_program_flag(tmp_path):
+    """``proof`` without ``--program`` takes the only program (here not named ticket_router)."""
+    paths = configs(tmp_path)
+    out = invoke("one", Case(["proof", ADDRESS], [], config="one"), tmp_path, paths)
+    assert "Traceback" not in out.stderr
+    assert out.code == 1 and out.stderr.strip() == "teleprompt-support_router has no champion; pass --version"
+
+
+# --- output of a real run (item 7) ------------------------------------------------------------------
+
+DAY = YESTERDAY
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """A tiny day of ticket_router traffic (seeded in a child process, as a user does)."""
+    root = tmp_path_factory.mktemp("run")
+    env = base_env(root) | {"TELEPROMPT_CONFIG": str(REPO / "teleprompt.yaml")}
+    done = subprocess.run([TELEPROMPT, "seed", "--program", "ticket_router", "--days", "1", "--per-day", "16", "--end", DAY.isoformat()],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("seeded 16 traces") and len((done.stdout + done.stderr).splitlines()) == 1, done.stdout + done.stderr
+    return env
+
+
+def run(env: dict[str, str], *extra: str) -> tuple[int, list[str]]:
+    done = subprocess.run([TELEPROMPT, "run", "--program", "ticket_router", "--date", DAY.isoformat(), *extra],
+                          cwd=env["TELEPROMPT_HOME"].removesuffix("/tp"), env=env, capture_output=True, text=True, timeout=600)
+    return done.returncode, (done.stdout + done.stderr).splitlines()
+
+
+def test_run_prints_progress_and_a_summary_only(seeded):
+    code, lines = run(seeded)
+    assert code == 0, "\n".join(lines[-40:])
+    assert any(line.startswith(f"ticket_router {DAY}: run ") for line in lines), lines
+    assert len(lines) <= 6, "\n".join(lines)
+    noise = [line for line in lines if " - dagster - " in line or "Warning" in line or "%|" in line or "INFO mlflow" in line]
+    assert not noise, noise
+
+
+def test_run_verbose_shows_the_event_log(seeded):
+    code, lines = run(seeded, "--verbose")
+    assert code == 0, "\n".join(lines[-40:])
+    assert any(" - dagster - DEBUG - " in line and "STEP_SUCCESS" in line for line in lines)
+    assert any(line.startswith(f"ticket_router {DAY}: run ") for line in lines)
