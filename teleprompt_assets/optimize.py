@@ -62,6 +62,8 @@ _TAKES_NO_TEACHER = {"GEPA"}  # dspy.GEPA.compile takes a teacher argument only 
 # Parameters of a teleprompter's compile() rather than its constructor, accepted in optimizer.params.
 _COMPILE_PARAMS: dict[str, set[str]] = {"MIPROv2": {"num_trials", "minibatch", "minibatch_size"}}
 _GEPA_BUDGETS = ("auto", "max_metric_calls", "max_full_evals")
+_LM_PARAMS = {"reflection_lm": "set optimizer.reflection_lm to a LiteLLM model string",
+              "prompt_model": "the compile's LM (TELEPROMPT_LM) is used", "task_model": "the compile's LM (TELEPROMPT_LM) is used"}
 PROVENANCE = ("trace_id", "trace_hash", "contributor")
 MAX_THREADS = 64
 
@@ -82,6 +84,8 @@ def validate_optimizer(config: OptimizerConfig) -> None:
     for key, value in config.params.items():
         if key not in accepted:
             raise ValueError(f"params.{key}: not a parameter of {config.name} (accepted: {', '.join(sorted(accepted))})")
+        if key in _LM_PARAMS:
+            raise ValueError(f"params.{key}: takes an LM object, which a config cannot hold; {_LM_PARAMS[key]}")
         if key.startswith(("max_", "num_")) and not (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
             raise ValueError(f"params.{key}: must be a non-negative integer, got {value!r}")
     if config.params.get("num_threads", 1) > MAX_THREADS:

@@ -25,6 +25,8 @@ def _examples():
     (OptimizerConfig(name="GEPA", params={"max_metric_calls": 10}, warm_start=True), "warm_start: GEPA takes no teacher"),
     (OptimizerConfig(name="MIPROv2", params={"num_trials": 3}), "params.num_trials: MIPROv2 derives it from auto='light'"),
     (OptimizerConfig(name="MIPROv2", params={"auto": None, "num_candidates": 3}), "needs both num_candidates and num_trials"),
+    (OptimizerConfig(name="GEPA", params={"max_metric_calls": 10, "reflection_lm": "openai/gpt-4o"}), "set optimizer.reflection_lm"),
+    (OptimizerConfig(name="COPRO", params={"prompt_model": "openai/gpt-4o"}), "params.prompt_model: takes an LM object"),
     (OptimizerConfig(name="BootstrapFewShot", params={"max_rounds": True}), "non-negative integer"),
     (OptimizerConfig(name="BootstrapFewShotWithRandomSearch", params={"num_threads": 1000}), "at most 64"),
     (OptimizerConfig(name="SIMBA"), "unknown optimizer"),
