@@ -205,7 +205,12 @@ def needed_fields(predictor: dspy.Predict) -> list[str]:
 
 
 def holds(example: dspy.Example, fields: Sequence[str]) -> bool:
-    return all(str(example.get(f, "") or "").strip() for f in fields)
+    """Every field has a value (``0`` and ``False`` are values; ``None`` and blank text are not)."""
+    return not missing_fields(example, fields)
+
+
+def missing_fields(example: dspy.Example, fields: Sequence[str]) -> list[str]:
+    return [f for f in fields if example.get(f) is None or str(example.get(f)).strip() == ""]
 
 
 def unlabeled_message(program: dspy.Module, examples: Sequence[dspy.Example]) -> str:

@@ -53,7 +53,7 @@ def check_program(program: dspy.Module, allowed_trace_ids: Collection[str], forb
         signature = predictor.signature
         if not (signature.instructions or "").strip():
             problems.append(f"{name}: instructions are empty")
-        fields = [f for f in (*signature.input_fields, *signature.output_fields) if f != "reasoning"]
+        fields = knn.needed_fields(predictor)
         problems += _demo_problems(f"{name}.demos", predictor.demos, list(signature.input_fields), fields, allowed_trace_ids, forbidden_trace_ids)
         problems += _demo_problems(f"{name}.pool", pool, pool_identity, fields, allowed_trace_ids, forbidden_trace_ids)
         shown = [*predictor.demos, *knn.widest_demos(program, fields)]
@@ -72,7 +72,7 @@ def _demo_problems(where: str, demos: list, identity: list[str], fields: list[st
     seen: dict[tuple, int] = {}
     for i, demo in enumerate(demos):
         at = f"{where}[{i}]"
-        missing = [f for f in fields if str(demo.get(f, "") or "").strip() == ""]
+        missing = knn.missing_fields(demo, fields)
         if missing:
             problems.append(f"{at}: missing {', '.join(missing)}")
         trace_id = demo.get("trace_id")

@@ -65,3 +65,16 @@ def test_a_knn_pool_entry_is_a_duplicate_only_when_it_repeats_the_program_inputs
     program = knn.KNNProgram(_two_step(), [_ticket("t1", "Ada"), _ticket("t2", "Grace"), _ticket("t3", "Ada")], k=2)
     problems = check_program(program, {"t1", "t2", "t3"}, set(), 4000).problems
     assert problems == ["classify.pool[2]: duplicates classify.pool[0]", "draft.predict.pool[2]: duplicates draft.predict.pool[0]"]
+
+
+def test_zero_and_false_are_answers_not_missing_fields():
+    class Count(dspy.Signature):
+        """Count the refunds asked for."""
+
+        message: str = dspy.InputField()
+        refunds: int = dspy.OutputField()
+        urgent: bool = dspy.OutputField()
+
+    program = dspy.Predict(Count)
+    program.demos = [dspy.Example(message="hello", refunds=0, urgent=False, trace_id="t1"), dspy.Example(message="hi", refunds=None, urgent="", trace_id="t2")]
+    assert check_program(program, {"t1", "t2"}, set(), 4000).problems == ["self.demos[1]: missing refunds, urgent"]
