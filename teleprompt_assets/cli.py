@@ -242,7 +242,7 @@ def _seed(args: argparse.Namespace) -> int:
     champion = load_champion(connect(settings), spec)
     report = seed_program(settings, spec, end, days=args.days, per_day=args.per_day, seed=args.seed, program=champion[0] if champion else None)
     print(f"seeded {report.traces} traces ({report.labeled} with ground truth) for {report.program} over {report.days[0]}..{report.days[-1]}"
-          f" using {'champion v' + champion[1].version if champion else 'the uncompiled program'}")
+          f" using {f'champion v{champion[1].version}' if champion else 'the uncompiled program'}")
     return 0
 
 

@@ -205,3 +205,16 @@ def test_run_verbose_shows_the_event_log(seeded):
     assert code == 0, "\n".join(lines[-40:])
     assert any(" - dagster - DEBUG - " in line and "STEP_SUCCESS" in line for line in lines)
     assert any(line.startswith(f"ticket_router {DAY}: run ") for line in lines)
+
+
+def test_seed_names_the_champion_it_serves_traffic_with(monkeypatch, tp_home, capsys):
+    """The registry hands versions back as integers (the sqlite store); the line once raised a TypeError."""
+    from mlflow.entities.model_registry import ModelVersion
+
+    from teleprompt_assets import cli, registry, seed
+
+    champion = ModelVersion(name="teleprompt-ticket_router", version=3, creation_timestamp=0)
+    monkeypatch.setattr(registry, "load_champion", lambda client, spec: (spec.build(), champion))
+    monkeypatch.setattr(seed, "seed_program", lambda settings, spec, end, **kw: seed.SeedReport(spec.name, [end.isoformat()], 1, 1))
+    assert cli.main(["seed", "--program", "ticket_router", "--days", "1", "--per-day", "1"]) == 0
+    assert "using champion v3" in capsys.readouterr().out
