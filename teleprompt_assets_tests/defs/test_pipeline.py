@@ -153,7 +153,7 @@ def test_cli_verify_checks_the_registered_model_and_proof_verifies(pipeline, cap
     assert main(["verify", att["bundle"], "--signer", att["attester"]]) == 0
     assert "and registered model" in capsys.readouterr().out
     address = first["contributor_rewards"].sort("weight_ppm", descending=True)["contributor"][0]
-    assert main(["proof", address]) == 0
+    assert main(["proof", address, "--program", "ticket_router"]) == 0
     proof = json.loads(capsys.readouterr().out)
     data = eas.decode_data(SCHEMA, json.loads((Path(att["bundle"]) / "attestation.json").read_text())["message"]["data"])
     assert proof["rewardsRoot"] == "0x" + data["rewardsRoot"].hex()
