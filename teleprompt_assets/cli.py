@@ -412,14 +412,23 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{', '.join(programs)} {day}: {exc}", file=sys.stderr)
             return 1
     for program, out in outputs.items():
-        report = out["evaluation_report"]["comparison"]
-        reg = out["registered_version"] | {"champion": (out.get("champion_alias") or {}).get("champion", False)}
-        att = out["deltaone_attestation"]
-        print(f"{program} {day}: run {out['run_id']}; deltaPpm {report['delta_ppm']}, DeltaOne {'yes' if report['deltaone'] else 'no'}; "
-              f"{reg['name']} v{reg['version']}{' @champion' if reg['champion'] else ''}; "
-              + (f"attestation {att['uid']}" if att.get("attested") else f"no attestation ({att['reason']})"))
+        print(run_line(program, day, out))
     print(f"done in {time.perf_counter() - started:.0f} s", file=sys.stderr)
     return 0
+
+
+def run_line(program: str, day: str, out: dict) -> str:
+    """One line per program of a run: what it measured and what became of the candidate, with the
+    reason whenever it was not promoted or not attested."""
+    head = f"{program} {day}: run {out['run_id']}; "
+    reg, alias, att = out["registered_version"], out.get("champion_alias") or {}, out["deltaone_attestation"]
+    if "skipped" in reg:
+        return head + reg["skipped"]
+    report = out["evaluation_report"]["comparison"]
+    serving = "@champion" if alias.get("champion") else f"(not champion: {alias.get('decision', 'not promoted')})"
+    return (head + f"{report['baseline_mean']:.4f} -> {report['candidate_mean']:.4f} on {report['n']} held-out examples, deltaPpm {report['delta_ppm']}, "
+            f"DeltaOne {'yes' if report['deltaone'] else 'no'}; {reg['name']} v{reg['version']} {serving}; "
+            + (f"attestation {att['uid']}" if att.get("attested") else f"no attestation ({att['reason']})"))
 
 
 def _instance(home: Path, verbose: bool) -> dg.DagsterInstance:
@@ -454,9 +463,12 @@ def _demo(args: argparse.Namespace) -> int:
     if _today() - timedelta(days=1) < project.start_date:
         raise UsageError(f"start_date {project.start_date} in {settings.config_path} is after yesterday, the day the demo optimizes; set an earlier start_date")
     _domain()
-    from teleprompt_assets.defs.demo import demo
+    from teleprompt_assets.defs.demo import demo, ensure_dagster_home
 
-    summaries = demo(settings, days=args.days, per_day=args.per_day)
+    ensure_dagster_home(settings.dagster_home)
+    os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home))
+    summaries = demo(settings, days=args.days, per_day=args.per_day, instance=_instance(settings.dagster_home, args.verbose),
+                     run_config=None if args.verbose else QUIET_RUN_CONFIG)
     for summary in summaries:
         print(render_summary(summary))
     return 0 if all(s["outputs"]["deltaone_attestation"].get("verifies", True) for s in summaries) else 1
@@ -480,7 +492,7 @@ def render_summary(summary: dict) -> str:
         f"  held-out score    baseline v{out['evaluation_report']['baseline_version']} {report['baseline_mean']:.4f} -> candidate {report['candidate_mean']:.4f} on {report['n']} examples",
         f"  deltaPpm          {report['delta_ppm']} (95% CI low {report['ci_low_ppm']} ppm)",
         f"  DeltaOne          {'yes' if report['deltaone'] else 'no'}",
-        f"  model version     {reg['name']} v{reg['version']}{' @champion' if reg['champion'] else ' (not champion)'}",
+        f"  model version     {reg['name']} v{reg['version']}{' @champion' if reg['champion'] else ' (not champion: ' + out['champion_alias']['decision'] + ')'}",
     ]
     if att.get("attested"):
         ok = att["verifies"] and not summary["bundle_problems"]

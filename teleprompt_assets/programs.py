@@ -47,7 +47,7 @@ class OptimizerConfig(BaseModel):
     name: str = "BootstrapFewShot"
     params: dict[str, Any] = Field(default_factory=dict, description="passed to the teleprompter's constructor")
     warm_start: bool = Field(default=False, description="use the current champion as the teacher, so a daily run refines it")
-    reflection_lm: str | None = Field(default=None, description="LiteLLM model string for GEPA's reflection LM")
+    reflection_lm: str | None = Field(default=None, description="LiteLLM model string for GEPA's reflection LM (unset: the LM the compile runs with)")
     time_limit_s: int = Field(default=1800, ge=1, description="whole-compile time limit")
 
 

@@ -2,6 +2,8 @@
 ``collect_compiled`` gathers them into the asset and its blocking ``prompt_quality`` check.
 """
 
+import contextlib
+import io
 import json
 import os
 import time
@@ -57,14 +59,18 @@ def compile_program(context: dg.OpExecutionContext, teleprompt: TelepromptResour
     started = time.perf_counter()
     progress = usage.Progress(context.log.info, f"compiling {t.program} with {config.optimizer.name}")
     context.log.info(f"compiling {t.program} with {config.optimizer.name} on {len(trainset)} training examples")
+    printed = io.StringIO()  # teleprompters print their progress: it belongs in the step's log, not the terminal
     try:
-        with usage.metered(lm, progress) as used, optimize.time_limit(config.optimizer.time_limit_s):
+        with usage.metered(lm, progress) as used, optimize.time_limit(config.optimizer.time_limit_s), contextlib.redirect_stdout(printed):
             result = optimize.compile_program(spec, trainset, metric, datasets.examples(table, spec, "dev"), teacher)
     except Exception as exc:  # only a transient LM failure is worth the retry policy; anything else fails once, with its reason
         transient = not isinstance(exc, optimize.CompileTimeout) and optimize.is_transient(exc)  # a blown time limit is not retried
         reason = str(exc) if isinstance(exc, (optimize.CompileError, optimize.CompileTimeout)) else f"{type(exc).__name__}: {exc}"
         raise dg.Failure(description=f"{t.program}: compile failed, nothing registered: {reason}", allow_retries=transient,
                          metadata={"lm": lm.model, "transient": transient}) from exc
+    finally:
+        for line in printed.getvalue().splitlines():
+            context.log.info(f"{config.optimizer.name}: {line}")
     seconds = time.perf_counter() - started
     context.log.info(f"{progress.summary()}: done, {len(result.demos)} demos")
     by_id = {ex.trace_id: ex for ex in trainset}

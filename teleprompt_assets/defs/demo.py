@@ -90,9 +90,10 @@ def ensure_dagster_home(path: Path) -> None:
         config.write_text("telemetry:\n  enabled: false\n")
 
 
-def demo(settings: Settings, days: int = 7, per_day: int = 40) -> list[dict]:
+def demo(settings: Settings, days: int = 7, per_day: int = 40, instance: dg.DagsterInstance | None = None, run_config: dict | None = None) -> list[dict]:
     """Seed every sample program (once: a re-run reuses the traffic), ingest the window's earlier days
-    in one run, then optimize every program for the latest day in one parallel run."""
+    in one run, then optimize every program for the latest day in one parallel run. ``instance`` and
+    ``run_config`` (e.g. the CLI's quiet logging) default to ``DAGSTER_HOME``'s instance and none."""
     ensure_home(settings)
     os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home))
     ensure_dagster_home(settings.dagster_home)
@@ -115,14 +116,15 @@ def demo(settings: Settings, days: int = 7, per_day: int = 40) -> list[dict]:
         seeded = seed_program(settings, spec, end, days=days, per_day=per_day) if not already else None
         seeding[name] = (seeded.traces if seeded else 0, already, time.perf_counter() - started)
     started, outputs = time.perf_counter(), {}
-    with dg.DagsterInstance.get() as instance:
+    with instance or dg.DagsterInstance.get() as instance:
         ingest = defs.resolve_job_def(INGEST_JOB)
         for group in contiguous(list(specs), programs):
             if len(window) > 1:
-                result = ingest.execute_in_process(instance=instance, tags=run_tags(ingest.partitions_def, group, window[0], window[-2]), raise_on_error=False)
+                result = ingest.execute_in_process(instance=instance, tags=run_tags(ingest.partitions_def, group, window[0], window[-2]),
+                                                   run_config=run_config, raise_on_error=False)
                 if not result.success:
                     raise _failure(result)
-            outputs |= run_programs(group, end.isoformat(), instance)
+            outputs |= run_programs(group, end.isoformat(), instance, run_config=run_config)
     pipeline_s = time.perf_counter() - started
     summaries = []
     for name in programs:
