@@ -269,7 +269,7 @@ def _compile(spec: ProgramSpec, trainset: list[dspy.Example], metric: Metric, va
         kwargs["teacher"] = teacher
     compiled = optimizer.compile(student, **kwargs)
     usable_demos(compiled)
-    if config.name == "LabeledFewShot" and not any(p.demos for p in compiled.predictors()):
+    if config.name == "LabeledFewShot" and config.params.get("k", 16) > 0 and not any(p.demos for p in compiled.predictors()):
         raise ValueError(knn.unlabeled_message(student, trainset))
     return CompileResult(compiled, program_state(compiled), demo_sources(compiled), knn.pool_trace_ids(compiled))
 

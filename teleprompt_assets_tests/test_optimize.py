@@ -241,3 +241,12 @@ def test_labeled_optimizers_refuse_traces_that_lack_a_steps_field_with_the_reaso
     with pytest.raises(CompileError, match="no training example holds every field .*classify.*intent") as caught:
         compile_program(spec, _without_intent(), spec.metric())
     assert not caught.value.transient and "log each step's output" in str(caught.value)
+
+
+def test_labeled_few_shot_with_k_zero_compiles_a_program_without_demos():
+    """k=0 asks for no demos (the suite's regressing optimizer); it is not the missing-field failure."""
+    spec = _two_step_spec("LabeledFewShot", k=0)
+    trainset = [dspy.Example(email="a", customer_name="b", intent="refund", reply="c", trace_id=f"t{i}").with_inputs("email", "customer_name")
+                for i in range(3)]
+    result = compile_program(spec, trainset, lambda *a: 1.0)
+    assert result.demos == []
