@@ -40,6 +40,8 @@ class MetricConfig(BaseModel):
     field: str | None = None
     outcome: str | None = Field(default=None, description="outcome_model: the feedback name to predict (numeric in [0, 1] or boolean)")
     function: str | None = Field(default=None, description="package.module:function(example, prediction, trace=None) -> float in [0, 1]")
+    fields: list[str] | None = Field(default=None, description="outcome_model: the outputs the model reads (default: all of the program's outputs)")
+    report_by: str | None = Field(default=None, description="a categorical input or output the A/B report groups by (default: the gold label if categorical, else baseline-score bands)")
 
 
 class OptimizerConfig(BaseModel):
@@ -205,6 +207,16 @@ def _validate_entry(name: str, config: ProgramConfig) -> ProgramSpec:
         raise ConfigError(f"{where}.metric.outcome: outcome_model needs the feedback name to predict")
     elif metric.field not in spec.output_fields:
         raise ConfigError(f"{where}.metric.field: '{metric.field}' is not an output of {config.module} (outputs: {', '.join(spec.output_fields)})")
+    if metric.fields is not None and metric.kind != "outcome_model":
+        raise ConfigError(f"{where}.metric.fields: only an outcome_model reads several fields ({metric.kind} scores metric.field)")
+    if metric.fields == []:
+        raise ConfigError(f"{where}.metric.fields: names no output (leave it out to read all of them)")
+    for name in metric.fields or ():
+        if name not in spec.output_fields:
+            raise ConfigError(f"{where}.metric.fields: '{name}' is not an output of {config.module} (outputs: {', '.join(spec.output_fields)})")
+    if metric.report_by is not None and metric.report_by not in spec.input_fields + spec.output_fields:
+        raise ConfigError(f"{where}.metric.report_by: '{metric.report_by}' is not an input or output of {config.module} "
+                          f"(fields: {', '.join(spec.input_fields + spec.output_fields)})")
     try:
         validate_optimizer(config.optimizer)
     except ValueError as exc:

@@ -22,10 +22,18 @@ def test_ground_truth_metrics_explain_the_expected_answer():
 def test_an_outcome_model_explains_its_prediction_and_what_it_rewards():
     spec, table, example = _window({"kind": "outcome_model", "field": "reply", "outcome": "resolved"})
     metric, method = metrics.window_metric(spec, table)
-    text = metric.feedback(example, dspy.Prediction(reply="Hi there"))
-    score = metric(example, dspy.Prediction(reply="Hi there"))
-    assert text.startswith(f"Predicted resolved for this reply: {score:.2f} (1 is best). Learned from {method['model']['trained_on']} outcomes")
-    assert "rewards repeats_input_value" in text
+    answer = dspy.Prediction(intent="refund", reply="Hi there")
+    text = metric.feedback(example, answer)
+    assert text.startswith(f"Predicted resolved for this intent and reply: {metric(example, answer):.2f} (1 is best). "
+                           f"Learned from {method['model']['trained_on']} outcomes: rewards ")
+    assert "reply:repeats_customer_name" in text.split("penalizes")[0]
+
+
+def test_an_outcome_model_score_is_in_the_unit_interval_and_reads_missing_outputs_as_empty():
+    spec, table, example = _window({"kind": "outcome_model", "field": "reply", "outcome": "resolved"})
+    metric, _ = metrics.window_metric(spec, table)
+    for answer in (dspy.Prediction(), dspy.Prediction(intent=None, reply=None), dspy.Prediction(intent="refund", reply="?" * 5000)):
+        assert 0.0 <= metric(example, answer) <= 1.0
 
 
 def test_a_users_function_metric_is_left_as_it_is():

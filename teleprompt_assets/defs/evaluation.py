@@ -30,12 +30,13 @@ def evaluate_program(context: dg.OpExecutionContext, teleprompt: TelepromptResou
     scores = evaluate.score_pair(baseline, candidate, holdout, metric, build_lm(), field,
                                  progress=lambda done, total: context.log.info(f"evaluating {t.program}: {done}/{total} held-out examples"))
     result = evaluate.compare(scores)
-    ab = report.markdown(result, scores, [str(ex.get(field, "")) for ex in holdout], [str(ex.get(spec.input_fields[0], "")) for ex in holdout])
+    grouping = report.for_program(spec, holdout, scores)
+    ab = report.markdown(result, scores, grouping, report.inputs_of(spec, holdout))
     track(mlflow, t, metrics={"baseline_score": result.baseline_mean, "candidate_score": result.candidate_mean, "delta_ppm": result.delta_ppm,
                               "ci_low_ppm": result.ci_low_ppm, "holdout": result.n, "deltaone": int(result.deltaone)})
     value = {"baseline_version": baseline_version, "evaluation_method": method, "comparison": result.to_dict(), "scores": [s.__dict__ for s in scores], "ab_report": ab}
     return staged(key, value, {
-        "ab_report": ab, "evaluation_method": method,
+        "ab_report": ab, "ab_report_by": grouping.by, "evaluation_method": method,
         "holdout": result.n, "baseline_version": baseline_version, "baseline_score": result.baseline_mean,
         "candidate_score": result.candidate_mean, "delta_ppm": result.delta_ppm, "ci_low_ppm": result.ci_low_ppm,
         "deltaone": result.deltaone, "significant": result.significant, "wins": result.wins, "losses": result.losses,
