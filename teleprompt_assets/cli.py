@@ -380,8 +380,17 @@ def _status(args: argparse.Namespace) -> int:
         days = [(since + timedelta(days=i)).isoformat() for i in range((today - since).days + 1)] if since <= today else []
         info["pending_traces"] = sum(count_by_day(client, experiment_id(client, settings, spec.config.experiment), days).values())
         infos.append(info)
-    print(json.dumps(infos, indent=2) if args.json else "\n\n".join("\n".join(f"{k:20} {v}" for k, v in i.items()) for i in infos))
+    print(json.dumps(infos, indent=2) if args.json else "\n\n".join(render_status(i) for i in infos))
     return 0
+
+
+def render_status(info: dict) -> str:
+    """One program's status, a field a line; scores as held-out means, with the sums they come from."""
+    scores = info.get("champion_scores")
+    shown = info | {"champion_scores": None if scores is None else (
+        f"baseline {scores['baseline_mean']:.4f} -> candidate {scores['candidate_mean']:.4f}, means over {scores['eval_count']} held-out examples "
+        f"(sums of quantized scores {scores['baseline_sum_q']} -> {scores['candidate_sum_q']})")}
+    return "\n".join(f"{k:20} {v}" for k, v in shown.items())
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from fractions import Fraction
 from pathlib import Path, PurePosixPath
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -42,6 +43,7 @@ from mlflow.exceptions import MlflowException
 from eth_utils import keccak
 
 from teleprompt_assets import promotion
+from teleprompt_assets.evaluate import SCALE
 from teleprompt_assets.optimize import load_state
 from teleprompt_assets.programs import ProgramSpec
 
@@ -440,6 +442,20 @@ def download_attestation(client: MlflowClient, version: ModelVersion, dest: Path
     return Path(client.download_artifacts(version.run_id, "attestation", str(dest)))
 
 
+def champion_scores(tags: dict[str, str]) -> dict[str, Any] | None:
+    """Held-out means in [0, 1] from a version's tags, which keep sums of quantized scores (B and C of
+    DESIGN section 6, each score × 10^6): mean = sum / (n × 10^6), rounded once to a float. The
+    sums stay, named as sums. None when the version was not scored."""
+    try:
+        b, c, n = int(tags["baseline_score"]), int(tags["candidate_score"]), int(tags["eval_count"])
+    except (KeyError, ValueError):
+        return None
+    if n <= 0:
+        return None
+    return {"baseline_mean": float(Fraction(b, n * SCALE)), "candidate_mean": float(Fraction(c, n * SCALE)), "eval_count": n,
+            "baseline_sum_q": b, "candidate_sum_q": c}
+
+
 def status(client: MlflowClient, spec: ProgramSpec) -> dict[str, Any]:
     """What a person asks first: which version serves, how it scored, when things last happened."""
     name = spec.registered_model_name
@@ -456,7 +472,7 @@ def status(client: MlflowClient, spec: ProgramSpec) -> dict[str, Any]:
         "champion": int(current.version) if current is not None else None,
         "champion_window": tags.get("window"),
         "champion_delta_ppm": tags.get("delta_ppm"),
-        "champion_scores": f"{tags.get('baseline_score')} -> {tags.get('candidate_score')} over {tags.get('eval_count')}" if current is not None else None,
+        "champion_scores": champion_scores(tags) if current is not None else None,
         "last_version": int(latest.version) if latest is not None else None,
         "last_run": latest.tags.get("dagster_run_id") if latest is not None else None,
         "last_attestation": last_attested.tags["attestation_uid"] if last_attested is not None else None,

@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from teleprompt_assets_tests.conftest import REPO
+from teleprompt_assets_tests.test_registry import reg  # noqa: F401 - fixture
 
 TELEPROMPT = str(Path(sys.executable).with_name("teleprompt"))
 ADDRESS = "0xA2DFbbE547B9fe2Eb36D63B62AE89F1b950f0dD8"
@@ -218,3 +219,48 @@ def test_seed_names_the_champion_it_serves_traffic_with(monkeypatch, tp_home, ca
     monkeypatch.setattr(seed, "seed_program", lambda settings, spec, end, **kw: seed.SeedReport(spec.name, [end.isoformat()], 1, 1))
     assert cli.main(["seed", "--program", "ticket_router", "--days", "1", "--per-day", "1"]) == 0
     assert "using champion v3" in capsys.readouterr().out
+
+
+def _main(capsys, *argv: str) -> tuple[int, list[str], list[str]]:
+    """``teleprompt`` in this process. MLflow was imported before the command could set
+    ``MLFLOW_LOGGING_LEVEL=ERROR``, so its logger is quietened as that does in a process of its own."""
+    import logging
+
+    from teleprompt_assets import cli
+
+    capsys.readouterr()  # what the test's own setup printed
+    logger = logging.getLogger("mlflow")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        code = cli.main(list(argv))
+    finally:
+        logger.setLevel(level)
+    out = capsys.readouterr()
+    return code, out.out.splitlines(), out.err.splitlines()
+
+
+def test_status_shows_means_in_0_1_and_names_the_sums(reg, capsys):  # noqa: F811
+    """Issue 20 item 6: scores are means of the held-out scores; the sums are named as such."""
+    import json
+
+    from teleprompt_assets import registry
+    from teleprompt_assets_tests.test_registry import _register
+
+    client, spec, _ = reg
+    name = spec.registered_model_name
+    v1 = _register(reg, "shipping")
+    for key, value in {"baseline_score": 12000000, "candidate_score": 21000000, "eval_count": 29}.items():
+        client.set_model_version_tag(name, str(v1.version), key, str(value))
+    registry.promote(client, name, v1.version, "first")
+
+    code, out, err = _main(capsys, "status", "--json")
+    assert (code, err) == (0, [])
+    mine = next(i for i in json.loads("\n".join(out)) if i["program"] == "ticket_router")
+    assert mine["champion_scores"] == {"baseline_mean": 12 / 29, "candidate_mean": 21 / 29, "eval_count": 29,
+                                       "baseline_sum_q": 12000000, "candidate_sum_q": 21000000}
+    code, out, err = _main(capsys, "status")
+    block = next(b.splitlines() for b in "\n".join(out).split("\n\n") if "ticket_router" in b.splitlines()[0])
+    line = next(line for line in block if line.startswith("champion_scores"))
+    assert "baseline 0.4138 -> candidate 0.7241, means over 29 held-out examples" in line, line
+    assert "sums of quantized scores 12000000 -> 21000000" in line, line

@@ -172,3 +172,22 @@ def test_completing_a_promotion_fails_on_a_registry_error_but_not_on_a_missing_v
     monkeypatch.setattr(client, "get_model_version", real_get)
     registry.promote(client, name, v2.version, "second")
     assert client.get_model_version(name, str(v1.version)).tags["demoted_at"]
+
+
+def test_status_gives_the_champions_scores_as_means_and_names_the_sums(reg):
+    """Issue 20 item 6: status showed ``"44340142 -> 54375760 over 70"``, sums of quantized scores."""
+    from fractions import Fraction
+
+    client, spec, _ = reg
+    name = spec.registered_model_name
+    assert registry.status(client, spec)["champion_scores"] is None
+    v1 = _register(reg, "shipping")
+    for key, value in {"baseline_score": 44340142, "candidate_score": 54375760, "eval_count": 70}.items():
+        client.set_model_version_tag(name, str(v1.version), key, str(value))
+    registry.promote(client, name, v1.version, "first")
+    scores = registry.status(client, spec)["champion_scores"]
+    assert scores == {
+        "baseline_mean": float(Fraction(44340142, 70 * 10**6)), "candidate_mean": float(Fraction(54375760, 70 * 10**6)), "eval_count": 70,
+        "baseline_sum_q": 44340142, "candidate_sum_q": 54375760,
+    }
+    assert 0 <= scores["baseline_mean"] <= 1 and round(scores["candidate_mean"], 4) == 0.7768
