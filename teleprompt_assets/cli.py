@@ -287,14 +287,18 @@ def _rollback(args: argparse.Namespace) -> int:
     settings = load_settings()
     spec = _program(settings, _project(settings)[1], args.program, "program")
     from teleprompt_assets.lm import build_lm
-    from teleprompt_assets.registry import RollbackError, rollback
+    from teleprompt_assets.registry import RollbackError, RollbackRefused, rollback
     from teleprompt_assets.tracking import connect
 
     try:
-        done = rollback(connect(settings), spec, build_lm(), args.to, args.reason)
+        done = rollback(connect(settings), spec, build_lm(), args.to, args.reason, force=args.force)
+    except RollbackRefused as exc:
+        raise UsageError(f"--to {args.to}: {exc}" if args.to is not None else str(exc)) from None
     except RollbackError as exc:
         print(f"rollback refused: {exc}", file=sys.stderr)
         return 1
+    for warning in done.warnings:
+        _fail("rollback", f"warning: {warning}")
     print(f"{done.name}: champion v{done.from_version} -> v{done.to_version} (validated: loads and runs)")
     return 0
 
@@ -561,7 +565,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_run)
     back = command("rollback", "move a program's champion back to an earlier, validated version")
     back.add_argument("program")
-    back.add_argument("--to", type=_count(1), help="version to restore (default: the one the champion replaced)")
+    back.add_argument("--to", type=_count(1), help="an older version that served before (default: the one the champion replaced)")
+    back.add_argument("--force", action="store_true", help="also to a version that never served, or a newer one (warns; recorded in its tags)")
     back.add_argument("--reason", default="manual rollback")
     back.set_defaults(func=_rollback)
     demo = command("demo", "seed a week of traffic and run the whole graph for the latest day")

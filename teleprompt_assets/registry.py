@@ -333,11 +333,17 @@ class RollbackError(RuntimeError):
     """The rollback cannot proceed; the champion is left where it was."""
 
 
+class RollbackRefused(RollbackError):
+    """What was asked is not a rollback the rules allow (nothing to roll back, no such version, not
+    back, never served): a wrong input, refused before anything is loaded or recorded."""
+
+
 @dataclass(frozen=True)
 class Rollback:
     name: str
     from_version: int
     to_version: int
+    warnings: tuple[str, ...] = ()
 
 
 class UntrustedModelSource(RuntimeError):
@@ -404,35 +410,78 @@ def smoke_test(client: MlflowClient, spec: ProgramSpec, version: ModelVersion, l
         raise RollbackError(f"version {version.version} loaded but returned no {', '.join(missing)}")
 
 
-def rollback(client: MlflowClient, spec: ProgramSpec, lm: dspy.LM, to_version: int | None = None, reason: str = "manual rollback") -> Rollback:
+def served(version: ModelVersion) -> bool:
+    """It was champion once: promoted by a run, or restored by an earlier rollback."""
+    return bool(version.tags.get("promoted_at") or version.tags.get("restored_at"))
+
+
+def _objections(target: ModelVersion, current: ModelVersion) -> list[str]:
+    """Why moving ``champion`` from ``current`` to ``target`` is not rolling back."""
+    found = []
+    if int(target.version) > int(current.version):
+        found.append(f"rollback moves back; v{target.version} is newer than the champion v{current.version}")
+    if not served(target):
+        found.append(f"{target.name} v{target.version} never served ({_why_not_served(target.tags)})")
+    return found
+
+
+def _why_not_served(tags: dict[str, str]) -> str:
+    """A blocked regression stops the run before promotion is decided, so it leaves no ``promotion_refused``."""
+    if tags.get("promotion_refused"):
+        return tags["promotion_refused"]
+    try:
+        b, c = int(tags["baseline_score"]), int(tags["candidate_score"])
+    except (KeyError, ValueError):
+        return "it was never champion"
+    return f"failed no_regression: C={c} < B={b}" if c < b else "it was never champion"
+
+
+def rollback(client: MlflowClient, spec: ProgramSpec, lm: dspy.LM, to_version: int | None = None, reason: str = "manual rollback",
+             force: bool = False) -> Rollback:
     """Move ``champion`` back to ``to_version`` (default: the version the current champion replaced).
 
-    The target is validated first (it loads and runs); then both versions record the event in
-    their tags, and only then does the alias move.
+    Back means to a version that served before (promoted, or restored by a rollback) and is older
+    than the champion: a version that never served may have failed its gates, and a newer one is a
+    promotion, which runs decide. ``force`` overrides both, with a warning recorded in the target's
+    ``forced`` tag. A version from outside the pipeline's artifact store is refused whatever
+    ``force`` says. The target is validated (it loads and runs); then both versions record the event
+    in their tags, and only then does the alias move.
     """
     name = spec.registered_model_name
     current = champion(client, name)
     if current is None:
-        raise RollbackError(f"{name} has no champion to roll back")
+        raise RollbackRefused(f"{name} has no champion to roll back")
     target_number = to_version if to_version is not None else int(current.tags.get("previous_champion", "0") or 0)
     if not target_number:
-        raise RollbackError(f"{name} v{current.version} replaced no earlier champion; pass --to VERSION")
+        raise RollbackRefused(f"{name} v{current.version} replaced no earlier champion; pass --to VERSION")
     if target_number == int(current.version):
-        raise RollbackError(f"{name} v{target_number} is already the champion")
+        raise RollbackRefused(f"{name} v{target_number} is already the champion")
     try:
         target = client.get_model_version(name, str(target_number))
     except MlflowException as exc:
-        raise RollbackError(f"{name} has no version {target_number}") from exc
+        if not absent(exc):
+            raise
+        raise RollbackRefused(f"{name} has no version {target_number}") from exc
+    try:
+        trusted_model_uri(client, target)
+    except UntrustedModelSource as exc:
+        raise RollbackError(str(exc)) from exc
+    objections = _objections(target, current)
+    if objections and not force:
+        raise RollbackRefused("; ".join(objections) + "; pass --force to move it anyway")
+    warnings = ("forced: " + "; ".join(objections),) if objections else ()
     smoke_test(client, spec, target, lm)
     now = datetime.now(timezone.utc).isoformat(timespec="seconds")
     # Record first, move last: a crash in between leaves the old champion serving with the rollback
     # on record (it is never re-promoted), and repeating the command completes the move.
     client.set_model_version_tag(name, str(current.version), "rolled_back_at", now)
     client.set_model_version_tag(name, str(current.version), "rollback_reason", reason)
+    if warnings:
+        client.set_model_version_tag(name, str(target_number), "forced", warnings[0])
     client.set_model_version_tag(name, str(target_number), "restored_at", now)
     client.set_model_version_tag(name, str(target_number), "restored_from", str(current.version))
     client.set_registered_model_alias(name, CHAMPION, str(target_number))
-    return Rollback(name, int(current.version), target_number)
+    return Rollback(name, int(current.version), target_number, warnings)
 
 
 def download_attestation(client: MlflowClient, version: ModelVersion, dest: Path) -> Path:

@@ -63,6 +63,7 @@ CASES = {
     "proof, several programs": Case(["proof", ADDRESS], ["--program is required", "outreach_reply, ticket_router"]),
     "proof, unknown program": Case(["proof", ADDRESS, "--program", "ticket_router"], ["--program ticket_router", "support_router"], config="one"),
     "rollback, unknown program": Case(["rollback", "nope"], ["program nope", "outreach_reply, ticket_router"]),
+    "rollback, no champion": Case(["rollback", "ticket_router", "--to", "1", "--force"], ["--to 1", "teleprompt-ticket_router has no champion"]),
     "demo, no sample program": Case(["demo"], ["one.yaml", "ticket_router", "TELEPROMPT_CONFIG"], config="one"),
     # days
     "run, not a day": Case(["run", "--date", "2026-13-05"], ["--date", "2026-13-05", "YYYY-MM-DD"]),
@@ -238,6 +239,44 @@ def _main(capsys, *argv: str) -> tuple[int, list[str], list[str]]:
         logger.setLevel(level)
     out = capsys.readouterr()
     return code, out.out.splitlines(), out.err.splitlines()
+
+
+def test_rollback_moves_back_to_a_version_that_served_and_refuses_the_rest_in_one_line(reg, capsys):  # noqa: F811
+    """Issue 20 item 5: a version that never served, or one newer than the champion, is refused
+    (one line, exit 2, champion unchanged) unless ``--force``, which warns and is recorded."""
+    from teleprompt_assets import registry
+    from teleprompt_assets_tests.test_registry import _register
+
+    client, spec, _ = reg
+    name = spec.registered_model_name
+    code, out, err = _main(capsys, "rollback", "ticket_router")
+    assert (code, out, len(err)) == (2, [], 1) and "has no champion" in err[0], err
+    never = _register(reg, "account", window="w0")
+    v2, v3 = _register(reg, "shipping", window="w1"), _register(reg, "billing", window="w2")
+    registry.promote(client, name, v2.version, "first")
+    registry.promote(client, name, v3.version, "better")
+
+    for argv, words in (
+        (["--to", str(never.version)], [f"--to {never.version}", "never served", "--force"]),
+        (["--to", "9"], ["--to 9", "no version 9"]),
+        (["--to", str(v3.version)], ["already the champion"]),
+    ):
+        code, out, err = _main(capsys, "rollback", "ticket_router", *argv)
+        assert (code, out, len(err)) == (2, [], 1), (argv, code, out, err)
+        assert err[0].startswith("teleprompt rollback: ") and all(w in err[0] for w in words), (words, err[0])
+    assert int(registry.champion(client, name).version) == v3.version
+
+    code, out, err = _main(capsys, "rollback", "ticket_router")
+    assert (code, err) == (0, []) and out == [f"{name}: champion v{v3.version} -> v{v2.version} (validated: loads and runs)"]
+    code, out, err = _main(capsys, "rollback", "ticket_router", "--to", str(v3.version))
+    assert (code, out, len(err)) == (2, [], 1)
+    assert f"rollback moves back; v{v3.version} is newer than the champion v{v2.version}" in err[0], err
+
+    code, out, err = _main(capsys, "rollback", "ticket_router", "--to", str(never.version), "--force")
+    assert code == 0 and len(err) == 1 and err[0].startswith("teleprompt rollback: warning: forced: ") and "never served" in err[0], err
+    assert out == [f"{name}: champion v{v2.version} -> v{never.version} (validated: loads and runs)"]
+    assert client.get_model_version(name, str(never.version)).tags["forced"]
+    assert int(registry.champion(client, name).version) == never.version
 
 
 def test_status_shows_means_in_0_1_and_names_the_sums(reg, capsys):  # noqa: F811

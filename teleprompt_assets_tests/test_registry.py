@@ -174,6 +174,76 @@ def test_completing_a_promotion_fails_on_a_registry_error_but_not_on_a_missing_v
     assert client.get_model_version(name, str(v1.version)).tags["demoted_at"]
 
 
+def _tags(client, name: str, version: int) -> dict[str, str]:
+    return client.get_model_version(name, str(version)).tags
+
+
+def test_rollback_goes_only_to_a_version_that_served_unless_forced(reg):
+    """Issue 20 item 5: ``--to 4`` once made champion a version that had failed no_regression and
+    never served."""
+    client, spec, _ = reg
+    name = spec.registered_model_name
+    never = _register(reg, "account", window="w0")
+    client.set_model_version_tag(name, str(never.version), "promotion_refused", "not promoted: C=9 < B=10 on 25 holdout examples")
+    v2, v3 = _register(reg, "shipping", window="w1"), _register(reg, "billing", window="w2")
+    registry.promote(client, name, v2.version, "first")
+    registry.promote(client, name, v3.version, "better")
+    with pytest.raises(registry.RollbackRefused, match=rf"v{never.version} never served \(not promoted: C=9 < B=10.*\); pass --force"):
+        registry.rollback(client, spec, offline_lm(), to_version=never.version)
+    assert int(registry.champion(client, name).version) == v3.version
+    assert "rolled_back_at" not in _tags(client, name, v3.version) and "restored_at" not in _tags(client, name, never.version)
+
+    done = registry.rollback(client, spec, offline_lm(), to_version=never.version, force=True)
+    assert (done.from_version, done.to_version) == (v3.version, never.version)
+    assert len(done.warnings) == 1 and f"v{never.version} never served" in done.warnings[0]
+    assert _tags(client, name, never.version)["forced"] == done.warnings[0]
+    assert int(registry.champion(client, name).version) == never.version
+
+    # once restored it has served: going back to it later needs no force
+    registry.promote(client, name, v2.version, "again")
+    done = registry.rollback(client, spec, offline_lm(), to_version=never.version)
+    assert done.to_version == never.version and done.warnings == ()
+    assert int(registry.champion(client, name).version) == never.version
+
+
+def test_rollback_never_moves_the_champion_forward_unless_forced(reg):
+    """Issue 20 item 5: ``--to 6`` once moved the champion past the current one."""
+    client, spec, _ = reg
+    name = spec.registered_model_name
+    v1, v2 = _register(reg, "shipping"), _register(reg, "billing", window="w2")
+    registry.promote(client, name, v1.version, "first")
+    registry.promote(client, name, v2.version, "better")
+    registry.rollback(client, spec, offline_lm())
+    with pytest.raises(registry.RollbackRefused, match=rf"^rollback moves back; v{v2.version} is newer than the champion v{v1.version}; pass --force"):
+        registry.rollback(client, spec, offline_lm(), to_version=v2.version)
+    assert int(registry.champion(client, name).version) == v1.version
+    assert "restored_from" not in _tags(client, name, v2.version)
+
+    done = registry.rollback(client, spec, offline_lm(), to_version=v2.version, force=True, reason="v1 misroutes refunds")
+    assert done.to_version == v2.version and "newer than the champion" in done.warnings[0]
+    assert _tags(client, name, v2.version)["forced"] == done.warnings[0]
+    assert _tags(client, name, v1.version)["rollback_reason"] == "v1 misroutes refunds"
+    assert int(registry.champion(client, name).version) == v2.version
+
+
+def test_rollback_refusals_are_wrong_inputs_and_change_nothing(reg):
+    client, spec, _ = reg
+    name = spec.registered_model_name
+    with pytest.raises(registry.RollbackRefused, match="no champion"):
+        registry.rollback(client, spec, offline_lm())
+    v1 = _register(reg, "shipping")
+    registry.promote(client, name, v1.version, "first")
+    for target, words in ((None, "replaced no earlier champion; pass --to"), (v1.version, "already the champion"), (99, "no version 99")):
+        with pytest.raises(registry.RollbackRefused, match=words):
+            registry.rollback(client, spec, offline_lm(), to_version=target, force=True)
+    assert "rolled_back_at" not in _tags(client, name, v1.version)
+    blocked = _register(reg, "billing", window="w2")  # the no_regression check stopped its run: no promotion decided
+    for key, value in {"baseline_score": 10, "candidate_score": 9, "eval_count": 25}.items():
+        client.set_model_version_tag(name, str(blocked.version), key, str(value))
+    with pytest.raises(registry.RollbackRefused, match=rf"v{blocked.version} is newer.*; .*v{blocked.version} never served \(failed no_regression: C=9 < B=10\)"):
+        registry.rollback(client, spec, offline_lm(), to_version=blocked.version)
+
+
 def test_status_gives_the_champions_scores_as_means_and_names_the_sums(reg):
     """Issue 20 item 6: status showed ``"44340142 -> 54375760 over 70"``, sums of quantized scores."""
     from fractions import Fraction

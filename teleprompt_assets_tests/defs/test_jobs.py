@@ -22,3 +22,22 @@ def test_rollback_job_moves_the_champion_back(reg):  # noqa: F811
     assert result.output_for_node("rollback_champion") == {"name": name, "from_version": v2.version, "to_version": v1.version}
     assert int(registry.champion(client, name).version) == v1.version
     assert client.get_model_version(name, str(v2.version)).tags["rollback_reason"] == "bad answers in prod"
+
+
+def test_rollback_job_refuses_a_version_that_never_served_unless_forced(reg):  # noqa: F811
+    client, spec, _ = reg
+    name = spec.registered_model_name
+    never, v2 = _register(reg, "account", window="w0"), _register(reg, "shipping", window="w1")
+    registry.promote(client, name, v2.version, "first")
+    config = {"program": "ticket_router", "to_version": never.version}
+    with dg.instance_for_test() as instance:
+        job = build_definitions().resolve_job_def("rollback_job")
+        refused = job.execute_in_process(instance=instance, resources={"teleprompt": TelepromptResource()}, raise_on_error=False,
+                                         run_config={"ops": {"rollback_champion": {"config": config}}})
+        assert not refused.success and int(registry.champion(client, name).version) == v2.version
+        failure = next(e for e in refused.all_events if e.is_step_failure).step_failure_data.user_failure_data
+        assert "never served" in failure.description and "--force" in failure.description
+        forced = job.execute_in_process(instance=instance, resources={"teleprompt": TelepromptResource()},
+                                        run_config={"ops": {"rollback_champion": {"config": config | {"force": True}}}})
+    assert forced.success and int(registry.champion(client, name).version) == never.version
+    assert "never served" in client.get_model_version(name, str(never.version)).tags["forced"]
