@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib
 import json
 import os
 import tempfile
@@ -32,14 +33,18 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from fractions import Fraction
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 from urllib.parse import unquote, urlsplit
 
+import cloudpickle
 import dspy
 import mlflow
 from mlflow import MlflowClient
+from mlflow.dspy.wrapper import DspyModelWrapper
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
+from mlflow.models import Model, ModelSignature
+from mlflow.types.schema import AnyType, ColSpec, Schema
 from eth_utils import keccak
 
 from teleprompt_assets import promotion
@@ -50,6 +55,7 @@ from teleprompt_assets.programs import ProgramSpec
 CHAMPION = "champion"
 STATE_ARTIFACT = "program_state.json"
 MODEL_ARTIFACT = "program"
+SAMPLE_ARTIFACT = "sample_input.json"
 LOCK_TIMEOUT_ENV = "TELEPROMPT_REGISTRY_LOCK_TIMEOUT_S"
 DEFAULT_LOCK_TIMEOUT_S = 600.0
 
@@ -73,6 +79,65 @@ def pip_requirements() -> list[str]:
     import polars
 
     return [f"dspy=={dspy.__version__}", f"mlflow=={mlflow.__version__}", f"polars=={polars.__version__}", f"eth-account=={eth_account.__version__}"]
+
+
+# What a version carries of DSPy's settings: only the key MLflow's loader reads. The LM, the adapter
+# and everything else come from the application that loads it (docs/serving.md).
+SERVED_DSPY_SETTINGS: dict[str, Any] = {"callbacks": []}
+_MLFLOW_TYPES = {str: "string", bool: "boolean", int: "long", float: "double"}
+
+
+def _column_type(annotation: Any) -> str | AnyType:
+    if get_origin(annotation) is Literal:
+        kinds = {type(a) for a in get_args(annotation)}
+        annotation = kinds.pop() if len(kinds) == 1 else None
+    return _MLFLOW_TYPES.get(annotation) or AnyType()
+
+
+def model_signature(spec: ProgramSpec) -> ModelSignature:
+    """The program's inputs (its ``forward`` parameters) and outputs, typed as its predictors declare
+    them, so a serving app (and MLflow's pyfunc) knows what to pass and what comes back."""
+    declared: dict[str, Any] = {}
+    for predictor in spec.build().predictors():
+        for field_name, field in predictor.signature.fields.items():
+            declared.setdefault(field_name, field.annotation)
+
+    def columns(names: tuple[str, ...]) -> Schema:
+        return Schema([ColSpec(_column_type(declared.get(n)), n) for n in names])
+
+    return ModelSignature(inputs=columns(spec.input_fields), outputs=columns(spec.output_fields))
+
+
+class _ServedDspyFlavor:
+    """``mlflow.dspy``, less the logging process's DSPy settings.
+
+    ``mlflow.dspy.save_model`` pickles all of ``dspy.settings`` with the program, and
+    ``mlflow.dspy.load_model`` configures DSPy with them: loading a version replaced the LM an
+    application had configured with the pipeline's (None: "No LM is loaded"). The program is pickled
+    again beside the same MLmodel with :data:`SERVED_DSPY_SETTINGS` only, so loading leaves the
+    application's LM, adapter and other settings as they are.
+    """
+
+    @staticmethod
+    def save_model(path: str, mlflow_model: Model, model: dspy.Module, validate_serving_input: bool = True, **kwargs: Any) -> None:
+        mlflow.dspy.save_model(model, path, mlflow_model=mlflow_model, **kwargs)
+        wrapper = DspyModelWrapper(model, dict(SERVED_DSPY_SETTINGS))
+        wrapper.output_schema = mlflow_model.signature.outputs if mlflow_model.signature else None
+        Path(path, mlflow_model.flavors["dspy"]["model_path"]).write_bytes(cloudpickle.dumps(wrapper))
+
+
+def _log_program(spec: ProgramSpec, program: dspy.Module, sample: dict[str, Any] | None) -> Any:
+    """Log with its signature and sample input, explicit requirements (inferring them costs seconds),
+    and no check that runs the sample: that needs an LM, and a version carries none."""
+    return Model.log(
+        None, _ServedDspyFlavor, name=MODEL_ARTIFACT, flavor_name="mlflow.dspy", model=program, signature=model_signature(spec),
+        input_example=sample, pip_requirements=pip_requirements(), validate_serving_input=False,
+    )
+
+
+def _sample(artifacts: dict[str, str] | None) -> dict[str, Any] | None:
+    text = (artifacts or {}).get(SAMPLE_ARTIFACT)
+    return json.loads(text) if text else None
 
 
 @dataclass(frozen=True)
@@ -184,8 +249,11 @@ def register(
     programs; a shared run would hold only the last program's files under names they all use.
 
     ``artifacts`` (file name → text) travel with the version: the A/B report, the per-example
-    scores, the contributor list. ``lock_dir`` (default ``TELEPROMPT_HOME/locks``) holds the
-    registration locks; see :func:`registration_lock`.
+    scores, the contributor list; :data:`SAMPLE_ARTIFACT` among them is also the model's input
+    example, next to its signature (:func:`model_signature`). The model carries none of DSPy's
+    settings but the callbacks key (:class:`_ServedDspyFlavor`): the LM is the serving app's.
+    ``lock_dir`` (default ``TELEPROMPT_HOME/locks``) holds the registration locks; see
+    :func:`registration_lock`.
     """
     name = spec.registered_model_name
     prog_hash = program_hash(state)
@@ -203,7 +271,7 @@ def register(
         with mlflow.start_run(run_name=run_name or f"{spec.name}:{window}", **parent) as run:
             mlflow.set_tags(all_tags)
             with dspy.context(lm=None):
-                info = mlflow.dspy.log_model(program, name=MODEL_ARTIFACT, pip_requirements=pip_requirements())
+                info = _log_program(spec, program, _sample(artifacts))
             mlflow.log_text(canonical_state_bytes(state).decode("utf-8"), STATE_ARTIFACT)
             for file_name, text in (artifacts or {}).items():
                 mlflow.log_text(text, file_name)
@@ -326,9 +394,6 @@ def previous_attestation(client: MlflowClient, name: str, before_version: int) -
     return max(attested, key=lambda v: int(v.version)).tags["attestation_uid"] if attested else None
 
 
-SAMPLE_ARTIFACT = "sample_input.json"
-
-
 class RollbackError(RuntimeError):
     """The rollback cannot proceed; the champion is left where it was."""
 
@@ -380,20 +445,33 @@ def load_registered_model(client: MlflowClient, version: ModelVersion, pipeline_
 
     ``mlflow.dspy.load_model`` runs ``cloudpickle.load``. The location is checked by
     :func:`trusted_model_uri` and loaded as checked, not through a ``models:/`` URI that MLflow's
-    global registry setting would resolve again. Loading resets DSPy's global settings (to those
-    pickled with the model, LM unset): pass the LM to calls through ``dspy.context``.
+    global registry setting would resolve again. DSPy's settings are left as the caller had them,
+    also for versions logged before versions stopped carrying them (those restore ``lm=None``).
     """
-    model = mlflow.dspy.load_model(trusted_model_uri(client, version, pipeline_experiment))
+    uri = trusted_model_uri(client, version, pipeline_experiment)
+    with _dspy_settings_kept():
+        model = mlflow.dspy.load_model(uri)
     mlflow.clear_active_model()  # loading made it the "active model"; pipeline metrics must not attach to it
     return model
 
 
-def smoke_test(client: MlflowClient, spec: ProgramSpec, version: ModelVersion, lm: dspy.LM) -> None:
-    """The version loads with the mlflow.dspy flavor and answers its recorded sample input.
+@contextmanager
+def _dspy_settings_kept() -> Iterator[None]:
+    """Put back every global DSPy setting that loading replaced (``mlflow.dspy.load_model`` calls
+    ``dspy.configure`` with the settings pickled with the version)."""
+    live = importlib.import_module("dspy.dsp.utils.settings")  # the module: the package exports its Settings object under the same name
 
-    Loading resets DSPy's global settings (it restores those pickled with the model, LM unset), so
-    the call below passes its LM explicitly through ``dspy.context``.
-    """
+    before = dict(live.main_thread_config)
+    try:
+        yield
+    finally:
+        replaced = {k: v for k, v in before.items() if live.main_thread_config.get(k) is not v}
+        if replaced:
+            dspy.configure(**replaced)
+
+
+def smoke_test(client: MlflowClient, spec: ProgramSpec, version: ModelVersion, lm: dspy.LM) -> None:
+    """The version loads with the mlflow.dspy flavor and answers its recorded sample input with ``lm``."""
     try:
         model = load_registered_model(client, version)
     except UntrustedModelSource as exc:
