@@ -64,10 +64,10 @@ def _no_stale_dagster_defs_state(monkeypatch: pytest.MonkeyPatch):
 
 @contextmanager
 def project_config(dest: Path, program: str, **fields):
-    """``teleprompt.yaml`` with ``program``'s ``fields`` replaced, as ``TELEPROMPT_CONFIG`` for the block."""
+    """The current config (``TELEPROMPT_CONFIG``) with ``program``'s ``fields`` replaced, as ``TELEPROMPT_CONFIG`` for the block."""
     import yaml
 
-    config = yaml.safe_load((REPO / "teleprompt.yaml").read_text())
+    config = yaml.safe_load(Path(os.environ.get("TELEPROMPT_CONFIG") or REPO / "teleprompt.yaml").read_text())
     config["programs"][program].update(fields)
     path = dest / "teleprompt.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -77,3 +77,27 @@ def project_config(dest: Path, program: str, **fields):
         yield path
     finally:
         os.environ["TELEPROMPT_CONFIG"] = previous if previous is not None else str(REPO / "teleprompt.yaml")
+
+
+SMALL_WINDOW_MIN_HOLDOUT = 5
+
+
+def small_window_config(dest: Path | None = None, base: Path | None = None) -> Path:
+    """``teleprompt.yaml`` (or ``base``) with every program's ``split.min_holdout`` at 5, for tests
+    whose subject is not the evidence rule (faults, outages, idempotency, the secret sweep, scale-out).
+
+    Their stores hold a few days of ~20 traces, about 10 held-out examples: below the product's
+    default of 20, nothing would be promoted or attested and those tests would check nothing.
+    Seeding each up to 20 held-out examples would cost ~2x their data and time. The evidence rule
+    itself is tested with the default (test_promotion, defs/test_pipeline, defs/test_promises).
+    """
+    import tempfile
+
+    import yaml
+
+    config = yaml.safe_load((base or REPO / "teleprompt.yaml").read_text())
+    for entry in config["programs"].values():
+        entry["split"] = (entry.get("split") or {}) | {"min_holdout": SMALL_WINDOW_MIN_HOLDOUT}
+    path = (dest or Path(tempfile.mkdtemp(prefix="tp-config-"))) / "teleprompt.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path

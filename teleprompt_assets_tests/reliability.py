@@ -41,11 +41,11 @@ from dspy.lm15 import Message, Response, TextPart, Usage
 from eth_account import Account
 
 from teleprompt_assets import attest
-from teleprompt_assets_tests.conftest import REPO
+from teleprompt_assets_tests.conftest import REPO, small_window_config
 
 END = date(2026, 11, 20)
 DAYS = 3
-PER_DAY = 22  # a window of ~25 held-out examples: above the default min_holdout (20), so versions can be promoted
+PER_DAY = 16
 PROGRAM = "ticket_router"
 MODEL = f"teleprompt-{PROGRAM}"
 ATTESTER_KEY = "0x8f2a55949038a9610f50fb23b5883af3b4ecb3c3bb792cbcefbd1542c692be63"
@@ -79,8 +79,9 @@ def fast_tmp(tmp_path: Path) -> Iterator[Path]:
 
 
 def pipeline_env(home: Path, config: Path | None = None) -> dict[str, str]:
+    """The template's windows hold ~10 held-out examples: the default config lowers min_holdout (conftest.small_window_config)."""
     return {
-        "TELEPROMPT_HOME": str(home), "TELEPROMPT_CONFIG": str(config or REPO / "teleprompt.yaml"),
+        "TELEPROMPT_HOME": str(home), "TELEPROMPT_CONFIG": str(config or _small_config()),
         "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING": "false", "TELEPROMPT_ATTESTER_KEY": ATTESTER_KEY,
     }
 
@@ -175,9 +176,18 @@ def register_sample(queue: str, window: str = "2026-01-01..2026-01-07", base: in
                              {"base_version": base}, sample)
 
 
+_SMALL_CONFIG: list[Path] = []
+
+
+def _small_config() -> Path:
+    if not _SMALL_CONFIG:
+        _SMALL_CONFIG.append(small_window_config())
+    return _SMALL_CONFIG[0]
+
+
 def config_with(dest: Path, **optimizer: Any) -> Path:
-    """The repository's teleprompt.yaml with ticket_router's optimizer settings changed."""
-    config = yaml.safe_load((REPO / "teleprompt.yaml").read_text())
+    """The test config (min_holdout lowered) with ticket_router's optimizer settings changed."""
+    config = yaml.safe_load(_small_config().read_text())
     config["programs"][PROGRAM]["optimizer"].update(optimizer)
     path = dest / "teleprompt.yaml"
     path.write_text(yaml.safe_dump(config))

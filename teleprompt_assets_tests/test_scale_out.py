@@ -23,7 +23,7 @@ from teleprompt_assets.programs import load_project
 from teleprompt_assets.registry import CHAMPION
 from teleprompt_assets.seed import seed_ticket_router
 from teleprompt_assets.settings import load_settings
-from teleprompt_assets_tests.conftest import REPO, set_env
+from teleprompt_assets_tests.conftest import REPO, set_env, small_window_config
 from teleprompt_assets_tests.servers import mlflow_server, postgres
 
 ATTESTER_KEY = "0x5d1c0f4a7b8e2c3d9f6a1b4e7c0d3f6a9b2e5c8d1f4a7b0e3c6d9f2a5b8e1c40"
@@ -52,6 +52,7 @@ def _scale_out(work: Path, timings: dict[str, float], started: float):
             saved = set_env(work / "tp")
             try:
                 os.environ["MLFLOW_TRACKING_URI"] = server.url
+                os.environ["TELEPROMPT_CONFIG"] = str(small_window_config(work))  # ~10 held-out examples
                 os.environ["TELEPROMPT_ATTESTER_KEY"] = ATTESTER_KEY
                 dagster_home = work / "dagster"
                 dagster_home.mkdir()

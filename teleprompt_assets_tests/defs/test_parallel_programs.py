@@ -14,7 +14,7 @@ from mlflow import MlflowClient
 from teleprompt_assets.programs import load_project
 from teleprompt_assets.seed import seed_program
 from teleprompt_assets.settings import load_settings
-from teleprompt_assets_tests.conftest import REPO, project_config, set_env
+from teleprompt_assets_tests.conftest import REPO, project_config, set_env, small_window_config
 
 END = date(2026, 9, 14)
 PROGRAMS = ["outreach_reply", "ticket_router"]
@@ -26,6 +26,7 @@ ASSETS = ["raw_traces", "curated_traces", "quarantined_traces", "training_set", 
 def parallel_run(tmp_path_factory):
     home = tmp_path_factory.mktemp("parallel") / "tp"
     saved = set_env(home)
+    os.environ["TELEPROMPT_CONFIG"] = str(small_window_config(home.parent))  # one day of 30 traces: ~10 held-out examples
     try:
         settings = load_settings()
         specs = load_project(settings.config_path)[1]
@@ -125,7 +126,7 @@ def test_each_version_run_holds_that_versions_own_files(parallel_run, tmp_path):
     specs = load_project(settings.config_path)[1]
     seen_runs = set()
     for program in PROGRAMS:
-        [version] = client.search_model_versions(f"name = '{specs[program].registered_model_name}'")
+        [version] = [v for v in client.search_model_versions(f"name = '{specs[program].registered_model_name}'") if v.tags["dagster_run_id"] == run.run_id]
         source = client.get_run(version.run_id)
         assert source.data.tags.get("mlflow.parentRunId") == parent.info.run_id
         assert source.data.tags["program"] == program and source.info.status == "FINISHED"
