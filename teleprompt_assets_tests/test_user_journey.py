@@ -208,7 +208,8 @@ def _registry(home: Path) -> Registry:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
+    store = f"sqlite:///{home / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=store, registry_uri=store)  # explicit: an earlier test may have set MLflow's global registry URI
     versions = client.search_model_versions(f"name = '{MODEL}'")
     try:
         current = client.get_model_version_by_alias(MODEL, "champion")
