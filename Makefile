@@ -11,7 +11,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_COMPILE_BYTECODE := 1
 export LITELLM_LOCAL_MODEL_COST_MAP ?= True
 
-.PHONY: install demo test check ui clean
+.PHONY: install demo test test-e2e check ui clean
 
 install: $(VENV)/.synced
 
@@ -26,8 +26,13 @@ $(VENV)/.synced: pyproject.toml uv.lock
 demo: install
 	$(BIN)/teleprompt demo
 
+# In-process tests (real MLflow store, Dagster instance and DSPy programs); the end-to-end tests that
+# start servers or separate processes are `make test-e2e`. CI runs both.
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not e2e"
+
+test-e2e: install
+	$(BIN)/python -m pytest -q -m e2e
 
 check: install
 	mkdir -p $(DAGSTER_HOME)

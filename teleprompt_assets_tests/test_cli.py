@@ -145,6 +145,7 @@ def runs_in(dagster_home: Path) -> int:
         return conn.execute("select count(*) from runs").fetchone()[0]
 
 
+@pytest.mark.e2e  # a teleprompt process per case
 @pytest.mark.parametrize("name", list(CASES))
 def test_a_wrong_input_is_one_line_naming_it_and_the_fix(outcomes, name):
     case, out = CASES[name], outcomes[name]
@@ -157,11 +158,13 @@ def test_a_wrong_input_is_one_line_naming_it_and_the_fix(outcomes, name):
     assert runs_in(out.dagster_home) == 0
 
 
+@pytest.mark.e2e  # a teleprompt process per case
 def test_the_rpc_url_is_never_echoed(outcomes):
     out = outcomes["submit, not an RPC URL"]
     assert "secret" not in out.stderr and "user:" not in out.stderr
 
 
+@pytest.mark.e2e  # a teleprompt process per case
 def test_a_config_of_one_program_needs_no_program_flag(tmp_path):
     """``proof`` without ``--program`` takes the only program (here not named ticket_router)."""
     paths = configs(tmp_path)
@@ -193,6 +196,7 @@ def run(env: dict[str, str], *extra: str) -> tuple[int, list[str]]:
     return done.returncode, (done.stdout + done.stderr).splitlines()
 
 
+@pytest.mark.e2e  # a teleprompt process per case
 def test_run_prints_progress_and_a_summary_only(seeded):
     code, lines = run(seeded)
     assert code == 0, "\n".join(lines[-40:])
@@ -202,6 +206,7 @@ def test_run_prints_progress_and_a_summary_only(seeded):
     assert not noise, noise
 
 
+@pytest.mark.e2e  # a teleprompt process per case
 def test_run_verbose_shows_the_event_log(seeded):
     code, lines = run(seeded, "--verbose")
     assert code == 0, "\n".join(lines[-40:])

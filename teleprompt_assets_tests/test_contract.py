@@ -22,6 +22,8 @@ from teleprompt_assets import trace_contract, traces
 from teleprompt_assets.contract import CONTRIBUTOR_TAG, PROGRAM_TAG
 from teleprompt_assets.programs import load_project
 
+pytestmark = pytest.mark.e2e  # starts servers or separate processes: `make test-e2e`
+
 REPO = Path(__file__).resolve().parents[1]
 CONTRACT_HEADING = "## The trace contract (how your app logs)"
 

@@ -24,6 +24,8 @@ from teleprompt_assets_tests.conftest import REPO
 from teleprompt_assets_tests.interop.node import NODE_MODULES, NODE_TIMEOUT_S, _tool, ensure_node_modules, verify_with_js
 from teleprompt_assets_tests.test_attest import EVIDENCE, KEY, SIGNER
 
+pytestmark = pytest.mark.e2e  # starts servers or separate processes: `make test-e2e`
+
 SECP256K1_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 TREES = ("eval_tree", "data_tree", "rewards_tree")
 ALL_CHECKS = {

@@ -32,6 +32,8 @@ from teleprompt_assets.merkle import StandardMerkleTree
 from teleprompt_assets_tests.interop.node import INTEROP, _tool, ensure_node_modules
 from teleprompt_assets_tests.test_attest import EVIDENCE, KEY, SIGNER
 
+pytestmark = pytest.mark.e2e  # starts servers or separate processes: `make test-e2e`
+
 REPO = Path(__file__).resolve().parents[1]
 CLAIM_SOURCE = REPO / "teleprompt_assets" / "contracts" / "RewardClaim.sol"
 EAS_ARTIFACTS = Path("@ethereum-attestation-service/eas-contracts/artifacts/contracts")

@@ -54,6 +54,8 @@ from teleprompt_assets_tests.reliability import (
 )
 from teleprompt_assets_tests.servers import KillableMlflowServer, killable_mlflow_server, unavailable
 
+pytestmark = pytest.mark.e2e  # starts servers or separate processes: `make test-e2e`
+
 # No HTTP retries: the MLflow client's default (7, exponential backoff) spends minutes on a dead server.
 CLIENT_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 PAGE = 5

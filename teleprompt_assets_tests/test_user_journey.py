@@ -30,6 +30,8 @@ from typing import NamedTuple
 
 import pytest
 
+pytestmark = pytest.mark.e2e  # starts servers or separate processes: `make test-e2e`
+
 TELEPROMPT = str(Path(sys.executable).with_name("teleprompt"))
 PROGRAM = "acme_router"
 MODEL = f"teleprompt-{PROGRAM}"

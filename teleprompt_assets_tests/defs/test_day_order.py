@@ -18,6 +18,8 @@ from teleprompt_assets.seed import seed_program
 from teleprompt_assets.settings import load_settings
 from teleprompt_assets_tests.conftest import REPO, set_env
 
+pytestmark = pytest.mark.e2e  # starts servers or separate processes: `make test-e2e`
+
 OLDER = date(2026, 8, 10)
 NEWER = OLDER + timedelta(days=1)
 

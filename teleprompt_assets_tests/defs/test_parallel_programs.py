@@ -16,6 +16,8 @@ from teleprompt_assets.seed import seed_program
 from teleprompt_assets.settings import load_settings
 from teleprompt_assets_tests.conftest import REPO, project_config, set_env, small_window_config
 
+pytestmark = pytest.mark.e2e  # starts servers or separate processes: `make test-e2e`
+
 END = date(2026, 9, 14)
 PROGRAMS = ["outreach_reply", "ticket_router"]
 ASSETS = ["raw_traces", "curated_traces", "quarantined_traces", "training_set", "compiled_program", "evaluation_report",
