@@ -33,6 +33,7 @@ import time
 import uuid
 from datetime import date
 from pathlib import Path
+from teleprompt_assets.core.config import QualityConfig
 
 REPO = Path(__file__).resolve().parents[1]
 DAY = date(2026, 3, 4)
@@ -53,12 +54,12 @@ def _templates(home: Path, count: int) -> None:
     """``count`` labeled traces through the real API: the demo's ticket traffic (5 contributors, one
     noisy labeler, one duplicate flooder) plus long (cut-preview) and broken ones, each message
     tagged with a replaceable serial so that copies are distinct tickets."""
-    from teleprompt_assets.contract import label_trace, traced_call
-    from teleprompt_assets.programs import load_project
+    from teleprompt_assets.ingest.tracing import label_trace, traced_call
+    from teleprompt_assets.core.spec import load_project
     from teleprompt_assets.samples.ticket_traffic import tickets
-    from teleprompt_assets.seed import day_start_ns
-    from teleprompt_assets.settings import load_settings
-    from teleprompt_assets.tracking import connect, experiment_id
+    from teleprompt_assets.samples.seed import day_start_ns
+    from teleprompt_assets.core.settings import load_settings
+    from teleprompt_assets.core.tracking import connect, experiment_id
 
     settings = load_settings()
     client = connect(settings)
@@ -195,7 +196,7 @@ def build_fixture(total: int, root: Path) -> Path:
 
 def reader_peak_mb() -> float:
     """Summed peak RSS (VmHWM) of the live ingestion reader processes (children of the fork server)."""
-    from teleprompt_assets import traces
+    from teleprompt_assets.ingest import traces
 
     total_kb = 0
     for pool in traces._POOLS.values():
@@ -222,10 +223,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import mlflow
 
-    from teleprompt_assets import quality, traces
-    from teleprompt_assets.programs import load_project
-    from teleprompt_assets.settings import load_settings
-    from teleprompt_assets.tracking import connect, experiment_id
+    from teleprompt_assets.curate import quality
+    from teleprompt_assets.ingest import traces
+    from teleprompt_assets.core.spec import load_project
+    from teleprompt_assets.core.settings import load_settings
+    from teleprompt_assets.core.tracking import connect, experiment_id
 
     settings = load_settings()
     client = connect(settings)
@@ -233,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     exp = experiment_id(client, settings, spec.config.experiment)
     day = DAY.isoformat()
     now_ms = int(time.time() * 1000)
-    config = quality.QualityConfig()
+    config = QualityConfig()
 
     began = time.perf_counter()
     raw = traces.read_day(client, exp, day, processes=args.processes)

@@ -10,7 +10,7 @@ ticket carries its own reference number (as real tickets do), so they keep ~90% 
 deduplication: the optimizer really is handed 1k, 10k and 100k-row windows.
 
 These are offline-LM figures: they show the pipeline finds and measures a gain; a hosted LM's scores,
-calls and costs differ. Run: `.venv/bin/python benchmarks/optimize.py [--seeds 3] [--volumes 1000,10000,100000]`.
+calls and costs differ. Run: `.venv/bin/python benchmarks/teleprompters.py [--seeds 3] [--volumes 1000,10000,100000]`.
 Last line: `optimize: mean relative gain <G>% over <K> runs (min <m>%), LM calls at 1k/10k/100k: <a>/<b>/<c>`.
 """
 
@@ -26,11 +26,14 @@ from typing import Any
 import dspy
 import polars as pl
 
-from teleprompt_assets import datasets, evaluate, metrics, optimize
-from teleprompt_assets.lm import offline_lm
-from teleprompt_assets.programs import ProgramSpec, load_project
+from teleprompt_assets.training import datasets
+from teleprompt_assets.evaluate import deltaone, scoring
+from teleprompt_assets.training import metrics
+from teleprompt_assets.optimize import teleprompters
+from teleprompt_assets.core.lm import offline_lm
+from teleprompt_assets.core.spec import ProgramSpec, load_project
 from teleprompt_assets.samples import outreach_traffic, ticket_traffic
-from teleprompt_assets.usage import metered
+from teleprompt_assets.core.usage import metered
 
 logging.disable(logging.WARNING)
 
@@ -65,11 +68,11 @@ def gain_run(spec: ProgramSpec, n: int, seed: int) -> dict[str, Any]:
     lm = offline_lm()
     started = time.perf_counter()
     with metered(lm) as used:
-        result = optimize.compile_program(spec, datasets.training_examples(table, spec), metric, datasets.examples(table, spec, "dev"))
+        result = teleprompters.compile_program(spec, datasets.training_examples(table, spec), metric, datasets.examples(table, spec, "dev"))
     compile_s = time.perf_counter() - started
     field = spec.config.metric.field or spec.output_fields[0]
-    scores = evaluate.score_pair(spec.build(), result.program, datasets.examples(table, spec, "holdout"), metric, offline_lm(), field)
-    c = evaluate.compare(scores)
+    scores = scoring.score_pair(spec.build(), result.program, datasets.examples(table, spec, "holdout"), metric, offline_lm(), field)
+    c = deltaone.compare(scores)
     return {"program": spec.name, "seed": seed, "holdout": c.n, "baseline": c.baseline_mean, "candidate": c.candidate_mean,
             "gain_pct": c.delta_ppm / 10_000, "ci_low_pct": c.ci_low_ppm / 10_000, "lm_calls": used.calls, "compile_s": compile_s}
 
@@ -80,7 +83,7 @@ def calls_at(spec: ProgramSpec, n: int) -> tuple[int, int]:
     metric, _ = metrics.window_metric(spec, table)
     lm = offline_lm()
     with metered(lm) as used:
-        optimize.compile_program(spec, datasets.training_examples(table, spec), metric, datasets.examples(table, spec, "dev"))
+        teleprompters.compile_program(spec, datasets.training_examples(table, spec), metric, datasets.examples(table, spec, "dev"))
     return used.calls, len(table)
 
 

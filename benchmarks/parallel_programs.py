@@ -41,8 +41,8 @@ def _env(home: Path, latency_ms: int) -> dict[str, str]:
 
 
 def _seed(env: dict[str, str], per_day: int) -> None:
-    code = ("import sys; from datetime import date; from teleprompt_assets.settings import load_settings, ensure_home; "
-            "from teleprompt_assets.programs import load_project; from teleprompt_assets.seed import seed_program; "
+    code = ("import sys; from datetime import date; from teleprompt_assets.core.settings import load_settings, ensure_home; "
+            "from teleprompt_assets.core.spec import load_project; from teleprompt_assets.samples.seed import seed_program; "
             "s = load_settings(); ensure_home(s); specs = load_project(s.config_path)[1]; "
             f"[seed_program(s, specs[p], date.fromisoformat('{DAY.isoformat()}'), days=1, per_day={per_day}, seed=3) for p in {PROGRAMS!r}]")
     subprocess.run([sys.executable, "-c", code], env=env, check=True, capture_output=True)

@@ -35,10 +35,10 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.ingest import DAY, build_fixture
 
     build_fixture(args.traces, args.root)
-    from teleprompt_assets.programs import load_project
-    from teleprompt_assets.settings import load_settings
-    from teleprompt_assets.tracking import connect, experiment_id
-    from teleprompt_assets.traces import count_day
+    from teleprompt_assets.core.spec import load_project
+    from teleprompt_assets.core.settings import load_settings
+    from teleprompt_assets.core.tracking import connect, experiment_id
+    from teleprompt_assets.ingest.traces import count_day
 
     settings = load_settings()
     client = connect(settings)
@@ -64,7 +64,7 @@ def _sql_count(tracking_uri: str, day: str) -> int:
     """The truth the walk is checked against, straight from the fixture's SQLite file."""
     import sqlite3
 
-    from teleprompt_assets.traces import day_bounds_ms
+    from teleprompt_assets.ingest.traces import day_bounds_ms
 
     start, end = day_bounds_ms(day)
     with sqlite3.connect(tracking_uri.removeprefix("sqlite:///")) as con:

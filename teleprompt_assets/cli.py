@@ -22,15 +22,16 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from teleprompt_assets.settings import Settings, load_settings
+from teleprompt_assets.core.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     import dagster as dg
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
 
-    from teleprompt_assets.eas import EasDomain
-    from teleprompt_assets.programs import ProgramSpec, ProjectConfig
+    from teleprompt_assets.attest.eas import EasDomain
+    from teleprompt_assets.core.spec import ProgramSpec
+    from teleprompt_assets.core.config import ProjectConfig
 
 # What the libraries print unless --verbose: every warning (Dagster's Beta/Preview warnings, MLflow's
 # and pydantic's deprecations) in this process and in the step processes it starts, MLflow's INFO
@@ -132,7 +133,7 @@ def _bytes32(value: str) -> str:
 
 def _address(value: str) -> str:
     """argparse type: an EIP-55 checksummed address, refused before the command runs (exit 2)."""
-    from teleprompt_assets.addresses import AddressError, checksummed
+    from teleprompt_assets.core.addresses import AddressError, checksummed
 
     try:
         return checksummed(value, "address")
@@ -144,7 +145,8 @@ def _project(settings: Settings) -> tuple[ProjectConfig, dict[str, ProgramSpec]]
     """The program registry, or a UsageError naming the file (and the entry and field) at fault."""
     import yaml
 
-    from teleprompt_assets.programs import ConfigError, load_project
+    from teleprompt_assets.core.spec import load_project
+    from teleprompt_assets.core.config import ConfigError
 
     path = settings.config_path
     try:
@@ -199,8 +201,8 @@ def _partition_day(day: date | None, project: ProjectConfig, flag: str, settings
 
 
 def _domain() -> EasDomain:
-    from teleprompt_assets.addresses import AddressError
-    from teleprompt_assets.attest import default_domain
+    from teleprompt_assets.core.addresses import AddressError
+    from teleprompt_assets.attest.bundles import default_domain
 
     try:
         return default_domain()
@@ -213,7 +215,7 @@ def _domain() -> EasDomain:
 def _version(client: MlflowClient, spec: ProgramSpec, number: int) -> ModelVersion:
     from mlflow.exceptions import MlflowException
 
-    from teleprompt_assets.registry import absent
+    from teleprompt_assets.register.registry import absent
 
     try:
         return client.get_model_version(spec.registered_model_name, str(number))
@@ -228,16 +230,16 @@ def _version(client: MlflowClient, spec: ProgramSpec, number: int) -> ModelVersi
 # --- commands --------------------------------------------------------------------------------------
 
 def _seed(args: argparse.Namespace) -> int:
-    from teleprompt_assets.seed import SEEDERS
+    from teleprompt_assets.samples.seed import SEEDERS
 
     settings = load_settings()
     project, specs = _project(settings)
     spec = _program(settings, specs, args.program, "--program", [n for n in specs if n in SEEDERS],
                     "sample programs (the ones with demo traffic; an app logs its own)")
     end = _partition_day(args.end, project, "--end", settings)
-    from teleprompt_assets.registry import load_champion
-    from teleprompt_assets.seed import seed_program
-    from teleprompt_assets.tracking import connect
+    from teleprompt_assets.register.registry import load_champion
+    from teleprompt_assets.samples.seed import seed_program
+    from teleprompt_assets.core.tracking import connect
 
     champion = load_champion(connect(settings), spec)
     report = seed_program(settings, spec, end, days=args.days, per_day=args.per_day, seed=args.seed, program=champion[0] if champion else None)
@@ -248,9 +250,9 @@ def _seed(args: argparse.Namespace) -> int:
 
 def _registered_hash(bundle: Path) -> str | None:
     """programHash of the model version the bundle attests, read from the configured MLflow store."""
-    from teleprompt_assets.attest import SCHEMA
-    from teleprompt_assets.eas import decode_data
-    from teleprompt_assets.tracking import connect
+    from teleprompt_assets.attest.bundles import SCHEMA
+    from teleprompt_assets.attest.eas import decode_data
+    from teleprompt_assets.core.tracking import connect
 
     message = json.loads((bundle / "attestation.json").read_text())["message"]
     data = decode_data(SCHEMA, message["data"])
@@ -261,7 +263,7 @@ def _registered_hash(bundle: Path) -> str | None:
 def _verify(args: argparse.Namespace) -> int:
     from mlflow.exceptions import MlflowException
 
-    from teleprompt_assets.attest import verify_bundle
+    from teleprompt_assets.attest.bundles import verify_bundle
 
     bundle = _bundle(args.bundle)
     domain = _domain()
@@ -286,9 +288,9 @@ def _verify(args: argparse.Namespace) -> int:
 def _rollback(args: argparse.Namespace) -> int:
     settings = load_settings()
     spec = _program(settings, _project(settings)[1], args.program, "program")
-    from teleprompt_assets.lm import build_lm
-    from teleprompt_assets.registry import RollbackError, RollbackRefused, rollback
-    from teleprompt_assets.tracking import connect
+    from teleprompt_assets.core.lm import build_lm
+    from teleprompt_assets.register.registry import RollbackError, RollbackRefused, rollback
+    from teleprompt_assets.core.tracking import connect
 
     try:
         done = rollback(connect(settings), spec, build_lm(), args.to, args.reason, force=args.force)
@@ -308,9 +310,9 @@ def _proof(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     spec = _program(settings, _project(settings)[1], args.program, "--program")
-    from teleprompt_assets import registry
-    from teleprompt_assets.merkle import StandardMerkleTree
-    from teleprompt_assets.tracking import connect
+    from teleprompt_assets.register import registry
+    from teleprompt_assets.attest.merkle import StandardMerkleTree
+    from teleprompt_assets.core.tracking import connect
 
     client = connect(settings)
     version = _version(client, spec, args.version) if args.version else registry.champion(client, spec.registered_model_name)
@@ -339,9 +341,9 @@ def _proof(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from teleprompt_assets.evm import JsonRpc
-    from teleprompt_assets.keys import AttesterKeyError, load_attester
-    from teleprompt_assets.onchain import OnchainError, submit_delegated
+    from teleprompt_assets.attest.evm import JsonRpc
+    from teleprompt_assets.attest.keys import AttesterKeyError, load_attester
+    from teleprompt_assets.attest.onchain import OnchainError, submit_delegated
 
     bundle = _bundle(args.bundle)
     if not (bundle / "attestation.json").is_file():
@@ -371,9 +373,9 @@ def _submit(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     settings = load_settings()
     specs = _project(settings)[1]
-    from teleprompt_assets import registry
-    from teleprompt_assets.traces import count_by_day
-    from teleprompt_assets.tracking import connect, experiment_id
+    from teleprompt_assets.register import registry
+    from teleprompt_assets.ingest.traces import count_by_day
+    from teleprompt_assets.core.tracking import connect, experiment_id
 
     client = connect(settings)
     today = _today()
@@ -466,7 +468,7 @@ def _instance(home: Path, verbose: bool) -> dg.DagsterInstance:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from teleprompt_assets.seed import SEEDERS
+    from teleprompt_assets.samples.seed import SEEDERS
 
     settings = load_settings()
     project, specs = _project(settings)

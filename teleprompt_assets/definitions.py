@@ -6,8 +6,7 @@ import os
 
 import dagster as dg
 
-from teleprompt_assets.alerts import load_automation
-from teleprompt_assets.attest import default_domain
+from teleprompt_assets.attest.bundles import default_domain
 from teleprompt_assets.defs.alerting import ALERT_RESOURCE, AlertingResource, build_alerting
 from teleprompt_assets.defs.assets import build_assets
 from teleprompt_assets.defs.automation import build_automation
@@ -17,8 +16,8 @@ from teleprompt_assets.defs.partitions import program_day_partitions
 from dagster_mlflow import end_mlflow_on_run_finished
 
 from teleprompt_assets.defs.resources import TelepromptResource, pipeline_tracking
-from teleprompt_assets.programs import load_project
-from teleprompt_assets.settings import load_settings
+from teleprompt_assets.core.spec import load_project
+from teleprompt_assets.core.settings import load_settings
 
 OPTIMIZE_JOB = "optimize_program"
 PRELOAD = ["mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store", "alembic.command", "alembic.migration",
@@ -53,7 +52,7 @@ def build_definitions() -> dg.Definitions:
         executor_def=dg.in_process_executor, hooks={end_mlflow_on_run_finished},
         description="Ingest and curate one program's traces for one day (backfills of the training window).",
     )
-    automation = load_automation(settings.config_path)
+    automation = project.automation
     schedule, sensor = build_automation(job, partitions, sorted(specs), project.start_date.isoformat(), project.window_days, automation)
     alert_sensors = build_alerting(automation.alerts, project.window_days)
     return dg.Definitions(

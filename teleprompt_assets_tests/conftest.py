@@ -101,3 +101,13 @@ def small_window_config(dest: Path | None = None, base: Path | None = None) -> P
     path = (dest or Path(tempfile.mkdtemp(prefix="tp-config-"))) / "teleprompt.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+def config_with_sections(dest: Path, **sections) -> Path:
+    """The shipped ``teleprompt.yaml`` with top-level sections (``automation``, ``quality``…) replaced."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "teleprompt.yaml").read_text()) | sections
+    path = dest / "teleprompt.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path

@@ -40,8 +40,8 @@ from dspy import lm15
 from dspy.lm15 import Message, Response, TextPart, Usage
 from eth_account import Account
 
-from teleprompt_assets import attest
-from teleprompt_assets_tests.conftest import REPO, small_window_config
+from teleprompt_assets.attest import bundles
+from teleprompt_assets_tests.conftest import small_window_config
 
 END = date(2026, 11, 20)
 DAYS = 3
@@ -115,9 +115,9 @@ def template() -> Path:
         children()  # the fork server imports on the other core meanwhile
         from teleprompt_assets.defs.demo import run_partition
         from teleprompt_assets.definitions import INGEST_JOB, build_definitions
-        from teleprompt_assets.programs import load_project
-        from teleprompt_assets.seed import seed_ticket_router
-        from teleprompt_assets.settings import load_settings
+        from teleprompt_assets.core.spec import load_project
+        from teleprompt_assets.samples.seed import seed_ticket_router
+        from teleprompt_assets.core.settings import load_settings
 
         root = Path(tempfile.mkdtemp(prefix="tp-template-", dir=scratch_root()))
         atexit.register(shutil.rmtree, root, True)
@@ -159,11 +159,11 @@ def warm_home(fast_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def register_sample(queue: str, window: str = "2026-01-01..2026-01-07", base: int = 0):
     """Register a one-demo ticket_router for ``window`` in the store TELEPROMPT_HOME points at."""
-    from teleprompt_assets import registry
-    from teleprompt_assets.optimize import load_state, program_state
-    from teleprompt_assets.programs import load_project
-    from teleprompt_assets.settings import load_settings
-    from teleprompt_assets.tracking import connect, experiment_id
+    from teleprompt_assets.register import registry
+    from teleprompt_assets.optimize.teleprompters import load_state, program_state
+    from teleprompt_assets.core.spec import load_project
+    from teleprompt_assets.core.settings import load_settings
+    from teleprompt_assets.core.tracking import connect, experiment_id
 
     settings = load_settings()
     client = connect(settings)
@@ -254,7 +254,7 @@ class FaultyEngine:
     calls: int = 0
 
     def __post_init__(self) -> None:
-        from teleprompt_assets.lm import OfflineEngine
+        from teleprompt_assets.core.lm import OfflineEngine
 
         self.inner = OfflineEngine()
 
@@ -265,7 +265,7 @@ class FaultyEngine:
         if self.mode == "timeout":
             raise lm15.TimeoutError("injected fault: no answer within the per-call timeout")
         if self.mode == "garbage":
-            from teleprompt_assets.lm import OFFLINE_MODEL
+            from teleprompt_assets.core.lm import OFFLINE_MODEL
 
             return Response(id=None, model=OFFLINE_MODEL, message=Message.assistant([TextPart("Sorry, I can't help with that request.")]),
                             finish_reason="stop", usage=Usage(input_tokens=10, output_tokens=8, total_tokens=18))
@@ -287,16 +287,16 @@ class FaultyEngine:
 def faulty_lm(mode: str, delay_s: float = 0.0) -> dspy.LM:
     """DSPy's own per-call retries are off (TELEPROMPT_LM_RETRIES=0 for a real LM): what is tested is
     what the pipeline does once the LM has failed, not DSPy's backoff."""
-    from teleprompt_assets.lm import OFFLINE_MODEL
+    from teleprompt_assets.core.lm import OFFLINE_MODEL
 
     return dspy.LM(OFFLINE_MODEL, engine=FaultyEngine(mode=mode, delay_s=delay_s), cache=False, num_retries=0)
 
 
 def use_lm(mode: str, delay_s: float = 0.0, setattr_: Callable[[Any, str, Any], None] = setattr) -> None:
     """Make every step of the pipeline build the faulty LM (``setattr_``: a monkeypatch's, in tests)."""
-    import teleprompt_assets.defs.compile as compile_
-    import teleprompt_assets.defs.evaluation as evaluation
-    import teleprompt_assets.defs.rewards as rewards
+    import teleprompt_assets.defs.optimize as compile_
+    import teleprompt_assets.defs.evaluate as evaluation
+    import teleprompt_assets.defs.reward as rewards
 
     for module in (compile_, evaluation, rewards):
         setattr_(module, "build_lm", lambda *args, **kwargs: faulty_lm(mode, delay_s))
@@ -331,7 +331,7 @@ def kill_self_around(owner: Any, attr: str, when: Callable[..., bool] = lambda *
 # and a fresh interpreter per child would pay ~10 s of imports each time.
 
 PRELOAD = [  # the project, and what a run would otherwise import lazily in every child
-    "teleprompt_assets_tests.reliability", "teleprompt_assets.definitions", "teleprompt_assets.defs.demo", "teleprompt_assets.registry",
+    "teleprompt_assets_tests.reliability", "teleprompt_assets.definitions", "teleprompt_assets.defs.demo", "teleprompt_assets.register.registry",
     "alembic.command", "alembic.migration", "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
     "mlflow.dspy", "dagster._core.storage.sqlite_storage", "dagster._daemon", "dagster._grpc", "dagster._scheduler", "rich.console",
     "rich.traceback", "git", "fsspec", "cryptography.fernet", "structlog", "watchdog.observers", "upath", "mako.template", "dotenv",
@@ -358,10 +358,10 @@ def _kill_after_version() -> None:
 
 
 def _kill_mid_bundle() -> None:
-    from teleprompt_assets import attest
+    from teleprompt_assets.attest import bundles
 
     calls = iter(range(1, 100))
-    kill_self_around(attest, "_write_file", when=lambda *a, **k: next(calls) == 3)
+    kill_self_around(bundles, "_write_file", when=lambda *a, **k: next(calls) == 3)
 
 
 def _kill_before_attestation_tag() -> None:
@@ -412,9 +412,9 @@ def _promote_main(env: dict[str, str], scenario: str, name: str, version: int, r
         for var in UNSET:
             os.environ.pop(var, None)
         os.environ.update(env)
-        from teleprompt_assets import registry
-        from teleprompt_assets.settings import load_settings
-        from teleprompt_assets.tracking import connect
+        from teleprompt_assets.register import registry
+        from teleprompt_assets.core.settings import load_settings
+        from teleprompt_assets.core.tracking import connect
 
         SCENARIOS[scenario]()
         registry.promote(connect(load_settings()), name, version, reason)
@@ -432,11 +432,11 @@ def _register_main(env: dict[str, str], lock_dir: str | None, barrier: Any, resu
         for var in UNSET:
             os.environ.pop(var, None)
         os.environ.update(env)
-        from teleprompt_assets import registry
-        from teleprompt_assets.optimize import load_state, program_state
-        from teleprompt_assets.programs import load_project
-        from teleprompt_assets.settings import load_settings
-        from teleprompt_assets.tracking import connect, experiment_id
+        from teleprompt_assets.register import registry
+        from teleprompt_assets.optimize.teleprompters import load_state, program_state
+        from teleprompt_assets.core.spec import load_project
+        from teleprompt_assets.core.settings import load_settings
+        from teleprompt_assets.core.tracking import connect, experiment_id
 
         settings = load_settings()
         client = connect(settings)
@@ -499,7 +499,7 @@ def step_events(instance: dg.DagsterInstance, step: str, event_type: dg.DagsterE
 
 # --- the state a store must be in, whatever happened -------------------------------------------
 
-BUNDLE_FILES = set(attest.BUNDLE_FILES)
+BUNDLE_FILES = set(bundles.BUNDLE_FILES)
 UID = re.compile(r"0x[0-9a-f]{64}")
 
 
@@ -523,10 +523,11 @@ def inspect_store() -> Store:
     """
     from mlflow.exceptions import MlflowException
 
-    from teleprompt_assets import eas, registry
-    from teleprompt_assets.attest import SCHEMA, verify_bundle
-    from teleprompt_assets.settings import load_settings
-    from teleprompt_assets.tracking import connect
+    from teleprompt_assets.attest import eas
+    from teleprompt_assets.register import registry
+    from teleprompt_assets.attest.bundles import SCHEMA, verify_bundle
+    from teleprompt_assets.core.settings import load_settings
+    from teleprompt_assets.core.tracking import connect
 
     settings = load_settings()
     client = connect(settings)

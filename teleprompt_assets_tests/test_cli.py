@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import NamedTuple
 
@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from teleprompt_assets_tests.conftest import REPO
-from teleprompt_assets_tests.test_registry import reg  # noqa: F401 - fixture
+from teleprompt_assets_tests.register.test_registry import reg  # noqa: F401 - fixture
 
 TELEPROMPT = str(Path(sys.executable).with_name("teleprompt"))
 ADDRESS = "0xA2DFbbE547B9fe2Eb36D63B62AE89F1b950f0dD8"
@@ -218,7 +218,9 @@ def test_seed_names_the_champion_it_serves_traffic_with(monkeypatch, tp_home, ca
     """The registry hands versions back as integers (the sqlite store); the line once raised a TypeError."""
     from mlflow.entities.model_registry import ModelVersion
 
-    from teleprompt_assets import cli, registry, seed
+    from teleprompt_assets import cli
+    from teleprompt_assets.register import registry
+    from teleprompt_assets.samples import seed
 
     champion = ModelVersion(name="teleprompt-ticket_router", version=3, creation_timestamp=0)
     monkeypatch.setattr(registry, "load_champion", lambda client, spec: (spec.build(), champion))
@@ -249,8 +251,8 @@ def _main(capsys, *argv: str) -> tuple[int, list[str], list[str]]:
 def test_rollback_moves_back_to_a_version_that_served_and_refuses_the_rest_in_one_line(reg, capsys):  # noqa: F811
     """Issue 20 item 5: a version that never served, or one newer than the champion, is refused
     (one line, exit 2, champion unchanged) unless ``--force``, which warns and is recorded."""
-    from teleprompt_assets import registry
-    from teleprompt_assets_tests.test_registry import _register
+    from teleprompt_assets.register import registry
+    from teleprompt_assets_tests.register.test_registry import _register
 
     client, spec, _ = reg
     name = spec.registered_model_name
@@ -288,8 +290,8 @@ def test_status_shows_means_in_0_1_and_names_the_sums(reg, capsys):  # noqa: F81
     """Issue 20 item 6: scores are means of the held-out scores; the sums are named as such."""
     import json
 
-    from teleprompt_assets import registry
-    from teleprompt_assets_tests.test_registry import _register
+    from teleprompt_assets.register import registry
+    from teleprompt_assets_tests.register.test_registry import _register
 
     client, spec, _ = reg
     name = spec.registered_model_name

@@ -22,12 +22,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from teleprompt_assets import registry
+from teleprompt_assets.register import registry
 from teleprompt_assets.definitions import build_definitions
 from teleprompt_assets.defs.assets import REGISTRY_POOL
-from teleprompt_assets.keys import load_attester
-from teleprompt_assets.settings import load_settings
-from teleprompt_assets.tracking import connect, experiment_id
+from teleprompt_assets.attest.keys import load_attester
+from teleprompt_assets.core.settings import load_settings
+from teleprompt_assets.core.tracking import connect, experiment_id
 from teleprompt_assets_tests.reliability import (
     MODEL, children, environment, fresh_store, inspect_store, pipeline_env, register_sample, scratch_root, start_register, start_run,
     wait_child,

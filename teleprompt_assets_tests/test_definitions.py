@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from teleprompt_assets.addresses import AddressError
+from teleprompt_assets.core.addresses import AddressError
 from teleprompt_assets.definitions import build_definitions
 
 REPO = Path(__file__).resolve().parents[1]

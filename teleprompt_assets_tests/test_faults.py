@@ -29,9 +29,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from teleprompt_assets import registry
-from teleprompt_assets.settings import load_settings
-from teleprompt_assets.tracking import connect
+from teleprompt_assets.register import registry
+from teleprompt_assets.core.settings import load_settings
+from teleprompt_assets.core.tracking import connect
 from teleprompt_assets_tests.reliability import (
     FAST_RETRY, MODEL, Store, config_with, environment, failure_of, fresh_store, inspect_store, outputs, pipeline_env, register_sample,
     run_job, scratch_root, start_promote, start_run, step_events, use_lm, wait_child,
@@ -220,7 +220,7 @@ def test_a_promotion_killed_after_the_alias_moved_is_completed_by_the_rerun(warm
 
 def test_the_time_limit_cannot_be_swallowed():
     """An optimizer that catches every exception per example (as DSPy's do) still stops at the limit."""
-    from teleprompt_assets.optimize import CompileTimeout, time_limit
+    from teleprompt_assets.optimize.teleprompters import CompileTimeout, time_limit
 
     started = time.perf_counter()
     with pytest.raises(CompileTimeout, match="time limit of 1 s"):
@@ -236,14 +236,14 @@ def test_the_time_limit_cannot_be_swallowed():
 def test_an_lm_outage_while_evaluating_is_not_scored_as_wrong_answers():
     import dspy
 
-    from teleprompt_assets import evaluate
-    from teleprompt_assets.programs import load_project
+    from teleprompt_assets.evaluate import scoring
+    from teleprompt_assets.core.spec import load_project
     from teleprompt_assets_tests.conftest import REPO
     from teleprompt_assets_tests.reliability import PROGRAM, faulty_lm
 
     spec = load_project(REPO / "teleprompt.yaml")[1][PROGRAM]
     holdout = [dspy.Example(message=f"My package for order #{n} has not arrived yet.", queue="shipping", trace_id=f"t{n}",
                             trace_hash=f"0x{n:064x}", contributor="0x" + "a" * 40).with_inputs("message") for n in range(3)]
-    with pytest.raises(evaluate.EvaluationAborted, match="TransportError"):
-        evaluate.score_pair(spec.build(), spec.build(), holdout, lambda ex, pred, trace=None: float(ex.queue == pred.queue),
+    with pytest.raises(scoring.EvaluationAborted, match="TransportError"):
+        scoring.score_pair(spec.build(), spec.build(), holdout, lambda ex, pred, trace=None: float(ex.queue == pred.queue),
                             faulty_lm("error"), "queue")

@@ -12,10 +12,11 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from teleprompt_assets import eas, registry
-from teleprompt_assets.attest import SCHEMA
-from teleprompt_assets.settings import load_settings
-from teleprompt_assets.tracking import connect
+from teleprompt_assets.attest import eas
+from teleprompt_assets.register import registry
+from teleprompt_assets.attest.bundles import SCHEMA
+from teleprompt_assets.core.settings import load_settings
+from teleprompt_assets.core.tracking import connect
 from teleprompt_assets_tests.reliability import MODEL, PROGRAM, environment, fresh_store, inspect_store, outputs, pipeline_env, run_job, scratch_root
 
 RUNS = 3

@@ -44,10 +44,11 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from teleprompt_assets import registry, traces
-from teleprompt_assets.programs import load_project
-from teleprompt_assets.settings import load_settings
-from teleprompt_assets.tracking import connect, experiment_id
+from teleprompt_assets.register import registry
+from teleprompt_assets.ingest import traces
+from teleprompt_assets.core.spec import load_project
+from teleprompt_assets.core.settings import load_settings
+from teleprompt_assets.core.tracking import connect, experiment_id
 from teleprompt_assets_tests.reliability import (
     END, FAST_RETRY, MODEL, PROGRAM, Store, act_around, environment, failure_of, fresh_store, inspect_store, node_of, pipeline_env, run_job, scratch_root,
     single,

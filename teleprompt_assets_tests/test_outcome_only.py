@@ -13,10 +13,15 @@ import dspy
 import polars as pl
 import pytest
 
-from teleprompt_assets import datasets, evaluate, metrics, optimize, report
-from teleprompt_assets.lm import build_lm
-from teleprompt_assets.programs import ConfigError, ProgramConfig, ProgramSpec, load_project
-from teleprompt_assets.trace_contract import CURATED_SCHEMA
+from teleprompt_assets.training import datasets
+from teleprompt_assets.evaluate import deltaone, scoring
+from teleprompt_assets.training import metrics
+from teleprompt_assets.optimize import teleprompters
+from teleprompt_assets.evaluate import report
+from teleprompt_assets.core.lm import build_lm
+from teleprompt_assets.core.spec import ProgramSpec, load_project
+from teleprompt_assets.core.config import ConfigError, ProgramConfig
+from teleprompt_assets.curate.validation import CURATED_SCHEMA
 from teleprompt_assets_tests.user_programs import traffic
 
 MODULE = "teleprompt_assets_tests.user_programs.support_desk:TriageAndDraft"
@@ -111,11 +116,11 @@ def _ab(metric_config: dict) -> tuple[report.Grouping, str]:
     table = datasets.training_table(traffic.curated("two_step_outcome", INPUTS, 250, 5), spec)
     metric, _ = metrics.window_metric(spec, table)
     with dspy.context(lm=build_lm()):
-        candidate = optimize.compile_program(spec, datasets.training_examples(table, spec), metric).program
+        candidate = teleprompters.compile_program(spec, datasets.training_examples(table, spec), metric).program
     holdout = datasets.examples(table, spec, "holdout")
-    scores = evaluate.score_pair(spec.build(), candidate, holdout, metric, build_lm(), "reply")
+    scores = scoring.score_pair(spec.build(), candidate, holdout, metric, build_lm(), "reply")
     grouping = report.for_program(spec, holdout, scores)
-    return grouping, report.markdown(evaluate.compare(scores), scores, grouping, report.inputs_of(spec, holdout))
+    return grouping, report.markdown(deltaone.compare(scores), scores, grouping, report.inputs_of(spec, holdout))
 
 
 def _segment_rows(text: str) -> list[str]:

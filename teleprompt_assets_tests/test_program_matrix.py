@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import dspy
@@ -21,11 +20,16 @@ import polars as pl
 import pytest
 import yaml
 
-from teleprompt_assets import datasets, evaluate, metrics, optimize, prompt_quality, registry
-from teleprompt_assets.lm import offline_lm
-from teleprompt_assets.programs import ProgramSpec, load_project
-from teleprompt_assets.settings import load_settings
-from teleprompt_assets.tracking import connect, experiment_id
+from teleprompt_assets.training import datasets
+from teleprompt_assets.evaluate import deltaone, scoring
+from teleprompt_assets.training import metrics
+from teleprompt_assets.optimize import teleprompters
+from teleprompt_assets.optimize import prompt_quality
+from teleprompt_assets.register import registry
+from teleprompt_assets.core.lm import offline_lm
+from teleprompt_assets.core.spec import ProgramSpec, load_project
+from teleprompt_assets.core.settings import load_settings
+from teleprompt_assets.core.tracking import connect, experiment_id
 from teleprompt_assets_tests.conftest import set_env
 from teleprompt_assets_tests.user_programs import traffic
 
@@ -79,7 +83,7 @@ def project_yaml(shapes=SHAPES, optimizers=OPTIMIZERS) -> dict[str, Any]:
 class CellResult:
     demos: int
     pool: int
-    comparison: evaluate.Comparison
+    comparison: deltaone.Comparison
     version: int
     answer: str
     seconds: float
@@ -92,16 +96,16 @@ def run_cell(spec: ProgramSpec, curated: pl.DataFrame, client, exp_id: str, wind
     trainset = datasets.training_examples(table, spec)
     metric, _ = metrics.window_metric(spec, table)
     with dspy.context(lm=offline_lm()):
-        result = optimize.compile_program(spec, trainset, metric, datasets.examples(table, spec, "dev"))
+        result = teleprompters.compile_program(spec, trainset, metric, datasets.examples(table, spec, "dev"))
     by_id = {ex.trace_id: ex for ex in trainset}
     held_back = set(table.filter(pl.col("split") != "train")["trace_id"])
     check = prompt_quality.check_program(result.program, set(by_id), held_back, spec.config.prompt_token_budget)
     assert check.passed, check.problems
     assert_demos_match_their_sources(result.program, by_id, spec.input_fields)
-    candidate = optimize.load_state(spec, result.state)
+    candidate = teleprompters.load_state(spec, result.state)
     holdout = datasets.examples(table, spec, "holdout")
     field = spec.config.metric.field or spec.output_fields[0]
-    comparison = evaluate.compare(evaluate.score_pair(spec.build(), candidate, holdout, metric, offline_lm(), field))
+    comparison = deltaone.compare(scoring.score_pair(spec.build(), candidate, holdout, metric, offline_lm(), field))
     assert comparison.n == len(holdout) > 0
     version = registry.register(client, spec, candidate, result.state, window, exp_id, {"optimizer": spec.config.optimizer.name})
     loaded = mlflow.dspy.load_model(version.uri)

@@ -16,13 +16,13 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from teleprompt_assets.attest import verify_bundle
+from teleprompt_assets.attest.bundles import verify_bundle
 from teleprompt_assets.definitions import INGEST_JOB, build_definitions
 from teleprompt_assets.defs.demo import run_partition
-from teleprompt_assets.programs import load_project
-from teleprompt_assets.registry import CHAMPION
-from teleprompt_assets.seed import seed_ticket_router
-from teleprompt_assets.settings import load_settings
+from teleprompt_assets.core.spec import load_project
+from teleprompt_assets.register.registry import CHAMPION
+from teleprompt_assets.samples.seed import seed_ticket_router
+from teleprompt_assets.core.settings import load_settings
 from teleprompt_assets_tests.conftest import REPO, set_env, small_window_config
 from teleprompt_assets_tests.servers import mlflow_server, postgres
 
@@ -127,7 +127,7 @@ def test_traces_runs_and_versions_are_in_the_servers_postgres(scale_out):
 
 
 def test_registered_version_is_champion_and_loads_through_the_server(scale_out):
-    from teleprompt_assets.lm import offline_lm
+    from teleprompt_assets.core.lm import offline_lm
     import dspy
 
     out, client, server = scale_out["out"], scale_out["client"], scale_out["server"]

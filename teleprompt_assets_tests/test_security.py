@@ -55,7 +55,7 @@ from eth_account import Account
 from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
-from teleprompt_assets.keys import KEY_ENV, KEYSTORE_ENV, PASSWORD_ENV
+from teleprompt_assets.attest.keys import KEY_ENV, KEYSTORE_ENV, PASSWORD_ENV
 from teleprompt_assets_tests.reliability import (
     FaultyEngine, environment, fast_tmp, fresh_store, outputs, pipeline_env, register_sample, run_job, scratch_root, single, warm_home,  # noqa: F401 - fixtures
 )
@@ -263,7 +263,7 @@ class Swept:
 
 def keyed_lm(api_key: str) -> dspy.LM:
     """The offline LM behind an engine that holds a provider key, as an engine owning its connection would."""
-    from teleprompt_assets.lm import OFFLINE_MODEL
+    from teleprompt_assets.core.lm import OFFLINE_MODEL
 
     engine = FaultyEngine()
     engine.api_key = api_key
@@ -272,11 +272,11 @@ def keyed_lm(api_key: str) -> dspy.LM:
 
 @pytest.fixture(scope="module")
 def swept() -> Iterator[Swept]:
-    import teleprompt_assets.defs.compile as compile_
-    import teleprompt_assets.defs.evaluation as evaluation
-    import teleprompt_assets.defs.rewards as rewards
-    from teleprompt_assets.settings import load_settings
-    from teleprompt_assets.tracking import connect
+    import teleprompt_assets.defs.optimize as compile_
+    import teleprompt_assets.defs.evaluate as evaluation
+    import teleprompt_assets.defs.reward as rewards
+    from teleprompt_assets.core.settings import load_settings
+    from teleprompt_assets.core.tracking import connect
 
     found = Secrets.fresh()
     dest = Path(tempfile.mkdtemp(prefix="tp-security-", dir=scratch_root()))
@@ -402,9 +402,9 @@ def test_trace_text_is_only_ever_a_field_value():
     field definitions, and is never evaluated. Shown for the default optimizer (BootstrapFewShot);
     instruction-proposing optimizers (COPRO, MIPROv2, GEPA) let an LM write instructions after reading
     examples, see docs/security.md."""
-    from teleprompt_assets.lm import offline_lm
-    from teleprompt_assets.optimize import compile_program
-    from teleprompt_assets_tests.test_optimize import SPEC, _examples
+    from teleprompt_assets.core.lm import offline_lm
+    from teleprompt_assets.optimize.teleprompters import compile_program
+    from teleprompt_assets_tests.optimize.test_teleprompters import SPEC, _examples
 
     trainset = _examples() + [dspy.Example(message=text, queue="billing", trace_id=f"inj{i}", trace_hash=f"0x{i + 99:064x}",
                                            contributor=ex.contributor).with_inputs("message")
@@ -483,11 +483,11 @@ class _RunsCode:
 def test_models_are_unpickled_only_from_the_pipelines_own_artifact_store(warm_home, fast_tmp):
     from urllib.parse import unquote, urlsplit
 
-    from teleprompt_assets import registry
-    from teleprompt_assets.lm import offline_lm
-    from teleprompt_assets.programs import load_project
-    from teleprompt_assets.settings import load_settings
-    from teleprompt_assets.tracking import connect
+    from teleprompt_assets.register import registry
+    from teleprompt_assets.core.lm import offline_lm
+    from teleprompt_assets.core.spec import load_project
+    from teleprompt_assets.core.settings import load_settings
+    from teleprompt_assets.core.tracking import connect
 
     settings = load_settings()
     client = connect(settings)

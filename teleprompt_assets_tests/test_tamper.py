@@ -40,11 +40,11 @@ import pytest
 from eth_account import Account
 from eth_utils import keccak, to_checksum_address
 
-from teleprompt_assets import eas
-from teleprompt_assets.attest import FILES, PACKAGE_FILE, SCHEMA, Evidence, build_bundle, default_domain, verify_bundle
-from teleprompt_assets.optimize import program_state
-from teleprompt_assets.programs import load_project
-from teleprompt_assets.registry import canonical_state_bytes
+from teleprompt_assets.attest import eas
+from teleprompt_assets.attest.bundles import FILES, PACKAGE_FILE, SCHEMA, Evidence, build_bundle, default_domain, verify_bundle
+from teleprompt_assets.optimize.teleprompters import program_state
+from teleprompt_assets.core.spec import load_project
+from teleprompt_assets.register.registry import canonical_state_bytes
 from teleprompt_assets.samples.ticket_traffic import tickets
 from teleprompt_assets_tests.conftest import REPO
 from teleprompt_assets_tests.reliability import fast_tmp  # noqa: F401 - fixture
@@ -259,8 +259,8 @@ def memoized(monkeypatch: pytest.MonkeyPatch) -> None:
     input of at most one of them, so each is computed once per distinct input instead of 1,000
     times: signature recovery (per attestation), the bootstrap (per eval leaves and parameters) and
     tree loading (per dump). Every decision verify_bundle makes is unchanged."""
-    import teleprompt_assets.attest as attest_module
-    from teleprompt_assets.merkle import StandardMerkleTree
+    import teleprompt_assets.attest.bundles as attest_module
+    from teleprompt_assets.attest.merkle import StandardMerkleTree
 
     def memo(function, key):
         seen = {}
@@ -344,8 +344,8 @@ def _record_open(event: str, args: tuple) -> None:
 @pytest.fixture
 def expensive(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Names of the verifier's costly steps as they run: signature recovery, tree loading, bootstrap."""
-    import teleprompt_assets.attest as attest_module
-    from teleprompt_assets.merkle import StandardMerkleTree
+    import teleprompt_assets.attest.bundles as attest_module
+    from teleprompt_assets.attest.merkle import StandardMerkleTree
 
     calls: list[str] = []
 
@@ -444,7 +444,7 @@ def test_a_bundle_file_that_is_a_fifo_or_a_folder_is_refused_without_blocking(fi
 
 
 def test_a_file_over_its_size_limit_is_refused_before_any_work(files, tmp_path, monkeypatch, expensive):
-    import teleprompt_assets.attest as attest_module
+    import teleprompt_assets.attest.bundles as attest_module
 
     folder = _write(files, tmp_path / "bundle")
     monkeypatch.setitem(attest_module.MAX_FILE_BYTES, "program.json", len(files["program.json"]) - 1)
@@ -457,7 +457,7 @@ def test_a_file_over_its_size_limit_is_refused_before_any_work(files, tmp_path, 
 
 def test_eval_leaves_times_resamples_over_the_limit_is_refused_before_any_work(files, evidence, tmp_path, monkeypatch, expensive):
     """16 leaves × 100 resamples = 1,600 bootstrap draws: one under that limit refuses, at it verifies."""
-    import teleprompt_assets.attest as attest_module
+    import teleprompt_assets.attest.bundles as attest_module
 
     folder = _write(files, tmp_path / "bundle")
     draws = len(evidence.eval_leaves) * evidence.resamples
@@ -471,7 +471,7 @@ def test_eval_leaves_times_resamples_over_the_limit_is_refused_before_any_work(f
 
 
 def test_a_tree_over_the_leaf_limit_is_refused_before_any_work(files, tmp_path, monkeypatch, expensive):
-    import teleprompt_assets.attest as attest_module
+    import teleprompt_assets.attest.bundles as attest_module
 
     folder = _write(files, tmp_path / "bundle")
     monkeypatch.setattr(attest_module, "MAX_TREE_LEAVES", 11)  # the data tree has 12 leaves, the eval tree 16
@@ -483,7 +483,7 @@ def test_a_tree_over_the_leaf_limit_is_refused_before_any_work(files, tmp_path, 
 
 
 def test_a_hostile_tree_claiming_more_nodes_than_leaves_allow_is_refused_before_any_work(files, tmp_path, monkeypatch, expensive):
-    import teleprompt_assets.attest as attest_module
+    import teleprompt_assets.attest.bundles as attest_module
 
     dump = json.loads(files["data_tree.json"])
     dump["tree"] = dump["tree"] * 4
@@ -495,7 +495,7 @@ def test_a_hostile_tree_claiming_more_nodes_than_leaves_allow_is_refused_before_
 
 
 def test_build_bundle_refuses_evidence_the_verifier_would_refuse(evidence, monkeypatch):
-    import teleprompt_assets.attest as attest_module
+    import teleprompt_assets.attest.bundles as attest_module
 
     monkeypatch.setattr(attest_module, "MAX_BOOTSTRAP_DRAWS", len(evidence.eval_leaves) * evidence.resamples - 1)
     with pytest.raises(ValueError, match="MAX_BOOTSTRAP_DRAWS"):
@@ -507,7 +507,7 @@ def test_build_bundle_refuses_evidence_the_verifier_would_refuse(evidence, monke
 
 
 def test_the_limits_are_documented():
-    import teleprompt_assets.attest as attest_module
+    import teleprompt_assets.attest.bundles as attest_module
 
     doc = (REPO / "docs" / "attestations.md").read_text()
     for name in ("MAX_TREE_LEAVES", "MAX_BOOTSTRAP_DRAWS", "MAX_RESAMPLES", "MAX_FILE_BYTES"):

@@ -107,8 +107,8 @@ from datetime import datetime
 import dspy
 import mlflow
 
-from teleprompt_assets.contract import connect_app, traced_call
-from teleprompt_assets.lm import build_lm
+from teleprompt_assets.ingest.tracing import connect_app, traced_call
+from teleprompt_assets.core.lm import build_lm
 
 from acme_support.router import Router
 
@@ -130,7 +130,7 @@ assert "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING" not in os.environ
 # Outcomes arrive later, in another process that has the trace ids (README: "in this process, or in another one").
 LABELER = f'''import json
 
-from teleprompt_assets.contract import connect_app, label_trace
+from teleprompt_assets.ingest.tracing import connect_app, label_trace
 
 connect_app("{EXPERIMENT}")
 for call in json.loads(open("served.json").read()):
@@ -398,7 +398,7 @@ def test_the_bundle_in_the_outbox_verifies_for_its_attester_only(journey):
 def test_every_contributor_gets_a_weight_and_a_proof_of_it(journey):
     """Weights are integers summing to exactly 1,000,000 and each proof opens the bundle's rewards
     root; the careless, smaller night shift weighs least."""
-    from teleprompt_assets.merkle import StandardMerkleTree, verify_proof
+    from teleprompt_assets.attest.merkle import StandardMerkleTree, verify_proof
 
     uid = _run_line(journey.steps["run"])["uid"]
     tree = StandardMerkleTree.load(json.loads((journey.home / "outbox" / PROGRAM / uid / "rewards_tree.json").read_text()))

@@ -4,7 +4,7 @@ Every alert goes to the sensor's Dagster log; when a webhook is configured (``TE
 or ``automation.alerts.webhook_url``) it is also posted there as Slack-compatible JSON. The asset
 sensors read materialization events from the instance's event log after a storage-id cursor, so every
 partition materialized between two ticks is seen (``@asset_sensor`` would only see the latest), and
-``assets.py`` needs no change. The rules themselves live in ``teleprompt_assets.alerts``.
+``assets.py`` needs no change. The rules themselves live in ``teleprompt_assets.core.alerts``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from datetime import date, timedelta
 
 import dagster as dg
 
-from teleprompt_assets import alerts as core
+from teleprompt_assets.core import alerts as core
 from teleprompt_assets.defs.io import LocalTableIOManager
 from teleprompt_assets.defs.partitions import DATE, PROGRAM, run_label
 from teleprompt_assets.defs.resources import TelepromptResource

@@ -15,20 +15,18 @@ from typing import NamedTuple
 import dagster as dg
 import polars as pl
 
-from teleprompt_assets import (
-    attest,
-    attribution,
-    datasets,
-    evaluate,
-    optimize,
-    quality,
-    registry,
-    share,
-    traces,
-)
+from teleprompt_assets.attest import bundles
+from teleprompt_assets.reward import attribution
+from teleprompt_assets.training import datasets
+from teleprompt_assets.evaluate import deltaone
+from teleprompt_assets.optimize import teleprompters
+from teleprompt_assets.curate import quality
+from teleprompt_assets.register import registry
+from teleprompt_assets.attest import share
+from teleprompt_assets.ingest import traces
 from teleprompt_assets.defs.checks import Verdict, combined_check
-from teleprompt_assets.defs.compile import SKIPPED, build_compiled_program
-from teleprompt_assets.defs.evaluation import build_evaluation_report
+from teleprompt_assets.defs.optimize import SKIPPED, build_compiled_program
+from teleprompt_assets.defs.evaluate import build_evaluation_report
 from teleprompt_assets.defs.io import ByPartition, LocalTableIOManager
 from teleprompt_assets.defs.partitions import (
     Target,
@@ -41,9 +39,10 @@ from teleprompt_assets.defs.partitions import (
     window_of,
 )
 from teleprompt_assets.defs.resources import TelepromptResource
-from teleprompt_assets.defs.rewards import build_contributor_rewards
+from teleprompt_assets.defs.reward import build_contributor_rewards
 from teleprompt_assets.defs.run_tracking import Tracking, track
-from teleprompt_assets.keys import load_attester
+from teleprompt_assets.attest.keys import load_attester
+from teleprompt_assets.core.config import QualityConfig
 
 GROUP = "teleprompt"
 MLFLOW_UI = "http://127.0.0.1:5000"
@@ -99,7 +98,7 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
                      curated_traces: ByPartition) -> ByPartition:
         """Before reading its window, ingests and curates the window's days that were never curated
         (a first run, a gap, a day skipped by an earlier run), so no run trains on part of its window."""
-        sampling = quality.QualityConfig.model_validate(teleprompt.project().quality).sampling
+        sampling = QualityConfig.model_validate(teleprompt.project().quality).sampling
         out = ByPartition()
         for t in targets(context):
             filled = _fill_window(context, teleprompt, io_manager, t, window_days)
@@ -157,7 +156,7 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
                 registry.SAMPLE_ARTIFACT: json.dumps(_sample_input(training_set[t.key], spec)),
                 "contributors.json": json.dumps(attribution.contributor_summary(compiled["data_traces"], compiled["demos"]), indent=1),
             }
-            version = registry.register(client, spec, optimize.load_state(spec, compiled["state"]), compiled["state"], window, experiment, tags, artifacts,
+            version = registry.register(client, spec, teleprompters.load_state(spec, compiled["state"]), compiled["state"], window, experiment, tags, artifacts,
                                         lock_dir=teleprompt.settings().home / "locks")
             out[t.key] = {"name": version.name, "version": version.version, "run_id": version.run_id, "program_hash": version.program_hash,
                           "created": version.created, "window": window}
@@ -215,7 +214,7 @@ def build_assets(partitions: dg.PartitionsDefinition, window_days: int) -> list:
 def _attest(teleprompt: TelepromptResource, mlflow: Tracking, t: Target, compiled: dict, evaluation: dict, registered: dict, rewards: pl.DataFrame) -> dict:
     if SKIPPED in compiled:
         return {"attested": False, "reason": compiled[SKIPPED]}
-    comparison = evaluate.Comparison(**{k: v for k, v in evaluation["comparison"].items() if k not in ("baseline_mean", "candidate_mean")})
+    comparison = deltaone.Comparison(**{k: v for k, v in evaluation["comparison"].items() if k not in ("baseline_mean", "candidate_mean")})
     min_holdout = teleprompt.spec(t.program).config.split.min_holdout
     if comparison.n < min_holdout:
         return {"attested": False, "reason": f"evidence too small: {comparison.n} held-out examples, fewer than min_holdout={min_holdout}"}
@@ -225,7 +224,7 @@ def _attest(teleprompt: TelepromptResource, mlflow: Tracking, t: Target, compile
     settings = teleprompt.settings()
     client = teleprompt.client()
     attester = load_attester(settings.home)
-    evidence = attest.Evidence(
+    evidence = bundles.Evidence(
         program=t.program, model_version=registered["version"], baseline_version=evaluation["baseline_version"],
         program_state=compiled["state"],
         eval_leaves=[(s["example_hash"], s["baseline_q"], s["candidate_q"]) for s in evaluation["scores"]],
@@ -233,19 +232,19 @@ def _attest(teleprompt: TelepromptResource, mlflow: Tracking, t: Target, compile
         reward_leaves=[(r["contributor"], r["weight_ppm"]) for r in rewards.iter_rows(named=True) if r["weight_ppm"] > 0],
         seed=comparison.seed, resamples=comparison.resamples, confidence_pct=comparison.confidence_pct,
         time=int(datetime.combine(date.fromisoformat(t.day) + timedelta(days=1), dtime(0), tzinfo=timezone.utc).timestamp()),
-        ref_uid=registry.previous_attestation(client, registered["name"], registered["version"]) or attest.ZERO_UID,
+        ref_uid=registry.previous_attestation(client, registered["name"], registered["version"]) or bundles.ZERO_UID,
     )
-    files = attest.build_bundle(evidence, attester.private_key())
-    uid = attest.attestation_uid(files)
+    files = bundles.build_bundle(evidence, attester.private_key())
+    uid = bundles.attestation_uid(files)
     # staged and checked outside the outbox, published by one rename, then recorded: a crash at any
     # point leaves no partial bundle, and no attestation_uid tag without its bundle
-    staged = attest.stage_bundle(files, settings.home / "staging", uid)
-    problems = attest.verify_bundle(staged, expected_signer=attester.address)
+    staged = bundles.stage_bundle(files, settings.home / "staging", uid)
+    problems = bundles.verify_bundle(staged, expected_signer=attester.address)
     if problems:
         raise dg.Failure(description=f"the bundle built for {uid} does not verify, so it was not published: {'; '.join(problems)}", allow_retries=False)
-    folder = attest.publish_bundle(staged, settings.outbox / t.program / uid)
+    folder = bundles.publish_bundle(staged, settings.outbox / t.program / uid)
     client.log_artifacts(registered["run_id"], str(folder), artifact_path="attestation")
-    signer = attest.package_attester(files)  # the address the bundle names and its signature backs
+    signer = bundles.package_attester(files)  # the address the bundle names and its signature backs
     client.set_model_version_tag(registered["name"], str(registered["version"]), "attester", signer)
     client.set_model_version_tag(registered["name"], str(registered["version"]), "attestation_uid", uid)
     url = share.share_url(json.loads(files["attestation.json"]), attester.address)
@@ -283,7 +282,7 @@ class CuratedDay(NamedTuple):
 
 
 def _curate_day(teleprompt: TelepromptResource, t: Target, raw: pl.DataFrame) -> CuratedDay:
-    rules = quality.QualityConfig.model_validate(teleprompt.project().quality)
+    rules = QualityConfig.model_validate(teleprompt.project().quality)
     result = quality.curate(raw, teleprompt.spec(t.program), rules, now_ms=int(time.time() * 1000))
     return CuratedDay(raw, result.accepted, result.quarantined)
 

@@ -16,10 +16,10 @@ from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
 
-from teleprompt_assets.alerts import AutomationConfig
+from teleprompt_assets.core.config import AutomationConfig
 from teleprompt_assets.defs.partitions import DATE, PROGRAM, contiguous, run_tags
 from teleprompt_assets.defs.resources import TelepromptResource
-from teleprompt_assets.traces import count_by_day, count_day
+from teleprompt_assets.ingest.traces import count_by_day, count_day
 
 LOOKBACK_DAYS = 3  # defaults; automation.sensor overrides them
 MIN_NEW_TRACES = 1

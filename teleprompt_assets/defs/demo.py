@@ -12,11 +12,11 @@ from pathlib import Path
 
 import dagster as dg
 
-from teleprompt_assets.attest import verify_bundle
+from teleprompt_assets.attest.bundles import verify_bundle
 from teleprompt_assets.defs.io import LocalTableIOManager
 from teleprompt_assets.defs.partitions import contiguous, key_of, run_tags
-from teleprompt_assets.programs import load_project
-from teleprompt_assets.settings import Settings, ensure_home
+from teleprompt_assets.core.spec import load_project
+from teleprompt_assets.core.settings import Settings, ensure_home
 
 
 def _failure(result) -> RuntimeError:
@@ -101,9 +101,9 @@ def demo(settings: Settings, days: int = 7, per_day: int = 40, instance: dg.Dags
     end = (datetime.now(timezone.utc) - timedelta(days=1)).date()
     window = [(end - timedelta(days=i)).isoformat() for i in reversed(range(days))]
     from teleprompt_assets.definitions import INGEST_JOB, build_definitions
-    from teleprompt_assets.seed import SEEDERS, seed_program
-    from teleprompt_assets.traces import count_by_day
-    from teleprompt_assets.tracking import connect, experiment_id
+    from teleprompt_assets.samples.seed import SEEDERS, seed_program
+    from teleprompt_assets.ingest.traces import count_by_day
+    from teleprompt_assets.core.tracking import connect, experiment_id
 
     defs = build_definitions()
     client = connect(settings)

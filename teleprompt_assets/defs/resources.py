@@ -9,9 +9,10 @@ import dagster_mlflow
 from dagster_mlflow.resources import MlFlow
 from mlflow import MlflowClient
 
-from teleprompt_assets.programs import ProgramSpec, ProjectConfig, load_project
-from teleprompt_assets.settings import Settings, load_settings
-from teleprompt_assets.tracking import connect, experiment_id
+from teleprompt_assets.core.spec import ProgramSpec, load_project
+from teleprompt_assets.core.config import ProjectConfig
+from teleprompt_assets.core.settings import Settings, load_settings
+from teleprompt_assets.core.tracking import connect, experiment_id
 
 
 class TelepromptResource(dg.ConfigurableResource):

@@ -2,7 +2,7 @@
 
 There is no ground-truth reply; what is known later is whether the prospect answered
 (``reply_rate``) and how much they engaged (``engagement``). The metric is therefore an outcome
-model trained on the window's logged replies (see :mod:`teleprompt_assets.outcome_model`).
+model trained on the window's logged replies (see :mod:`teleprompt_assets.training.outcome_model`).
 """
 
 import dspy

@@ -6,12 +6,14 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from teleprompt_assets.alerts import WEBHOOK_ENV, AutomationConfig
+from teleprompt_assets_tests.conftest import config_with_sections
+
+from teleprompt_assets.core.config import WEBHOOK_ENV
 from teleprompt_assets.definitions import build_definitions
 from teleprompt_assets.defs.alerting import AlertingResource
 from teleprompt_assets.defs.resources import TelepromptResource
-from teleprompt_assets.settings import load_settings
-from teleprompt_assets_tests.test_alerts import SECRET, Hook
+from teleprompt_assets.core.settings import load_settings
+from teleprompt_assets_tests.core.test_alerts import SECRET, Hook
 
 DAY = "2026-05-02|ticket_router"
 
@@ -24,11 +26,11 @@ def hook():
 
 
 @pytest.fixture
-def env(tp_home, monkeypatch):
+def env(tp_home, tmp_path, monkeypatch):
     """Definitions with alert thresholds for small test volumes, and one Dagster instance."""
     monkeypatch.delenv(WEBHOOK_ENV, raising=False)
-    config = AutomationConfig.model_validate({"alerts": {"min_traces": 5, "dagster_ui_url": "http://127.0.0.1:3000/"}})
-    monkeypatch.setattr("teleprompt_assets.definitions.load_automation", lambda path: config)
+    automation = {"alerts": {"min_traces": 5, "dagster_ui_url": "http://127.0.0.1:3000/"}}
+    monkeypatch.setenv("TELEPROMPT_CONFIG", str(config_with_sections(tmp_path, automation=automation)))
     defs = build_definitions()
     with dg.instance_for_test() as instance:
         yield defs.get_repository_def(), instance

@@ -1,6 +1,8 @@
 """The optimization-cycle schedule and the new-traces sensor, against one real sqlite MLflow store per module."""
 
 import json
+import tempfile
+from pathlib import Path
 import os
 from typing import NamedTuple
 from datetime import date, datetime, timedelta, timezone
@@ -9,16 +11,15 @@ import dagster as dg
 import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from teleprompt_assets.alerts import AutomationConfig
-from teleprompt_assets.contract import label_trace, traced_call
+from teleprompt_assets.ingest.tracing import label_trace, traced_call
 from teleprompt_assets.definitions import build_definitions
 from teleprompt_assets.defs.partitions import program_day_partitions
 from teleprompt_assets.defs.resources import TelepromptResource
-from teleprompt_assets.programs import load_project
-from teleprompt_assets.seed import day_start_ns
-from teleprompt_assets.settings import load_settings
-from teleprompt_assets.tracking import connect, experiment_id
-from teleprompt_assets_tests.conftest import set_env
+from teleprompt_assets.core.spec import load_project
+from teleprompt_assets.samples.seed import day_start_ns
+from teleprompt_assets.core.settings import load_settings
+from teleprompt_assets.core.tracking import connect, experiment_id
+from teleprompt_assets_tests.conftest import set_env, config_with_sections
 
 ADDRESS = "0xA2DFbbE547B9fe2Eb36D63B62AE89F1b950f0dD8"
 
@@ -37,8 +38,9 @@ def store(tmp_path_factory):
 
 
 def _defs(monkeypatch, **automation):
-    """Definitions with an ``automation:`` section (the shipped teleprompt.yaml has none yet)."""
-    monkeypatch.setattr("teleprompt_assets.definitions.load_automation", lambda path: AutomationConfig.model_validate(automation))
+    """Definitions from a config whose ``automation:`` section is ``automation``."""
+    folder = Path(tempfile.mkdtemp(prefix="tp-automation-"))
+    monkeypatch.setenv("TELEPROMPT_CONFIG", str(config_with_sections(folder, automation=automation)))
     return build_definitions()
 
 
@@ -165,7 +167,7 @@ def test_sensor_counts_a_large_day_over_several_short_ticks(store, monkeypatch, 
     day = (datetime.now(timezone.utc) - timedelta(days=2)).date()
     _, cursor, _ = _sensor_tick(instance, _defs(monkeypatch, sensor={"lookback_days": 2}), None)  # counts as they stand now
     _log(store, day, 3, start=20)
-    monkeypatch.setattr("teleprompt_assets.traces.LIST_PAGE", 1)  # one trace a page: every day takes several pages
+    monkeypatch.setattr("teleprompt_assets.ingest.traces.LIST_PAGE", 1)  # one trace a page: every day takes several pages
     defs = _defs(monkeypatch, sensor={"lookback_days": 2, "tick_budget_s": 1e-6})
     ticks, fired = 0, []
     while not fired:

@@ -14,12 +14,13 @@ import polars as pl
 import pytest
 from dspy.utils import exceptions as dspy_errors
 
-from teleprompt_assets import datasets, optimize
-from teleprompt_assets.defs.compile import compile_program
+from teleprompt_assets.training import datasets
+from teleprompt_assets.optimize import teleprompters
+from teleprompt_assets.defs.optimize import compile_program
 from teleprompt_assets.defs.io import ByPartition
 from teleprompt_assets.defs.resources import TelepromptResource
-from teleprompt_assets.programs import load_project
-from teleprompt_assets.trace_contract import CURATED_SCHEMA
+from teleprompt_assets.core.spec import load_project
+from teleprompt_assets.curate.validation import CURATED_SCHEMA
 from teleprompt_assets_tests.conftest import REPO
 
 KEY = "2026-01-05|ticket_router"
@@ -77,7 +78,7 @@ class RateLimited:
 
 
 def test_an_optimizer_that_cannot_be_built_fails_once_with_its_reason(tp_home, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setitem(optimize.OPTIMIZERS, "BootstrapFewShot", RefusesItsMetric)
+    monkeypatch.setitem(teleprompters.OPTIMIZERS, "BootstrapFewShot", RefusesItsMetric)
     result = _run_compile()
     assert not result.success
     assert _attempts(result) == 1
@@ -89,14 +90,14 @@ def test_an_unexpected_error_in_the_compile_step_fails_once(tp_home, monkeypatch
     def broken(*args, **kwargs):
         raise KeyError("queue")
 
-    monkeypatch.setattr(optimize, "compile_program", broken)
+    monkeypatch.setattr(teleprompters, "compile_program", broken)
     result = _run_compile()
     assert _attempts(result) == 1
     assert "compile failed, nothing registered: KeyError: 'queue'" in _failure(result)
 
 
 def test_a_transient_lm_failure_is_retried(tp_home, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.setitem(optimize.OPTIMIZERS, "BootstrapFewShot", RateLimited)
+    monkeypatch.setitem(teleprompters.OPTIMIZERS, "BootstrapFewShot", RateLimited)
     result = _run_compile()
     assert _attempts(result) == RETRIES + 1
     assert "LMRateLimitError: 429 from the provider (transient LM failure)" in _failure(result)

@@ -1,9 +1,9 @@
 import dagster as dg
 
-from teleprompt_assets import registry
+from teleprompt_assets.register import registry
 from teleprompt_assets.definitions import build_definitions
 from teleprompt_assets.defs.resources import TelepromptResource
-from teleprompt_assets_tests.test_registry import _register, reg  # noqa: F401 - fixture
+from teleprompt_assets_tests.register.test_registry import _register, reg  # noqa: F401 - fixture
 
 
 def test_rollback_job_moves_the_champion_back(reg):  # noqa: F811

@@ -11,9 +11,9 @@ import dagster as dg
 import pytest
 from mlflow import MlflowClient
 
-from teleprompt_assets.programs import load_project
-from teleprompt_assets.seed import seed_program
-from teleprompt_assets.settings import load_settings
+from teleprompt_assets.core.spec import load_project
+from teleprompt_assets.samples.seed import seed_program
+from teleprompt_assets.core.settings import load_settings
 from teleprompt_assets_tests.conftest import REPO, project_config, set_env, small_window_config
 
 pytestmark = pytest.mark.e2e  # starts servers or separate processes: `make test-e2e`
@@ -118,7 +118,7 @@ def test_each_version_run_holds_that_versions_own_files(parallel_run, tmp_path):
     run and holds only its own files (issue 14: one shared run kept the last program's files only)."""
     import json
 
-    from teleprompt_assets.registry import program_hash
+    from teleprompt_assets.register.registry import program_hash
 
     settings, _, run, _ = parallel_run
     client = MlflowClient(settings.tracking_uri, settings.registry_uri)

@@ -11,15 +11,15 @@ import pytest
 from eth_account import Account
 from eth_account.messages import encode_typed_data
 
-from teleprompt_assets import eas
-from teleprompt_assets.attest import verify_bundle
+from teleprompt_assets.attest import eas
+from teleprompt_assets.attest.bundles import verify_bundle
 from teleprompt_assets.defs.demo import run_partition
 from teleprompt_assets.definitions import INGEST_JOB, build_definitions
-from teleprompt_assets.programs import load_project
-from teleprompt_assets.registry import CHAMPION
-from teleprompt_assets.seed import seed_ticket_router
-from teleprompt_assets.settings import load_settings
-from teleprompt_assets.tracking import connect
+from teleprompt_assets.core.spec import load_project
+from teleprompt_assets.register.registry import CHAMPION
+from teleprompt_assets.samples.seed import seed_ticket_router
+from teleprompt_assets.core.settings import load_settings
+from teleprompt_assets.core.tracking import connect
 from teleprompt_assets_tests.conftest import project_config, set_env
 
 ATTESTER_KEY = "0x8f2a55949038a9610f50fb23b5883af3b4ecb3c3bb792cbcefbd1542c692be63"
@@ -99,7 +99,7 @@ def test_rerun_creates_no_second_version_or_attestation(pipeline):
 
 
 def test_champion_loads_with_mlflow_dspy_and_runs_offline(pipeline):
-    from teleprompt_assets.lm import offline_lm
+    from teleprompt_assets.core.lm import offline_lm
     import dspy
 
     _, first, _, _, _ = pipeline
@@ -144,9 +144,9 @@ def test_each_dagster_run_is_a_finished_mlflow_run_holding_the_version(pipeline)
 def test_cli_verify_checks_the_registered_model_and_proof_verifies(pipeline, capsys, tmp_path):
     import shutil
 
-    from teleprompt_assets.attest import SCHEMA
+    from teleprompt_assets.attest.bundles import SCHEMA
     from teleprompt_assets.cli import main
-    from teleprompt_assets.merkle import verify_proof
+    from teleprompt_assets.attest.merkle import verify_proof
 
     _, first, _, _, _ = pipeline
     att = first["deltaone_attestation"]

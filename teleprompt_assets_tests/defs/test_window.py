@@ -10,9 +10,9 @@ import pytest
 from teleprompt_assets.defs.demo import run_partition
 from teleprompt_assets.definitions import build_definitions
 from teleprompt_assets.defs.partitions import key_of
-from teleprompt_assets.programs import load_project
-from teleprompt_assets.seed import seed_program
-from teleprompt_assets.settings import load_settings
+from teleprompt_assets.core.spec import load_project
+from teleprompt_assets.samples.seed import seed_program
+from teleprompt_assets.core.settings import load_settings
 from teleprompt_assets_tests.conftest import set_env
 
 END = date(2026, 10, 9)
@@ -54,7 +54,7 @@ def test_the_run_curates_every_day_of_its_window_it_was_never_given(window_run):
     assert curated[key_of("ticket_router", GAP.isoformat())]["read"].value == 0
     read = sum(curated[key_of("ticket_router", d)]["read"].value for d in days[1:])
     assert read == 30
-    from teleprompt_assets.traces import day_bounds_ms
+    from teleprompt_assets.ingest.traces import day_bounds_ms
 
     table = first["training_set"]
     assert table["timestamp_ms"].min() < day_bounds_ms(GAP.isoformat())[0]  # the earlier days are in the window

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import polars as pl
 from eth_utils import keccak
 
-from teleprompt_assets.trace_contract import CURATED_SCHEMA
+from teleprompt_assets.curate.validation import CURATED_SCHEMA
 
 EMAILS = {
     "refund": ("I was charged twice, please refund the second payment.", "Can I get a refund for order {n}? The item broke.",

@@ -1,0 +1,1 @@
+"""Stage 8: EAS attestations, Merkle trees and their verification; no MLflow, no DSPy."""

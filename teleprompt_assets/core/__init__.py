@@ -1,0 +1,1 @@
+"""The bottom layer: settings, typed configuration, program specs, encodings, addresses, the LM."""

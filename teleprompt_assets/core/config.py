@@ -1,0 +1,200 @@
+"""``teleprompt.yaml``, typed: every section is a pydantic model, validated once when the file is read.
+
+One model per section, all here at the bottom of the package, so every stage reads the settings it
+needs from one validated object (``ProjectConfig``) instead of re-validating raw dicts; a bad entry
+fails at load with the entry and the field named (:func:`teleprompt_assets.core.spec.load_project`).
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from fractions import Fraction
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from teleprompt_assets.core.usage import CostModel
+
+DEFAULT_EXPERIMENT = "teleprompt-production"
+
+
+DEFAULT_MIN_HOLDOUT = 20
+
+
+MAX_PAYLOAD_CHARS = 200_000  # inputs + outputs JSON text; larger traces are quarantined as enormous
+
+
+WEBHOOK_ENV = "TELEPROMPT_ALERT_WEBHOOK"
+
+
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+
+
+class ConfigError(ValueError):
+    """A configuration entry is invalid; the message names the entry and the field."""
+
+
+class MetricConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["exact_match", "token_f1", "function", "outcome_model"] = "exact_match"
+    field: str | None = None
+    outcome: str | None = Field(default=None, description="outcome_model: the feedback name to predict (numeric in [0, 1] or boolean)")
+    function: str | None = Field(default=None, description="package.module:function(example, prediction, trace=None) -> float in [0, 1]")
+    fields: list[str] | None = Field(default=None, description="outcome_model: the outputs the model reads (default: all of the program's outputs)")
+    report_by: str | None = Field(default=None, description="a categorical input or output the A/B report groups by (default: the gold label if categorical, else baseline-score bands)")
+
+
+class OptimizerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = "BootstrapFewShot"
+    params: dict[str, Any] = Field(default_factory=dict, description="passed to the teleprompter's constructor")
+    warm_start: bool = Field(default=False, description="use the current champion as the teacher, so a daily run refines it")
+    reflection_lm: str | None = Field(default=None, description="LiteLLM model string for GEPA's reflection LM (unset: the LM the compile runs with)")
+    time_limit_s: int = Field(default=1800, ge=1, description="whole-compile time limit")
+
+
+class SplitConfig(BaseModel):
+    """Percentages of a window's traces going to each split, by a hash of the trace id."""
+
+    model_config = ConfigDict(extra="forbid")
+    train: int = 50
+    dev: int = 10
+    holdout: int = 40
+    max_holdout: int | None = Field(default=5000, ge=30, description="held-out examples scored; a larger holdout is sampled by trace hash (None: all)")
+    max_dev: int | None = Field(default=2000, ge=1, description="dev examples given to optimizers that validate; sampled likewise (None: all)")
+    min_holdout: int = Field(default=DEFAULT_MIN_HOLDOUT, ge=1, description="fewest held-out examples a candidate may be promoted or attested on (see promotion.py)")
+
+    @field_validator("holdout")
+    @classmethod
+    def _sums_to_100(cls, holdout: int, info) -> int:
+        if info.data.get("train", 0) + info.data.get("dev", 0) + holdout != 100:
+            raise ValueError("train + dev + holdout must be 100")
+        return holdout
+
+
+class ProgramConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    module: str = Field(description="import path of the dspy.Module class, package.module:Class")
+    experiment: str = DEFAULT_EXPERIMENT
+    metric: MetricConfig = Field(default_factory=MetricConfig)
+    optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
+    outcomes: list[str] = Field(default_factory=list, description="feedback names logged as outcomes")
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    prompt_token_budget: int = Field(default=4000, ge=1, description="largest rendered prompt a compiled program may have")
+    cost: CostModel = Field(default_factory=CostModel, description="per-call latency and token prices for projections")
+    seed: int = 0
+
+
+class RewardMix(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    volume: Fraction = Field(default=Fraction(2, 5), ge=0)
+    quality: Fraction = Field(default=Fraction(1, 5), ge=0)
+    impact: Fraction = Field(default=Fraction(2, 5), ge=0)
+    cap: Fraction = Field(default=Fraction(1, 2), gt=0, le=1, description="largest share any one contributor may get")
+
+
+class RewardsConfig(RewardMix):
+    impact_budget: int = Field(default=4_000, ge=0, description="most LM calls spent measuring demo impact per run (at ~1 s a call on a hosted LM, about an hour)")
+
+
+class SamplingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    strategy: Literal["all", "stratified", "top_outcome", "recency"] = Field("all", description="how the training rows are drawn from the window")
+    size: int | None = Field(None, ge=1, description="rows to draw; None keeps all")
+    half_life_days: float = Field(3.0, gt=0, description="recency: a trace this many days old weighs half as much as a new one")
+    seed: int = 0
+
+
+class QualityConfig(BaseModel):
+    """Every rule is configurable; the defaults are documented (and justified) in docs/data-quality.md."""
+
+    model_config = ConfigDict(extra="forbid")
+    score_ranges: dict[str, tuple[float, float]] = Field(default_factory=dict, description="raw range per metric; default [0, 1]; outside -> invalid_score")
+    required_metrics: list[str] = Field(default_factory=list, description="metrics a trace must carry (partial scores are allowed otherwise)")
+    thresholds: dict[str, float] = Field(default_factory=dict, description="minimum normalized score per metric; a missing score passes")
+    outlier_z: float | None = Field(6.0, gt=0, description="robust z (median/MAD) beyond which a numeric outcome is an outlier; None: off")
+    outlier_min_rows: int = Field(50, ge=3, description="outlier rules need at least this many rows")
+    payload_outlier_factor: float | None = Field(50.0, gt=1, description="payload larger than this x the median (and than payload_outlier_floor) is an outlier")
+    payload_outlier_floor: int = Field(20_000, ge=0, description="characters below which a payload is never an outlier")
+    max_payload_chars: int = Field(MAX_PAYLOAD_CHARS, ge=1, description="hard cap on inputs + outputs (contract: payload_too_large)")
+    dedupe_exact: bool = True
+    dedupe_near: bool = True
+    dedupe_scope: Literal["global", "per_contributor"] = Field("global", description="global: across contributors (earliest wins); per_contributor: only within one")
+    near_mask_digits: bool = Field(False, description="near duplicates also ignore digits (order numbers, dates)")
+    max_contributor_share: float | None = Field(0.5, gt=0, le=1, description="cap on one contributor's share of accepted rows; None: off")
+    max_class_share: float | None = Field(None, gt=0, le=1, description="cap on one label class's share of accepted rows; None: off")
+    metric_weights: dict[str, float] = Field(default_factory=dict, description="weight per metric in quality_weight; default 1 each")
+    normalize: Literal["range", "rank"] = Field("range", description="range: (x - lo) / (hi - lo); rank: percentile within the partition")
+    default_weight: float = Field(0.5, ge=0, le=1, description="quality_weight of a trace with no outcome at all")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+
+
+class SensorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    min_new_traces: int = Field(default=1, ge=1, description="new traces on a closed day before that day is re-run")
+    lookback_days: int = Field(default=3, ge=1, le=31, description="closed days re-counted on every tick")
+    tick_budget_s: float = Field(default=6.0, gt=0, description="counting time per tick; a larger store is counted over several ticks")
+
+
+class AlertsConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    webhook_url: str | None = Field(default=None, description=f"Slack-compatible incoming webhook; {WEBHOOK_ENV} overrides it")
+    timeout_s: float = Field(default=5.0, gt=0, le=60)
+    retries: int = Field(default=2, ge=0, le=5, description="further attempts after a failed post (5xx, 429, network)")
+    dagster_ui_url: str | None = Field(default=None, description="base URL of the Dagster UI, for links in alerts")
+    on_run_failure: bool = True
+    on_deltaone: bool = True
+    quarantine_rate_max: float | None = Field(default=0.2, ge=0, le=1, description="alert when a day's quarantine rate is above this")
+    outcome_drift_max: float | None = Field(default=0.15, ge=0, description="alert when |day mean - window mean| of an outcome is above this")
+    lm_error_rate_max: float | None = Field(default=0.05, ge=0, le=1, description="alert when lm_errors / lm_calls of a compile is above this")
+    min_traces: int = Field(default=20, ge=1, description="anomaly rules ignore days with fewer traces than this")
+
+    @field_validator("webhook_url", "dagster_ui_url")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value and urlsplit(value).scheme not in ("http", "https"):
+            raise ValueError("must be an http(s) URL")
+        return value or None
+
+
+class AutomationConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    cycle: Literal["daily", "weekly", "monthly"] = "daily"
+    hour: int = Field(default=1, ge=0, le=23, description="UTC hour the schedule runs, on the day after the cycle's last day")
+    week_ends_on: Literal[WEEKDAYS] = Field(default="sunday", description="weekly cycle: the week's last day (the day optimized)")  # type: ignore[valid-type]
+    min_new_traces: int = Field(default=0, ge=0, description="schedule: skip a program with fewer traces in the cycle's period")
+    min_window_traces: int = Field(default=0, ge=0, description="schedule: skip a program with fewer traces in the training window")
+    sensor: SensorConfig = Field(default_factory=SensorConfig)
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+
+    @property
+    def schedule_name(self) -> str:
+        return f"{self.cycle}_optimization"
+
+    @property
+    def cron(self) -> str:
+        """Runs the day after the cycle's last day closes (UTC): that closed day is the partition optimized."""
+        if self.cycle == "daily":
+            return f"0 {self.hour} * * *"
+        if self.cycle == "weekly":
+            run_day = (WEEKDAYS.index(self.week_ends_on) + 1) % 7  # the day after; Monday=0 here
+            return f"0 {self.hour} * * {(run_day + 1) % 7}"  # cron: Sunday=0
+        return f"0 {self.hour} 1 * *"
+
+    def period(self, day: date) -> list[date]:
+        """The days a cycle ending on ``day`` covers: its 'new traces' are counted over these."""
+        if self.cycle == "daily":
+            return [day]
+        start = day - timedelta(days=6) if self.cycle == "weekly" else day.replace(day=1)
+        return [start + timedelta(days=i) for i in range((day - start).days + 1)]
+
+
+class ProjectConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    start_date: date = date(2026, 1, 1)
+    window_days: int = Field(default=7, ge=1, le=366)
+    rewards: RewardsConfig = Field(default_factory=RewardsConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig, description="data-quality rules (docs/data-quality.md)")
+    automation: AutomationConfig = Field(default_factory=AutomationConfig, description="schedules, trigger conditions and alerts (docs/operations.md)")
+    programs: dict[str, ProgramConfig]

@@ -1,0 +1,116 @@
+"""``compiled_program``: each program of the run compiles in its own step (``defs/fanout.py``), and
+``collect_compiled`` gathers them into the asset and its blocking ``prompt_quality`` check.
+"""
+
+import contextlib
+import io
+import json
+import os
+import time
+
+import dagster as dg
+import polars as pl
+
+from teleprompt_assets.training import datasets
+from teleprompt_assets.training import metrics
+from teleprompt_assets.optimize import teleprompters
+from teleprompt_assets.optimize import prompt_quality
+from teleprompt_assets.register import registry
+from teleprompt_assets.core import usage
+from teleprompt_assets.defs.checks import Verdict, combined_check
+from teleprompt_assets.defs.fanout import collect_into, programs_in_run, staged
+from teleprompt_assets.defs.io import ByPartition
+from teleprompt_assets.defs.partitions import target_of, window_label
+from teleprompt_assets.defs.resources import TelepromptResource
+from teleprompt_assets.defs.run_tracking import Tracking, track
+from teleprompt_assets.core.lm import build_lm
+
+ASSET = "compiled_program"
+SKIPPED = "skipped"  # the one-line reason a program of the run had nothing to optimize; every later stage passes it on
+CHECK = dg.AssetCheckSpec("prompt_quality", asset=ASSET, blocking=True,
+                          description="demos complete, unique, from accepted training traces only; instructions present; prompt within budget")
+
+
+def _retry_policy() -> dg.RetryPolicy:
+    """Read when the definitions are built; applies to transient LM failures only (see ``allow_retries``)."""
+    return dg.RetryPolicy(max_retries=int(os.environ.get("TELEPROMPT_COMPILE_RETRIES", "2")),
+                          delay=float(os.environ.get("TELEPROMPT_COMPILE_RETRY_DELAY_S", "5")), backoff=dg.Backoff.EXPONENTIAL)
+
+
+@dg.op
+def compile_program(context: dg.OpExecutionContext, teleprompt: TelepromptResource, mlflow: Tracking, key: str, training_set: ByPartition) -> dict:
+    """The program recompiled by its configured teleprompter on the window's train split."""
+    t, table = target_of(key), training_set[key]
+    spec = teleprompt.spec(t.program)
+    config = spec.config
+    trainset = datasets.training_examples(table, spec)
+    if not trainset:
+        reason = f"nothing to optimize: the window {window_label(t.day, teleprompt.project().window_days)} has no training examples; nothing compiled or registered"
+        context.log.info(f"{t.program}: {reason}")
+        return staged(key, {"program": t.program, SKIPPED: reason}, {SKIPPED: reason}) | {"check": {"passed": True, "problems": [], "prompt_tokens": {}}}
+    metric, method = metrics.window_metric(spec, table)
+    teacher = None
+    if config.optimizer.warm_start:
+        champion = registry.load_champion(teleprompt.client(), spec)
+        teacher = champion[0] if champion else None
+    lm = build_lm()
+    started = time.perf_counter()
+    progress = usage.Progress(context.log.info, f"compiling {t.program} with {config.optimizer.name}")
+    context.log.info(f"compiling {t.program} with {config.optimizer.name} on {len(trainset)} training examples")
+    printed = io.StringIO()  # teleprompters print their progress: it belongs in the step's log, not the terminal
+    try:
+        with usage.metered(lm, progress) as used, teleprompters.time_limit(config.optimizer.time_limit_s), contextlib.redirect_stdout(printed):
+            result = teleprompters.compile_program(spec, trainset, metric, datasets.examples(table, spec, "dev"), teacher)
+    except Exception as exc:  # only a transient LM failure is worth the retry policy; anything else fails once, with its reason
+        transient = not isinstance(exc, teleprompters.CompileTimeout) and teleprompters.is_transient(exc)  # a blown time limit is not retried
+        reason = str(exc) if isinstance(exc, (teleprompters.CompileError, teleprompters.CompileTimeout)) else f"{type(exc).__name__}: {exc}"
+        raise dg.Failure(description=f"{t.program}: compile failed, nothing registered: {reason}", allow_retries=transient,
+                         metadata={"lm": lm.model, "transient": transient}) from exc
+    finally:
+        for line in printed.getvalue().splitlines():
+            context.log.info(f"{config.optimizer.name}: {line}")
+    seconds = time.perf_counter() - started
+    context.log.info(f"{progress.summary()}: done, {len(result.demos)} demos")
+    by_id = {ex.trace_id: ex for ex in trainset}
+    demos = [{"predictor": d.predictor, "trace_id": d.trace_id, "augmented": d.augmented,
+              "trace_hash": getattr(by_id.get(d.trace_id), "trace_hash", None), "contributor": getattr(by_id.get(d.trace_id), "contributor", None)}
+             for d in result.demos]
+    pool = [{"trace_id": i, "trace_hash": getattr(by_id.get(i), "trace_hash", None), "contributor": getattr(by_id.get(i), "contributor", None)}
+            for i in result.pool]  # KNNFewShot: the traces its calls draw demos from
+    check = prompt_quality.check_program(result.program, set(by_id), set(table.filter(pl.col("split") != "train")["trace_id"]), config.prompt_token_budget)
+    prog_hash = registry.program_hash(result.state)
+    figures = {"trainset_size": len(trainset), "demos": len(demos), "demo_pool": len(pool), "lm_calls": used.calls, "input_tokens": used.input_tokens,
+               "output_tokens": used.output_tokens, "compile_seconds": round(seconds, 3),
+               "projected_wall_s": round(used.projected_wall_s(config.cost), 1), "projected_usd": round(used.projected_usd(config.cost), 6)}
+    track(mlflow, t, tags={"optimizer": config.optimizer.name, "optimizer_params": json.dumps(config.optimizer.params, sort_keys=True), "lm": lm.model,
+                           "warm_start": teacher is not None}, metrics=figures)
+    compiled = {"program": t.program, "state": result.state, "program_hash": prog_hash, "demos": demos, "demo_pool": pool, "optimizer": config.optimizer.model_dump(),
+                "warm_start_from": None if teacher is None else "champion", "usage": figures, "metric": method,
+                "data_traces": table.filter(pl.col("split") == "train").select("trace_id", "trace_hash", "contributor", "feedback").to_dicts()}
+    return staged(key, compiled, {"optimizer": config.optimizer.name, "program_hash": prog_hash, "lm": lm.model, **figures}) | {
+        "check": {"passed": check.passed, "problems": check.problems, "prompt_tokens": check.prompt_tokens}}
+
+
+@dg.op(out={"result": dg.Out(), CHECK.get_python_identifier(): dg.Out()})
+def collect_compiled(context: dg.AssetExecutionContext, compiled: list[dict]):
+    """The run's compiled programs as the asset, and one prompt_quality verdict over them."""
+    out, verdicts = collect_into(context, compiled), []
+    for item in sorted(compiled, key=lambda c: c["key"]):
+        check = item["check"]
+        verdicts.append(Verdict(target_of(item["key"]), check["passed"], {
+            "problems": dg.MetadataValue.md("\n".join(f"- {p}" for p in check["problems"]) or "none"),
+            **{f"prompt_tokens_{name}": n for name, n in check["prompt_tokens"].items()}}))
+    yield dg.Output(out, "result")
+    yield combined_check(CHECK.name, ASSET, verdicts)
+
+
+def build_compiled_program(partitions: dg.PartitionsDefinition, group: str) -> dg.AssetsDefinition:
+    retry = _retry_policy()
+
+    @dg.graph_asset(name=ASSET, partitions_def=partitions, group_name=group, kinds={"dspy"}, check_specs=[CHECK],
+                    description="The program recompiled by its configured teleprompter on the window's train split; one compile step per program.")
+    def compiled_program(training_set):
+        compile_one = compile_program.with_retry_policy(retry)
+        return collect_compiled(programs_in_run(after=training_set).map(lambda key: compile_one(key, training_set)).collect())
+
+    return compiled_program

@@ -1,0 +1,61 @@
+"""``contributor_rewards``: reward weights per program, one step per program of the run
+(``defs/fanout.py``): the leave-one-out demo impact calls the LM for every demo."""
+
+from fractions import Fraction
+
+import dagster as dg
+import polars as pl
+
+from teleprompt_assets.reward import attribution
+from teleprompt_assets.training import datasets
+from teleprompt_assets.reward import impact
+from teleprompt_assets.training import metrics
+from teleprompt_assets.optimize import teleprompters
+from teleprompt_assets.defs.optimize import SKIPPED
+from teleprompt_assets.defs.fanout import collector, per_program_asset, staged
+from teleprompt_assets.defs.io import ByPartition
+from teleprompt_assets.defs.partitions import target_of
+from teleprompt_assets.defs.resources import TelepromptResource
+from teleprompt_assets.defs.run_tracking import Tracking, track
+from teleprompt_assets.core.lm import build_lm
+
+REWARDS_SCHEMA = {"contributor": pl.String, "traces": pl.Int64, "demos": pl.Int64, "impact": pl.Int64, "weight_ppm": pl.Int64}
+
+
+@dg.op
+def reward_program(teleprompt: TelepromptResource, mlflow: Tracking, key: str, training_set: ByPartition, compiled_program: ByPartition) -> dict:
+    """Reward weights (ppm, summing to 1,000,000): volume, outcome quality and leave-one-out demo impact."""
+    t, table, compiled = target_of(key), training_set[key], compiled_program[key]
+    if SKIPPED in compiled:
+        return staged(key, [], {SKIPPED: compiled[SKIPPED], "contributors": 0})
+    spec = teleprompt.spec(t.program)
+    config = teleprompt.project().rewards
+    measured = impact.demo_impact(teleprompters.load_state(spec, compiled["state"]), datasets.examples(table, spec, "holdout"),
+                                  metrics.window_metric(spec, table)[0], build_lm(), config.impact_budget)
+    credit: dict[str, Fraction] = {}
+    for (_, _, units), demo in zip(measured.credits, compiled["demos"], strict=True):
+        if demo["contributor"]:
+            credit[demo["contributor"]] = credit.get(demo["contributor"], Fraction(0)) + units
+    weights = attribution.reward_weights(
+        [(d["contributor"], d["feedback"]) for d in compiled["data_traces"]],
+        [d["contributor"] for d in compiled["demos"] if d["contributor"]], credit, config,
+    )
+    rows = [{"contributor": r.contributor, "traces": r.traces, "demos": r.demos, "impact": int(r.impact), "weight_ppm": r.weight_ppm} for r in weights]
+    track(mlflow, t, metrics={"contributors": len(rows), "impact_lm_calls": measured.lm_calls})
+    return staged(key, rows, {
+        "contributors": len(rows), "weight_sum_ppm": sum(r["weight_ppm"] for r in rows),
+        "impact_method": f"{measured.method} on {measured.examples_used}/{measured.examples_total} holdout examples",
+        "impact_lm_calls": measured.lm_calls, "weights": _markdown(rows),
+    }, markdown=("weights",))
+
+
+def _markdown(rows: list[dict]) -> str:
+    columns = list(REWARDS_SCHEMA)
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows])
+
+
+def build_contributor_rewards(partitions: dg.PartitionsDefinition, group: str) -> dg.AssetsDefinition:
+    collect = collector("contributor_rewards", lambda rows: pl.DataFrame(rows, schema=REWARDS_SCHEMA))
+    return per_program_asset("contributor_rewards", reward_program, collect, partitions=partitions, group=group, kinds={"polars"},
+                             description="Reward weights (ppm, summing to 1,000,000): volume, outcome quality and leave-one-out demo impact. One step per program.")

@@ -1,0 +1,1 @@
+"""Stage 5: scoring baseline and candidate on the same held-out examples; DeltaOne, exactly."""

@@ -1,0 +1,1 @@
+"""Stage 4: recompiling a program with a teleprompter, and checking the prompts it produced."""

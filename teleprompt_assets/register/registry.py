@@ -1,0 +1,608 @@
+"""MLflow model registry: one registered model per program, lineage tags, champion alias.
+
+A version is identified by what it contains (programHash) and the data window it learned from;
+registering the same pair again returns the existing version, so re-running a partition never
+creates a second one. The ``champion`` alias marks the serving version; every move is recorded in
+the version's tags so the history of promotions and rollbacks can be read back from MLflow.
+
+Crashes and concurrent runs (issue 8):
+- a version is created with all its lineage tags in one registry transaction, so none exists
+  without them;
+- registration of one program and window is serialized by an OS file lock under
+  ``TELEPROMPT_HOME/locks`` (released by the kernel if the holder dies), and the existing-version
+  check is repeated once the lock is held; when writers share no lock folder (several machines),
+  the lowest version number wins and a writer that lost the race deletes its own version;
+- a promotion records its tags before it moves the alias, and a re-run completes a promotion that
+  was interrupted after the move;
+- a lookup that gets no answer from the tracking server raises: only the registry saying "not
+  found" means there is no champion or no such version (:func:`absent`).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from fractions import Fraction
+from pathlib import Path, PurePosixPath
+from typing import Any, Literal, get_args, get_origin
+from urllib.parse import unquote, urlsplit
+
+import cloudpickle
+import dspy
+import mlflow
+from mlflow import MlflowClient
+from mlflow.dspy.wrapper import DspyModelWrapper
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import Model, ModelSignature
+from mlflow.types.schema import AnyType, ColSpec, Schema
+from eth_utils import keccak
+
+from teleprompt_assets.register import promotion
+from teleprompt_assets.evaluate.deltaone import SCALE
+from teleprompt_assets.optimize.teleprompters import load_state
+from teleprompt_assets.core.spec import ProgramSpec
+
+CHAMPION = "champion"
+STATE_ARTIFACT = "program_state.json"
+MODEL_ARTIFACT = "program"
+SAMPLE_ARTIFACT = "sample_input.json"
+LOCK_TIMEOUT_ENV = "TELEPROMPT_REGISTRY_LOCK_TIMEOUT_S"
+DEFAULT_LOCK_TIMEOUT_S = 600.0
+
+
+class RegistryBusy(TimeoutError):
+    """Another run kept the registration lock of this program and window past the timeout; nothing was written."""
+
+
+def canonical_state_bytes(state: dict[str, Any]) -> bytes:
+    return json.dumps(state, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def program_hash(state: dict[str, Any]) -> str:
+    """keccak256 of the canonical JSON state: the programHash of DESIGN §7 and §9."""
+    return "0x" + keccak(canonical_state_bytes(state)).hex()
+
+
+def pip_requirements() -> list[str]:
+    """Explicit requirements: inferring them costs seconds per log and adds nothing we don't know."""
+    import eth_account
+    import polars
+
+    return [f"dspy=={dspy.__version__}", f"mlflow=={mlflow.__version__}", f"polars=={polars.__version__}", f"eth-account=={eth_account.__version__}"]
+
+
+# What a version carries of DSPy's settings: only the key MLflow's loader reads. The LM, the adapter
+# and everything else come from the application that loads it (docs/serving.md).
+SERVED_DSPY_SETTINGS: dict[str, Any] = {"callbacks": []}
+_MLFLOW_TYPES = {str: "string", bool: "boolean", int: "long", float: "double"}
+
+
+def _column_type(annotation: Any) -> str | AnyType:
+    if get_origin(annotation) is Literal:
+        kinds = {type(a) for a in get_args(annotation)}
+        annotation = kinds.pop() if len(kinds) == 1 else None
+    return _MLFLOW_TYPES.get(annotation) or AnyType()
+
+
+def model_signature(spec: ProgramSpec) -> ModelSignature:
+    """The program's inputs (its ``forward`` parameters) and outputs, typed as its predictors declare
+    them, so a serving app (and MLflow's pyfunc) knows what to pass and what comes back."""
+    declared: dict[str, Any] = {}
+    for predictor in spec.build().predictors():
+        for field_name, field in predictor.signature.fields.items():
+            declared.setdefault(field_name, field.annotation)
+
+    def columns(names: tuple[str, ...]) -> Schema:
+        return Schema([ColSpec(_column_type(declared.get(n)), n) for n in names])
+
+    return ModelSignature(inputs=columns(spec.input_fields), outputs=columns(spec.output_fields))
+
+
+class _ServedDspyFlavor:
+    """``mlflow.dspy``, less the logging process's DSPy settings.
+
+    ``mlflow.dspy.save_model`` pickles all of ``dspy.settings`` with the program, and
+    ``mlflow.dspy.load_model`` configures DSPy with them: loading a version replaced the LM an
+    application had configured with the pipeline's (None: "No LM is loaded"). The program is pickled
+    again beside the same MLmodel with :data:`SERVED_DSPY_SETTINGS` only, so loading leaves the
+    application's LM, adapter and other settings as they are.
+    """
+
+    @staticmethod
+    def save_model(path: str, mlflow_model: Model, model: dspy.Module, validate_serving_input: bool = True, **kwargs: Any) -> None:
+        mlflow.dspy.save_model(model, path, mlflow_model=mlflow_model, **kwargs)
+        wrapper = DspyModelWrapper(model, dict(SERVED_DSPY_SETTINGS))
+        wrapper.output_schema = mlflow_model.signature.outputs if mlflow_model.signature else None
+        Path(path, mlflow_model.flavors["dspy"]["model_path"]).write_bytes(cloudpickle.dumps(wrapper))
+
+
+def _log_program(spec: ProgramSpec, program: dspy.Module, sample: dict[str, Any] | None) -> Any:
+    """Log with its signature and sample input, explicit requirements (inferring them costs seconds),
+    and no check that runs the sample: that needs an LM, and a version carries none."""
+    return Model.log(
+        None, _ServedDspyFlavor, name=MODEL_ARTIFACT, flavor_name="mlflow.dspy", model=program, signature=model_signature(spec),
+        input_example=sample, pip_requirements=pip_requirements(), validate_serving_input=False,
+    )
+
+
+def _sample(artifacts: dict[str, str] | None) -> dict[str, Any] | None:
+    text = (artifacts or {}).get(SAMPLE_ARTIFACT)
+    return json.loads(text) if text else None
+
+
+@dataclass(frozen=True)
+class RegisteredVersion:
+    name: str
+    version: int
+    run_id: str
+    program_hash: str
+    created: bool
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+def absent(exc: MlflowException) -> bool:
+    """The registry answered that the model, version or alias asked for does not exist (a missing
+    alias comes as INVALID_PARAMETER_VALUE), rather than not answering: a tracking server that is
+    down, timing out or failing. Only an answer means "none". Taking an outage for an empty
+    registry measures a candidate against the uncompiled program instead of the champion, promotes
+    without recording the champion it replaces, and skips the check that a new version is the
+    lowest of its program and window."""
+    return exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
+
+
+def find_versions(client: MlflowClient, name: str, prog_hash: str, window: str) -> list[ModelVersion]:
+    """Every version of ``name`` holding ``prog_hash`` for ``window``, lowest number first."""
+    try:
+        found = client.search_model_versions(f"name = '{name}' and tags.program_hash = '{prog_hash}' and tags.window = '{window}'")
+    except MlflowException as exc:
+        if not absent(exc):
+            raise
+        return []
+    return sorted(found, key=lambda v: int(v.version))
+
+
+def find_version(client: MlflowClient, name: str, prog_hash: str, window: str) -> ModelVersion | None:
+    found = find_versions(client, name, prog_hash, window)
+    return found[0] if found else None
+
+
+@contextmanager
+def registration_lock(lock_dir: Path, name: str, window: str, timeout_s: float | None = None) -> Iterator[None]:
+    """Hold the lock of (registered model, window): one registering writer at a time per machine.
+
+    An ``flock`` on a file: the kernel releases it when the holder exits or is killed, so a crash
+    never leaves it stuck. Waits up to ``timeout_s`` (``TELEPROMPT_REGISTRY_LOCK_TIMEOUT_S``,
+    default 600), then raises :class:`RegistryBusy`.
+    """
+    timeout = float(os.environ.get(LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT_S)) if timeout_s is None else timeout_s
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    path = lock_dir / f"{name}.{hashlib.sha256(window.encode('utf-8')).hexdigest()[:16]}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise RegistryBusy(f"{name} window {window}: another run is registering it (lock {path} held for over {timeout:g} s); nothing written") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
+
+
+def champion(client: MlflowClient, name: str) -> ModelVersion | None:
+    """The version ``champion`` points at; None when there is none, an error when the registry does not answer."""
+    try:
+        return client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException as exc:
+        if not absent(exc):
+            raise
+        return None
+
+
+def load_program_state(client: MlflowClient, version: ModelVersion) -> dict[str, Any]:
+    """The JSON state of a version: rebuilt from JSON, not unpickled, when we only need demos."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = client.download_artifacts(version.run_id, STATE_ARTIFACT, tmp)
+        return json.loads(Path(path).read_text())
+
+
+def load_champion(client: MlflowClient, spec: ProgramSpec) -> tuple[dspy.Module, ModelVersion] | None:
+    version = champion(client, spec.registered_model_name)
+    if version is None:
+        return None
+    return load_state(spec, load_program_state(client, version)), version
+
+
+def register(
+    client: MlflowClient,
+    spec: ProgramSpec,
+    program: dspy.Module,
+    state: dict[str, Any],
+    window: str,
+    experiment_id: str,
+    tags: dict[str, Any],
+    artifacts: dict[str, str] | None = None,
+    run_name: str | None = None,
+    lock_dir: Path | None = None,
+) -> RegisteredVersion:
+    """Log the program (mlflow.dspy flavor + JSON state) and register it, unless already registered.
+
+    The version gets a run of its own: a child of the active MLflow run when there is one (the
+    Dagster run's, via dagster-mlflow), else a top-level run. One Dagster run may optimize several
+    programs; a shared run would hold only the last program's files under names they all use.
+
+    ``artifacts`` (file name → text) travel with the version: the A/B report, the per-example
+    scores, the contributor list; :data:`SAMPLE_ARTIFACT` among them is also the model's input
+    example, next to its signature (:func:`model_signature`). The model carries none of DSPy's
+    settings but the callbacks key (:class:`_ServedDspyFlavor`): the LM is the serving app's.
+    ``lock_dir`` (default ``TELEPROMPT_HOME/locks``) holds the registration locks; see
+    :func:`registration_lock`.
+    """
+    name = spec.registered_model_name
+    prog_hash = program_hash(state)
+    existing = find_version(client, name, prog_hash, window)
+    if existing is not None:
+        return RegisteredVersion(name, int(existing.version), existing.run_id, prog_hash, created=False)
+    with registration_lock(lock_dir or _default_lock_dir(), name, window):
+        existing = find_version(client, name, prog_hash, window)  # a concurrent run may have registered it meanwhile
+        if existing is not None:
+            return RegisteredVersion(name, int(existing.version), existing.run_id, prog_hash, created=False)
+        _ensure_registered_model(client, spec)
+        all_tags = {k: str(v) for k, v in tags.items()} | {"program_hash": prog_hash, "window": window, "program": spec.name}
+        active = mlflow.active_run()
+        parent = {"experiment_id": active.info.experiment_id, "nested": True} if active is not None else {"experiment_id": experiment_id}
+        with mlflow.start_run(run_name=run_name or f"{spec.name}:{window}", **parent) as run:
+            mlflow.set_tags(all_tags)
+            with dspy.context(lm=None):
+                info = _log_program(spec, program, _sample(artifacts))
+            mlflow.log_text(canonical_state_bytes(state).decode("utf-8"), STATE_ARTIFACT)
+            for file_name, text in (artifacts or {}).items():
+                mlflow.log_text(text, file_name)
+            # one registry transaction: the version and all its lineage tags, or nothing
+            version = client.create_model_version(name, info.model_uri, run_id=run.info.run_id, tags=all_tags, model_id=info.model_id)
+        winner = find_version(client, name, prog_hash, window)
+        if winner is not None and int(winner.version) != int(version.version):  # raced a writer on another machine: the lowest wins
+            client.delete_model_version(name, str(version.version))
+            return RegisteredVersion(name, int(winner.version), winner.run_id, prog_hash, created=False)
+    return RegisteredVersion(name, int(version.version), run.info.run_id, prog_hash, created=True)
+
+
+def _ensure_registered_model(client: MlflowClient, spec: ProgramSpec) -> None:
+    try:
+        client.get_registered_model(spec.registered_model_name)
+    except MlflowException:
+        try:
+            client.create_registered_model(spec.registered_model_name, description=f"Optimized versions of the DSPy program '{spec.name}' ({spec.config.module}).")
+        except MlflowException:
+            client.get_registered_model(spec.registered_model_name)
+
+
+def promote_if_better(client: MlflowClient, name: str, version: int, baseline_version: int, baseline_sum: int, candidate_sum: int, n: int,
+                      min_holdout: int, lock_dir: Path | None = None) -> tuple[bool, str]:
+    """Move ``champion`` to ``version`` if :func:`teleprompt_assets.register.promotion.decide` allows it; a
+    refusal is recorded on the version. Reading the champion, deciding and moving the alias happen
+    under the program's promotion lock, so two runs finishing together cannot both act on the
+    champion they read."""
+    with registration_lock(lock_dir or _default_lock_dir(), name, "champion"):
+        tags = client.get_model_version(name, str(version)).tags
+        current = champion(client, name)
+        serving = None if current is None else promotion.Champion(int(current.version), _window_end(current.tags.get("window")))
+        decision = promotion.decide(promotion.Candidate(
+            version=version, baseline_version=baseline_version, baseline_sum=baseline_sum, candidate_sum=candidate_sum, n=n,
+            window_end=_window_end(tags.get("window")) or "", rolled_back_at=tags.get("rolled_back_at"),
+        ), serving, min_holdout)
+        if decision.promote:
+            promote(client, name, version, decision.reason)
+        elif not tags.get("rolled_back_at"):
+            client.set_model_version_tag(name, str(version), "promotion_refused", decision.reason)
+    return decision.promote, decision.reason
+
+
+def _window_end(window: str | None) -> str | None:
+    return window.split("..")[-1] if window else None
+
+
+def _default_lock_dir() -> Path:
+    from teleprompt_assets.core.settings import load_settings
+
+    return load_settings().home / "locks"
+
+
+def promote(client: MlflowClient, name: str, version: int, reason: str) -> int | None:
+    """Move ``champion`` to ``version``; returns the previous champion. Recorded in both versions' tags.
+
+    The new champion's tags are written before the alias moves and the old one's after, so a crash
+    leaves either the old alias (the re-run promotes again) or the new alias with its record, which
+    a re-run completes (:func:`_complete_promotion`).
+    """
+    previous = champion(client, name)
+    if previous is not None and int(previous.version) == version:
+        _complete_promotion(client, name, previous, reason)
+        return version
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    client.set_model_version_tag(name, str(version), "promotion_reason", reason)
+    if previous is not None:
+        client.set_model_version_tag(name, str(version), "previous_champion", str(previous.version))
+    client.set_model_version_tag(name, str(version), "promoted_at", now)
+    client.set_registered_model_alias(name, CHAMPION, str(version))
+    if previous is not None:
+        client.set_model_version_tag(name, str(previous.version), "demoted_at", now)
+    return int(previous.version) if previous is not None else None
+
+
+def _complete_promotion(client: MlflowClient, name: str, current: ModelVersion, reason: str) -> None:
+    """The alias already points at ``current``: fill in whatever record a crash left out."""
+    promoted_at = current.tags.get("promoted_at")
+    if not promoted_at:
+        promoted_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        if not current.tags.get("promotion_reason"):
+            client.set_model_version_tag(name, str(current.version), "promotion_reason", reason)
+        client.set_model_version_tag(name, str(current.version), "promoted_at", promoted_at)
+    before = current.tags.get("previous_champion")
+    if before:
+        try:
+            demoted = client.get_model_version(name, before)
+        except MlflowException as exc:
+            if absent(exc):  # the old champion was deleted since: nothing left to mark
+                return
+            raise
+        if not demoted.tags.get("demoted_at"):
+            client.set_model_version_tag(name, before, "demoted_at", promoted_at)
+
+
+def baseline_for(client: MlflowClient, spec: ProgramSpec, prog_hash: str, window: str) -> tuple[dspy.Module, int]:
+    """The program to beat and its version (0 = the uncompiled program).
+
+    A candidate already registered for this window keeps the baseline it was first measured
+    against, so re-running a partition after promotion reproduces the same evaluation.
+    """
+    name = spec.registered_model_name
+    existing = find_version(client, name, prog_hash, window)
+    if existing is not None:
+        base = int(existing.tags.get("base_version", "0"))
+        if base == 0:
+            return spec.build(), 0
+        return load_state(spec, load_program_state(client, client.get_model_version(name, str(base)))), base
+    current = load_champion(client, spec)
+    if current is None:
+        return spec.build(), 0
+    program, version = current
+    return program, int(version.version)
+
+
+def previous_attestation(client: MlflowClient, name: str, before_version: int) -> str | None:
+    """uid of the program's latest attestation on a version older than ``before_version``."""
+    versions = client.search_model_versions(f"name = '{name}'")
+    attested = [v for v in versions if int(v.version) < before_version and v.tags.get("attestation_uid")]
+    return max(attested, key=lambda v: int(v.version)).tags["attestation_uid"] if attested else None
+
+
+class RollbackError(RuntimeError):
+    """The rollback cannot proceed; the champion is left where it was."""
+
+
+class RollbackRefused(RollbackError):
+    """What was asked is not a rollback the rules allow (nothing to roll back, no such version, not
+    back, never served): a wrong input, refused before anything is loaded or recorded."""
+
+
+@dataclass(frozen=True)
+class Rollback:
+    name: str
+    from_version: int
+    to_version: int
+    warnings: tuple[str, ...] = ()
+
+
+class UntrustedModelSource(RuntimeError):
+    """A version's model artifacts lie outside the pipeline's own artifact store; they were not unpickled."""
+
+
+def trusted_model_uri(client: MlflowClient, version: ModelVersion, pipeline_experiment: str | None = None) -> str:
+    """Where ``version``'s model artifacts are, refused unless inside the pipeline experiment's artifact location.
+
+    :func:`register` logs every model into the pipeline experiment (``TELEPROMPT_PIPELINE_EXPERIMENT``),
+    so a version whose source lies anywhere else (another store, another experiment, a ``..`` path)
+    was not registered by this pipeline, and loading it would run whatever its pickle holds.
+    """
+    if pipeline_experiment is None:
+        from teleprompt_assets.core.settings import load_settings
+
+        pipeline_experiment = load_settings().pipeline_experiment
+    what = f"{version.name} v{version.version}"
+    experiment = client.get_experiment_by_name(pipeline_experiment)
+    if experiment is None:
+        raise UntrustedModelSource(f"{what}: this registry has no experiment {pipeline_experiment!r}, so no model of it can be trusted")
+    uri = client.get_model_version_download_uri(version.name, str(version.version))
+    root = experiment.artifact_location.rstrip("/") + "/"
+    if not uri.startswith(root) or ".." in PurePosixPath(unquote(urlsplit(uri).path)).parts:
+        raise UntrustedModelSource(
+            f"{what}: its model artifacts are at {uri}, outside the pipeline's artifact location {root}; "
+            "not loaded (mlflow.dspy models are pickles: loading one runs code chosen by whoever wrote it)"
+        )
+    return uri
+
+
+def load_registered_model(client: MlflowClient, version: ModelVersion, pipeline_experiment: str | None = None) -> Any:
+    """Unpickle ``version`` with the mlflow.dspy flavor, from this registry's own artifact store only.
+
+    ``mlflow.dspy.load_model`` runs ``cloudpickle.load``. The location is checked by
+    :func:`trusted_model_uri` and loaded as checked, not through a ``models:/`` URI that MLflow's
+    global registry setting would resolve again. DSPy's settings are left as the caller had them,
+    also for versions logged before versions stopped carrying them (those restore ``lm=None``).
+    """
+    uri = trusted_model_uri(client, version, pipeline_experiment)
+    with _dspy_settings_kept():
+        model = mlflow.dspy.load_model(uri)
+    mlflow.clear_active_model()  # loading made it the "active model"; pipeline metrics must not attach to it
+    return model
+
+
+@contextmanager
+def _dspy_settings_kept() -> Iterator[None]:
+    """Put back every global DSPy setting that loading replaced (``mlflow.dspy.load_model`` calls
+    ``dspy.configure`` with the settings pickled with the version)."""
+    live = importlib.import_module("dspy.dsp.utils.settings")  # the module: the package exports its Settings object under the same name
+
+    before = dict(live.main_thread_config)
+    try:
+        yield
+    finally:
+        replaced = {k: v for k, v in before.items() if live.main_thread_config.get(k) is not v}
+        if replaced:
+            dspy.configure(**replaced)
+
+
+def smoke_test(client: MlflowClient, spec: ProgramSpec, version: ModelVersion, lm: dspy.LM) -> None:
+    """The version loads with the mlflow.dspy flavor and answers its recorded sample input with ``lm``."""
+    try:
+        model = load_registered_model(client, version)
+    except UntrustedModelSource as exc:
+        raise RollbackError(str(exc)) from exc
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            sample = json.loads(Path(client.download_artifacts(version.run_id, SAMPLE_ARTIFACT, tmp)).read_text())
+        except (MlflowException, OSError) as exc:
+            raise RollbackError(f"version {version.version} has no {SAMPLE_ARTIFACT} to validate with") from exc
+    with dspy.context(lm=lm):
+        prediction = model(**sample)
+    missing = [f for f in spec.output_fields if getattr(prediction, f, None) in (None, "")]
+    if missing:
+        raise RollbackError(f"version {version.version} loaded but returned no {', '.join(missing)}")
+
+
+def served(version: ModelVersion) -> bool:
+    """It was champion once: promoted by a run, or restored by an earlier rollback."""
+    return bool(version.tags.get("promoted_at") or version.tags.get("restored_at"))
+
+
+def _objections(target: ModelVersion, current: ModelVersion) -> list[str]:
+    """Why moving ``champion`` from ``current`` to ``target`` is not rolling back."""
+    found = []
+    if int(target.version) > int(current.version):
+        found.append(f"rollback moves back; v{target.version} is newer than the champion v{current.version}")
+    if not served(target):
+        found.append(f"{target.name} v{target.version} never served ({_why_not_served(target.tags)})")
+    return found
+
+
+def _why_not_served(tags: dict[str, str]) -> str:
+    """A blocked regression stops the run before promotion is decided, so it leaves no ``promotion_refused``."""
+    if tags.get("promotion_refused"):
+        return tags["promotion_refused"]
+    try:
+        b, c = int(tags["baseline_score"]), int(tags["candidate_score"])
+    except (KeyError, ValueError):
+        return "it was never champion"
+    return f"failed no_regression: C={c} < B={b}" if c < b else "it was never champion"
+
+
+def rollback(client: MlflowClient, spec: ProgramSpec, lm: dspy.LM, to_version: int | None = None, reason: str = "manual rollback",
+             force: bool = False) -> Rollback:
+    """Move ``champion`` back to ``to_version`` (default: the version the current champion replaced).
+
+    Back means to a version that served before (promoted, or restored by a rollback) and is older
+    than the champion: a version that never served may have failed its gates, and a newer one is a
+    promotion, which runs decide. ``force`` overrides both, with a warning recorded in the target's
+    ``forced`` tag. A version from outside the pipeline's artifact store is refused whatever
+    ``force`` says. The target is validated (it loads and runs); then both versions record the event
+    in their tags, and only then does the alias move.
+    """
+    name = spec.registered_model_name
+    current = champion(client, name)
+    if current is None:
+        raise RollbackRefused(f"{name} has no champion to roll back")
+    target_number = to_version if to_version is not None else int(current.tags.get("previous_champion", "0") or 0)
+    if not target_number:
+        raise RollbackRefused(f"{name} v{current.version} replaced no earlier champion; pass --to VERSION")
+    if target_number == int(current.version):
+        raise RollbackRefused(f"{name} v{target_number} is already the champion")
+    try:
+        target = client.get_model_version(name, str(target_number))
+    except MlflowException as exc:
+        if not absent(exc):
+            raise
+        raise RollbackRefused(f"{name} has no version {target_number}") from exc
+    try:
+        trusted_model_uri(client, target)
+    except UntrustedModelSource as exc:
+        raise RollbackError(str(exc)) from exc
+    objections = _objections(target, current)
+    if objections and not force:
+        raise RollbackRefused("; ".join(objections) + "; pass --force to move it anyway")
+    warnings = ("forced: " + "; ".join(objections),) if objections else ()
+    smoke_test(client, spec, target, lm)
+    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    # Record first, move last: a crash in between leaves the old champion serving with the rollback
+    # on record (it is never re-promoted), and repeating the command completes the move.
+    client.set_model_version_tag(name, str(current.version), "rolled_back_at", now)
+    client.set_model_version_tag(name, str(current.version), "rollback_reason", reason)
+    if warnings:
+        client.set_model_version_tag(name, str(target_number), "forced", warnings[0])
+    client.set_model_version_tag(name, str(target_number), "restored_at", now)
+    client.set_model_version_tag(name, str(target_number), "restored_from", str(current.version))
+    client.set_registered_model_alias(name, CHAMPION, str(target_number))
+    return Rollback(name, int(current.version), target_number, warnings)
+
+
+def download_attestation(client: MlflowClient, version: ModelVersion, dest: Path) -> Path:
+    """The evidence bundle stored with a version (``attestation/`` artifacts of its run)."""
+    if not version.tags.get("attestation_uid"):
+        raise LookupError(f"{version.name} v{version.version} has no attestation")
+    return Path(client.download_artifacts(version.run_id, "attestation", str(dest)))
+
+
+def champion_scores(tags: dict[str, str]) -> dict[str, Any] | None:
+    """Held-out means in [0, 1] from a version's tags, which keep sums of quantized scores (B and C of
+    DESIGN section 6, each score × 10^6): mean = sum / (n × 10^6), rounded once to a float. The
+    sums stay, named as sums. None when the version was not scored."""
+    try:
+        b, c, n = int(tags["baseline_score"]), int(tags["candidate_score"]), int(tags["eval_count"])
+    except (KeyError, ValueError):
+        return None
+    if n <= 0:
+        return None
+    return {"baseline_mean": float(Fraction(b, n * SCALE)), "candidate_mean": float(Fraction(c, n * SCALE)), "eval_count": n,
+            "baseline_sum_q": b, "candidate_sum_q": c}
+
+
+def status(client: MlflowClient, spec: ProgramSpec) -> dict[str, Any]:
+    """What a person asks first: which version serves, how it scored, when things last happened."""
+    name = spec.registered_model_name
+    versions = client.search_model_versions(f"name = '{name}'")
+    current = champion(client, name)
+    latest = max(versions, key=lambda v: int(v.version), default=None)
+    attested = [v for v in versions if v.tags.get("attestation_uid")]
+    last_attested = max(attested, key=lambda v: int(v.version), default=None)
+    tags = current.tags if current is not None else {}
+    return {
+        "program": spec.name,
+        "model": name,
+        "versions": len(versions),
+        "champion": int(current.version) if current is not None else None,
+        "champion_window": tags.get("window"),
+        "champion_delta_ppm": tags.get("delta_ppm"),
+        "champion_scores": champion_scores(tags) if current is not None else None,
+        "last_version": int(latest.version) if latest is not None else None,
+        "last_run": latest.tags.get("dagster_run_id") if latest is not None else None,
+        "last_attestation": last_attested.tags["attestation_uid"] if last_attested is not None else None,
+        "attester": last_attested.tags.get("attester") if last_attested is not None else None,
+        "last_window_end": (latest.tags.get("window", "..").split("..")[-1] or None) if latest is not None else None,
+    }

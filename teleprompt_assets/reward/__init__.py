@@ -1,0 +1,1 @@
+"""Stage 7: contributor reward weights, exact to the part per million."""

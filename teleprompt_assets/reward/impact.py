@@ -1,0 +1,47 @@
+"""Leave-one-out credit for a compiled program's demos, measured on the holdout.
+
+A demo's credit is C_full − C_without (quantized holdout score sums), floored at zero: how much
+the program loses when that one demo is taken out. It costs (demos + 1) × holdout program calls;
+when that exceeds the LM-call budget, the first k holdout examples (k as large as the budget
+allows, in holdout order) are used and the report says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import dspy
+
+from teleprompt_assets.evaluate.deltaone import quantize
+from teleprompt_assets.evaluate.scoring import run_one
+from teleprompt_assets.core.spec import Metric
+
+
+@dataclass(frozen=True)
+class DemoImpact:
+    credits: list[tuple[str, int, int]]  # (predictor name, demo index, credit in quantized score units)
+    examples_used: int
+    examples_total: int
+    lm_calls: int
+    method: str = field(default="leave-one-out")
+
+
+def _score(program: dspy.Module, examples: Sequence[dspy.Example], metric: Metric) -> int:
+    return sum(quantize(run_one(program, ex, metric)[0]) for ex in examples)
+
+
+def demo_impact(program: dspy.Module, holdout: Sequence[dspy.Example], metric: Metric, lm: dspy.LM, budget: int) -> DemoImpact:
+    slots = [(name, i) for name, predictor in program.named_predictors() for i in range(len(predictor.demos))]
+    calls_per_example = (len(slots) + 1) * max(1, len(program.predictors()))
+    used = min(len(holdout), budget // calls_per_example) if slots else 0
+    examples = list(holdout[:used])
+    credits: list[tuple[str, int, int]] = []
+    with dspy.context(lm=lm):
+        full = _score(program, examples, metric)
+        for name, index in slots:
+            ablated = program.deepcopy()
+            predictor = dict(ablated.named_predictors())[name]
+            predictor.demos = [d for j, d in enumerate(predictor.demos) if j != index]
+            credits.append((name, index, max(0, full - _score(ablated, examples, metric))))
+    return DemoImpact(credits, used, len(holdout), used * calls_per_example)

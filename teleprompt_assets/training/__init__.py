@@ -1,0 +1,1 @@
+"""Stage 3: the training window as train / dev / holdout, and the metrics learned from it."""

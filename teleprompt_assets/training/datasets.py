@@ -1,0 +1,108 @@
+"""Turning a window of curated traces into train / dev / holdout examples.
+
+The split is a pure function of the trace's normalized inputs (keccak of the text, mod 100), so a
+trace never moves between splits as the window slides, and re-submissions of a message land in the
+same split as the original: they cannot leak the holdout into training.
+"""
+
+from __future__ import annotations
+
+import json
+
+import dspy
+import polars as pl
+from eth_utils import keccak
+
+from teleprompt_assets.curate import quality
+from teleprompt_assets.core.spec import ProgramSpec
+from teleprompt_assets.core.config import SamplingConfig, SplitConfig
+
+SPLITS = ("train", "dev", "holdout")
+
+
+def normalized_inputs(inputs_json: str, fields: tuple[str, ...]) -> str:
+    inputs = json.loads(inputs_json)
+    return "\x1f".join(" ".join(str(inputs.get(f, "")).lower().split()) for f in fields)
+
+
+def bucket(key: str) -> int:
+    return int.from_bytes(keccak(text=key)[:8], "big") % 100
+
+
+def split_of(key: str, split: SplitConfig) -> str:
+    b = bucket(key)
+    return "train" if b < split.train else "dev" if b < split.train + split.dev else "holdout"
+
+
+def training_table(curated: pl.DataFrame, spec: ProgramSpec) -> pl.DataFrame:
+    """One row per distinct normalized input, with a ``split`` column.
+
+    Re-submissions collapse to the earliest trace. When contributors disagree on the label of the
+    same input, the label most of them gave wins (earliest trace on a tie), so a demo or a holdout
+    example never carries two answers for one question.
+    """
+    if curated.is_empty():
+        return curated.with_columns(pl.lit(None, pl.String).alias("input_key"), pl.lit(None, pl.String).alias("split"))
+    keys = [normalized_inputs(s, spec.input_fields) for s in curated["inputs"]]
+    table = curated.with_columns(pl.Series("input_key", keys, pl.String)).sort("timestamp_ms", "trace_id")
+    votes = table.group_by("input_key", "expectations").agg(pl.len().alias("votes"), pl.col("timestamp_ms").min().alias("first_seen"))
+    winners = votes.sort(["votes", "first_seen"], descending=[True, False]).unique(subset=["input_key"], keep="first")
+    table = table.join(winners.select("input_key", "expectations"), on=["input_key", "expectations"], how="semi")
+    table = table.unique(subset=["input_key"], keep="first", maintain_order=True)
+    return table.with_columns(pl.col("input_key").map_elements(lambda k: split_of(k, spec.config.split), return_dtype=pl.String).alias("split"))
+
+
+def sample_train(table: pl.DataFrame, sampling: SamplingConfig, now_ms: int) -> pl.DataFrame:
+    """The table with its train split drawn by ``sampling``; dev and holdout rows stay whole.
+
+    Only training is sampled: evaluation must see the window as it is, or a strategy that favours
+    good outcomes would also flatter the scores. Rows left out did not feed the optimizer, so they
+    are dropped here and never enter the attestation's dataRoot. ``now_ms`` is the partition's end,
+    not the wall clock, so a re-run draws the same rows.
+    """
+    if sampling.strategy == "all" or sampling.size is None or table.is_empty():
+        return table
+    train = table.filter(pl.col("split") == "train")
+    kept = quality.sample(train, sampling, now_ms)
+    return pl.concat([kept, table.filter(pl.col("split") != "train")], how="vertical").sort("timestamp_ms", "trace_id")
+
+
+def capped(rows: pl.DataFrame, cap: int | None) -> pl.DataFrame:
+    """At most ``cap`` rows: those with the smallest trace hash, in time order.
+
+    Scoring 40,000 held-out examples twice costs LM calls without sharpening a 1% decision much
+    (the bootstrap interval shrinks with the square root of n). Trace hashes are keccak outputs, so
+    the smallest ones are a uniform sample, and the same window always yields the same sample.
+    """
+    if cap is None or rows.height <= cap:
+        return rows
+    return rows.sort("trace_hash").head(cap).sort("timestamp_ms", "trace_id")
+
+
+def examples(table: pl.DataFrame, spec: ProgramSpec, split: str) -> list[dspy.Example]:
+    """DSPy examples carrying provenance fields along.
+
+    Outputs come from the ground truth (expectations) when the metric has one, otherwise from what
+    was logged (outcome-only programs learn from outputs that earned good outcomes).
+    """
+    from_outputs = spec.config.metric.kind == "outcome_model"
+    cap = {"holdout": spec.config.split.max_holdout, "dev": spec.config.split.max_dev}.get(split)
+    out = []
+    for row in capped(table.filter(pl.col("split") == split), cap).iter_rows(named=True):
+        inputs = json.loads(row["inputs"])
+        labels = json.loads(row["outputs"] if from_outputs else row["expectations"])
+        fields = {f: inputs[f] for f in spec.input_fields}
+        fields |= {f: labels[f] for f in spec.output_fields if f in labels}
+        extra = {"outcome": json.loads(row["feedback"]).get(spec.config.metric.outcome)} if from_outputs else {}
+        example = dspy.Example(**fields, trace_id=row["trace_id"], trace_hash=row["trace_hash"], contributor=row["contributor"], **extra)
+        out.append(example.with_inputs(*spec.input_fields))
+    return out
+
+
+def training_examples(table: pl.DataFrame, spec: ProgramSpec) -> list[dspy.Example]:
+    """What the optimizer learns from: the train split; for outcome-only programs, only the traces
+    whose outcome was good (≥ 0.5), so demos show what worked rather than everything that was sent."""
+    train = examples(table, spec, "train")
+    if spec.config.metric.kind != "outcome_model":
+        return train
+    return [ex for ex in train if isinstance(ex.get("outcome"), (bool, int, float)) and float(ex.get("outcome")) >= 0.5]

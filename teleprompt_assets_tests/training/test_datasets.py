@@ -1,0 +1,87 @@
+import json
+
+import polars as pl
+from hypothesis import given
+from hypothesis import strategies as st
+
+from teleprompt_assets.training.datasets import examples, sample_train, split_of, training_table
+from teleprompt_assets.core.spec import ProgramSpec, load_project
+from teleprompt_assets.core.config import SplitConfig
+from teleprompt_assets.core.config import SamplingConfig
+from teleprompt_assets.curate.validation import CURATED_SCHEMA
+
+SPEC = load_project("teleprompt.yaml")[1]["ticket_router"]
+
+
+def _row(i: int, message: str, label: str = "billing") -> dict:
+    return {"trace_id": f"t{i}", "timestamp_ms": i, "state": "OK", "experiment_id": "1", "program": "ticket_router",
+            "contributor": "0x" + "a" * 40, "inputs": json.dumps({"message": message}), "outputs": '{"queue": "billing"}',
+            "feedback": "{}", "expectations": json.dumps({"queue": label}), "trace_hash": f"0x{i:064x}"}
+
+
+@given(st.text(max_size=50))
+def test_split_is_a_pure_function_of_the_key(key):
+    split = SplitConfig()
+    assert split_of(key, split) == split_of(key, split) in {"train", "dev", "holdout"}
+
+
+def test_duplicates_collapse_to_the_earliest_and_conflicts_to_the_majority_label():
+    rows = [_row(i, f"message number {i}") for i in range(40)] + [_row(100, "Message  number 3"), _row(101, "message number 3", "sales")]
+    rows += [_row(102, "message number 5", "sales"), _row(103, "message number 5", "sales")]
+    table = training_table(pl.DataFrame(rows, schema=CURATED_SCHEMA), SPEC)
+    assert table.height == 40
+    by_key = {r["input_key"]: r for r in table.iter_rows(named=True)}
+    assert by_key["message number 3"]["trace_id"] == "t3"  # billing: 2 votes against 1
+    assert by_key["message number 5"]["trace_id"] == "t102"  # sales: 2 votes against 1
+    window_grows = training_table(pl.DataFrame(rows + [_row(200, "something new")], schema=CURATED_SCHEMA), SPEC)
+    before = dict(zip(table["trace_id"], table["split"]))
+    assert all(before[t] == s for t, s in zip(window_grows["trace_id"], window_grows["split"]) if t in before)
+
+
+def test_examples_carry_ground_truth_and_provenance():
+    table = training_table(pl.DataFrame([_row(i, f"text {i}") for i in range(30)], schema=CURATED_SCHEMA), SPEC)
+    train = examples(table, SPEC, "train")
+    assert train and all(ex.queue == "billing" and ex.trace_id and ex.trace_hash and ex.contributor for ex in train)
+    assert set(train[0].inputs().keys()) == {"message"}
+
+
+def _weighted_table(n: int = 120) -> pl.DataFrame:
+    labels = ["billing", "technical", "account"]
+    rows = [_row(i * 3_600_000, f"distinct message {i}", labels[i % 3 if i % 5 else 0]) for i in range(n)]
+    frame = pl.DataFrame(rows, schema=CURATED_SCHEMA).with_columns(
+        (pl.col("timestamp_ms") % 7 / 7).alias("quality_weight"), pl.col("expectations").str.json_path_match("$.queue").alias("label"))
+    return training_table(frame, SPEC)
+
+
+def test_sampling_draws_only_the_train_split_and_is_repeatable():
+    table = _weighted_table()
+    others = table.filter(pl.col("split") != "train")
+    train = table.filter(pl.col("split") == "train")
+    now = int(table["timestamp_ms"].max()) + 1
+    assert sample_train(table, SamplingConfig(strategy="all", size=5), now).equals(table)
+    for strategy in ("stratified", "top_outcome", "recency"):
+        config = SamplingConfig(strategy=strategy, size=12)
+        drawn = sample_train(table, config, now)
+        assert drawn.equals(sample_train(table, config, now)), strategy
+        assert drawn.filter(pl.col("split") != "train").sort("trace_id").equals(others.sort("trace_id")), strategy
+        picked = drawn.filter(pl.col("split") == "train")
+        assert picked.height == 12 and picked["trace_id"].is_in(train["trace_id"].to_list()).all(), strategy
+    top = sample_train(table, SamplingConfig(strategy="top_outcome", size=12), now).filter(pl.col("split") == "train")
+    assert top["quality_weight"].min() >= train["quality_weight"].sort(descending=True)[11]
+    strat = sample_train(table, SamplingConfig(strategy="stratified", size=12), now).filter(pl.col("split") == "train")
+    assert strat["label"].value_counts()["count"].to_list() == [4, 4, 4]
+    recent = sample_train(table, SamplingConfig(strategy="recency", size=12, half_life_days=0.5), now).filter(pl.col("split") == "train")
+    assert recent["timestamp_ms"].median() > train["timestamp_ms"].median()
+
+
+def test_holdout_and_dev_are_capped_by_a_fixed_hash_sample():
+    spec = ProgramSpec(SPEC.name, SPEC.config.model_copy(update={"split": SplitConfig(train=20, dev=20, holdout=60, max_holdout=30, max_dev=5)}))
+    table = training_table(pl.DataFrame([_row(i, f"text number {i}") for i in range(200)], schema=CURATED_SCHEMA), spec)
+    holdout = table.filter(pl.col("split") == "holdout")
+    assert holdout.height > 30
+    picked = examples(table, spec, "holdout")
+    assert len(picked) == 30 and [ex.trace_id for ex in picked] == [ex.trace_id for ex in examples(table, spec, "holdout")]
+    assert {ex.trace_hash for ex in picked} == set(holdout.sort("trace_hash")["trace_hash"].head(30))
+    assert [ex.trace_id for ex in picked] == holdout.filter(pl.col("trace_hash").is_in([ex.trace_hash for ex in picked]))["trace_id"].to_list()
+    assert len(examples(table, spec, "dev")) == 5
+    assert len(examples(table, spec, "train")) == table.filter(pl.col("split") == "train").height
