@@ -12,6 +12,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from teleprompt_assets.core.encoding import canonical_bytes
 from teleprompt_assets.attest import eas
 from teleprompt_assets.register import registry
 from teleprompt_assets.attest.bundles import SCHEMA
@@ -42,7 +43,7 @@ def runs():
                 body = json.loads((bundle / "attestation.json").read_text())
                 data = eas.decode_data(SCHEMA, body["message"]["data"])
                 seen.append({
-                    "state": registry.canonical_state_bytes(out["compiled_program"]["state"]),
+                    "state": canonical_bytes(out["compiled_program"]["state"]),
                     "program_json": (bundle / "program.json").read_bytes(),
                     "roots": {k: "0x" + data[k].hex() for k in ("evalRoot", "dataRoot", "rewardsRoot", "programHash")},
                     "attestation": (bundle / "attestation.json").read_bytes(),
@@ -57,7 +58,7 @@ def runs():
             logged = registry.download_attestation(client, versions[0], artifacts)
             state_artifact = registry.load_program_state(client, versions[0])
             yield {"runs": seen, "store": store, "versions": versions, "outbox": sorted((settings.outbox / PROGRAM).iterdir()),
-                   "logged": _bundle_bytes(logged), "state_artifact": registry.canonical_state_bytes(state_artifact)}
+                   "logged": _bundle_bytes(logged), "state_artifact": canonical_bytes(state_artifact)}
     finally:
         shutil.rmtree(dest, ignore_errors=True)
 

@@ -44,7 +44,7 @@ from teleprompt_assets.attest import eas
 from teleprompt_assets.attest.bundles import FILES, PACKAGE_FILE, SCHEMA, Evidence, build_bundle, default_domain, verify_bundle
 from teleprompt_assets.optimize.teleprompters import program_state
 from teleprompt_assets.core.spec import load_project
-from teleprompt_assets.register.registry import canonical_state_bytes
+from teleprompt_assets.core.encoding import canonical_bytes
 from teleprompt_assets.samples.ticket_traffic import tickets
 from teleprompt_assets_tests.conftest import REPO
 from teleprompt_assets_tests.reliability import fast_tmp  # noqa: F401 - fixture
@@ -228,7 +228,7 @@ def mutate(files: dict[str, bytes], rng: random.Random) -> tuple[dict[str, bytes
         state = json.loads(files["program.json"])
         path = rng.choice(_leaves(state))
         _set(state, path, _mutate_value(_get(state, path), rng))
-        out["program.json"] = canonical_state_bytes(state)
+        out["program.json"] = canonical_bytes(state)
         label = ".".join(map(str, path))
     elif category == "package":
         package = json.loads(files[PACKAGE_FILE])
@@ -287,7 +287,7 @@ def memoized(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_the_unmutated_bundle_verifies(files, evidence, tmp_path):
     folder = _write(files, tmp_path / "clean")
-    assert verify_bundle(folder, SIGNER, registered_program_hash="0x" + keccak(canonical_state_bytes(evidence.program_state)).hex()) == []
+    assert verify_bundle(folder, SIGNER, registered_program_hash="0x" + keccak(canonical_bytes(evidence.program_state)).hex()) == []
     assert to_checksum_address(SIGNER) == SIGNER
 
 

@@ -48,7 +48,7 @@ from teleprompt_assets.attest import eas
 from teleprompt_assets.core.addresses import address_problem, checksummed
 from teleprompt_assets.evaluate.deltaone import bootstrap_ci, delta_ppm, is_deltaone
 from teleprompt_assets.attest.merkle import StandardMerkleTree
-from teleprompt_assets.register.registry import canonical_state_bytes
+from teleprompt_assets.core.encoding import ZERO_ADDRESS, ZERO_BYTES32, canonical_bytes, canonical_json
 
 SCHEMA = (
     "string program,uint64 modelVersion,uint64 baselineVersion,bytes32 programHash,uint256 baselineScore,"
@@ -58,8 +58,7 @@ SCHEMA = (
 EVAL_LEAF = ["bytes32", "uint256", "uint256"]
 DATA_LEAF = ["bytes32"]
 REWARD_LEAF = ["address", "uint256"]
-ZERO_UID = "0x" + "00" * 32
-ZERO_ADDRESS = "0x" + "00" * 20
+ZERO_UID = ZERO_BYTES32
 PACKAGE_FILE = "offchain_package.json"
 MANIFEST_FILE = "manifest.json"
 TREE_FILES = ("eval_tree.json", "data_tree.json", "rewards_tree.json")
@@ -148,7 +147,7 @@ def build_bundle(evidence: Evidence, private_key: bytes, domain: eas.EasDomain |
     qc = [c for _, _, c in evidence.eval_leaves]
     b, c, n = sum(qb), sum(qc), len(qb)
     ci_low, _ = bootstrap_ci(qb, qc, evidence.seed, evidence.resamples, evidence.confidence_pct)
-    program_bytes = canonical_state_bytes(evidence.program_state)
+    program_bytes = canonical_bytes(evidence.program_state)
     program_hash = "0x" + keccak(program_bytes).hex()
     values = [
         evidence.program, evidence.model_version, evidence.baseline_version, bytes.fromhex(program_hash[2:]),
@@ -363,7 +362,7 @@ def package_attester(files: Mapping[str, bytes]) -> str | None:
     try:
         package = json.loads(files[PACKAGE_FILE])
         attestation = json.loads(files["attestation.json"])
-        if not isinstance(package, dict) or set(package) != PACKAGE_KEYS or _canonical(package["sig"]) != _canonical(attestation):
+        if not isinstance(package, dict) or set(package) != PACKAGE_KEYS or canonical_json(package["sig"]) != canonical_json(attestation):
             return None
         signer = package["signer"]
         return signer if address_problem(signer) is None and eas.recover_signer(attestation) == signer else None
@@ -488,11 +487,6 @@ def _bound_problems(docs: Mapping[str, Any]) -> list[str]:
     return problems
 
 
-def _canonical(value: Any) -> str:
-    """One spelling per JSON value, so 2 and 2.0, or 1 and true, do not pass for each other."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
 def _package_problems(docs: Mapping[str, Any], attestation: Mapping[str, Any], expected_signer: str | None) -> list[str]:
     """The package cannot be sealed (it holds the signature), so it must agree with what is."""
     if PACKAGE_FILE not in docs:
@@ -501,7 +495,7 @@ def _package_problems(docs: Mapping[str, Any], attestation: Mapping[str, Any], e
     if not isinstance(package, dict) or set(package) != PACKAGE_KEYS:
         return [f"{PACKAGE_FILE}: must be the EAS SDK's package object, exactly {{sig, signer}}"]
     problems = []
-    if _canonical(package["sig"]) != _canonical(attestation):
+    if canonical_json(package["sig"]) != canonical_json(attestation):
         problems.append(f"{PACKAGE_FILE}: sig is not the attestation in attestation.json")
     signer = package["signer"]
     if (problem := address_problem(signer)) is not None:

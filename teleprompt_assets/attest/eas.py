@@ -24,6 +24,7 @@ from eth_utils.address import to_checksum_address
 
 from teleprompt_assets.core.addresses import checksummed
 from teleprompt_assets.attest.merkle import coerce_abi_value
+from teleprompt_assets.core.encoding import ZERO_ADDRESS, to_hex
 
 __all__ = [
     "ATTEST_TYPES",
@@ -42,7 +43,6 @@ __all__ = [
     "verify_offchain",
 ]
 
-ZERO_ADDRESS = "0x" + "00" * 20
 ZERO_BYTES32 = "0x" + "00" * 32
 OFFCHAIN_VERSION = 2
 PRIMARY_TYPE = "Attest"
@@ -144,10 +144,6 @@ def _checksum(address: str, field: str) -> str:
     return checksummed
 
 
-def _to_hex(raw: bytes) -> str:
-    return "0x" + raw.hex()
-
-
 def _bool(value: Any, field: str) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{field} must be a JSON boolean")
@@ -158,7 +154,7 @@ def schema_uid(schema: str, resolver: str = ZERO_ADDRESS, revocable: bool = True
     """Mirror SchemaRegistry so the UID is known before (or without) registering on-chain."""
     resolver_bytes = bytes.fromhex(_checksum(resolver, "resolver")[2:])
     packed = schema.encode("utf-8") + resolver_bytes + (b"\x01" if revocable else b"\x00")
-    return _to_hex(keccak(packed))
+    return to_hex(keccak(packed))
 
 
 def offchain_uid(
@@ -196,7 +192,7 @@ def offchain_uid(
             bytes(4),  # bump, always 0 in the SDK
         ]
     )
-    return _to_hex(keccak(packed))
+    return to_hex(keccak(packed))
 
 
 def _uint(value: int, bits: int, field: str) -> bytes:
@@ -225,14 +221,14 @@ def sign_offchain(
     """
     message = {
         "version": OFFCHAIN_VERSION,
-        "schema": _to_hex(_bytes(schema, "schema", 32)),
+        "schema": to_hex(_bytes(schema, "schema", 32)),
         "recipient": _checksum(recipient, "recipient"),
         "time": str(_to_int(time, "time")),
         "expirationTime": str(_to_int(expiration_time, "expirationTime")),
         "revocable": _bool(revocable, "revocable"),
-        "refUID": _to_hex(_bytes(ref_uid, "refUID", 32)),
-        "data": _to_hex(_bytes(data, "data")),
-        "salt": _to_hex(_bytes(salt if salt is not None else secrets.token_bytes(32), "salt", 32)),
+        "refUID": to_hex(_bytes(ref_uid, "refUID", 32)),
+        "data": to_hex(_bytes(data, "data")),
+        "salt": to_hex(_bytes(salt if salt is not None else secrets.token_bytes(32), "salt", 32)),
     }
     uid = _uid_of_message(message)
     try:

@@ -26,6 +26,8 @@ from eth_account.signers.local import LocalAccount
 from eth_hash.auto import keccak
 from eth_utils.address import to_checksum_address
 
+from teleprompt_assets.core.urls import redact_url
+
 Errors = Mapping[str, str] | Iterable[str]
 """Custom error signatures a contract may revert with (``"NotFound()"``), or a mapping from each to
 what it means for the caller."""
@@ -40,13 +42,6 @@ class OnchainError(RuntimeError):
     def __init__(self, message: str, revert_data: bytes | None = None) -> None:
         super().__init__(message)
         self.revert_data = revert_data
-
-
-def redact_url(url: str) -> str:
-    """Scheme and host only: provider URLs carry API keys in the path, query or userinfo."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or "?"
-    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
 
 
 def _is_loopback(host: str | None) -> bool:

@@ -21,20 +21,13 @@ from typing import Any
 from eth_abi.abi import encode as abi_encode
 from eth_hash.auto import keccak
 
+from teleprompt_assets.core.encoding import from_hex, to_hex
+
 __all__ = ["StandardMerkleTree", "coerce_abi_value", "leaf_hash", "node_hash", "verify_proof"]
 
 FORMAT = "standard-v1"
 _NODE_HEX = re.compile(r"^0x[0-9a-f]{64}$")
 _ARRAY_SUFFIX = re.compile(r"^(.*)\[(\d*)\]$")
-
-
-def _to_hex(data: bytes) -> str:
-    return "0x" + data.hex()
-
-
-def _hex_to_bytes(value: str) -> bytes:
-    text = value[2:] if value[:2] in ("0x", "0X") else value
-    return bytes.fromhex(text)
 
 
 def coerce_abi_value(abi_type: str, value: Any) -> Any:
@@ -57,7 +50,7 @@ def coerce_abi_value(abi_type: str, value: Any) -> Any:
             return int(value, 16) if value[:2] in ("0x", "0X") else int(value, 10)
         return int(value)
     if abi_type.startswith("bytes"):
-        return _hex_to_bytes(value) if isinstance(value, str) else bytes(value)
+        return from_hex(value) if isinstance(value, str) else bytes(value)
     return value
 
 
@@ -71,7 +64,7 @@ def _to_json(abi_type: str, value: Any) -> Any:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, (bytes, bytearray, memoryview)):
-        return _to_hex(bytes(value))
+        return to_hex(bytes(value))
     return value
 
 
@@ -188,7 +181,7 @@ class StandardMerkleTree:
 
     @property
     def root(self) -> str:
-        return _to_hex(self._tree[0])
+        return to_hex(self._tree[0])
 
     @property
     def leaf_encoding(self) -> list[str]:
@@ -215,7 +208,7 @@ class StandardMerkleTree:
         proof = _proof_for(self._tree, tree_index)
         if _process_proof(self._tree[tree_index], proof) != self._tree[0]:
             raise AssertionError("Unable to prove value")
-        return [_to_hex(node) for node in proof]
+        return [to_hex(node) for node in proof]
 
     def verify(self, value_or_index: int | Sequence[Any], proof: Sequence[str]) -> bool:
         if isinstance(value_or_index, int):
@@ -232,7 +225,7 @@ class StandardMerkleTree:
         return {
             "format": FORMAT,
             "leafEncoding": list(self._leaf_encoding),
-            "tree": [_to_hex(node) for node in self._tree],
+            "tree": [to_hex(node) for node in self._tree],
             "values": [{"value": list(v.value), "treeIndex": v.tree_index} for v in self._values],
         }
 
@@ -302,8 +295,8 @@ def verify_proof(
     proof: Sequence[str | bytes],
 ) -> bool:
     """Check a proof without the tree, which is all a claimant or contract has."""
-    expected = _hex_to_bytes(root) if isinstance(root, str) else bytes(root)
-    nodes = [_hex_to_bytes(p) if isinstance(p, str) else bytes(p) for p in proof]
+    expected = from_hex(root) if isinstance(root, str) else bytes(root)
+    nodes = [from_hex(p) if isinstance(p, str) else bytes(p) for p in proof]
     if len(expected) != 32 or any(len(n) != 32 for n in nodes):
         raise ValueError("root and proof nodes must be 32 bytes")
     return _process_proof(leaf_hash(leaf_encoding, value), nodes) == expected

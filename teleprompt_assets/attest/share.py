@@ -13,7 +13,8 @@ import zlib
 from typing import Any
 from urllib.parse import quote
 
-ZERO_ADDRESS = "0x" + "00" * 20
+from teleprompt_assets.core.encoding import ZERO_ADDRESS
+
 ZERO_UID = "0x" + "00" * 32
 EXPLORERS = {1: "https://easscan.org", 11155111: "https://sepolia.easscan.org", 10: "https://optimism.easscan.org", 8453: "https://base.easscan.org"}
 

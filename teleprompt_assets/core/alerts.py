@@ -21,6 +21,8 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from teleprompt_assets.core.config import WEBHOOK_ENV, AlertsConfig
+from teleprompt_assets.core.outcomes import outcome_value
+from teleprompt_assets.core.urls import redact_url
 
 Severity = Literal["info", "warning", "error"]
 
@@ -71,10 +73,7 @@ def payload(alert: Alert) -> dict:
     return {"text": f"{alert.title}: {alert.text}"[:3000], "blocks": blocks}
 
 
-def redact(url: str) -> str:
-    """Scheme and host only: incoming-webhook URLs carry their secret in the path."""
-    parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or '?'}" + (f":{parts.port}" if parts.port else "")
+redact = redact_url
 
 
 def _scrub(message: str, url: str) -> str:
@@ -140,24 +139,6 @@ def quarantine_rate_alert(program: str, day: str, rate: float, read: int | None,
                  f"{rate:.1%} of the day's traces broke the trace contract (threshold {threshold:.1%}). "
                  "See the quarantined_traces asset's `reasons` metadata.",
                  "warning", {"program": program, "day": day, "quarantine_rate": round(rate, 4), "traces_read": "?" if read is None else read})
-
-
-def outcome_value(value: Any) -> float | None:
-    """An outcome as a number: booleans 0/1, numbers, numeric or true/false strings; anything else None."""
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, int | float):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, str):
-        text = value.strip().lower()
-        if text in ("true", "false"):
-            return float(text == "true")
-        try:
-            number = float(text)
-        except ValueError:
-            return None
-        return number if math.isfinite(number) else None
-    return None
 
 
 def outcome_stats(feedback_rows: Iterable[str | Mapping | None]) -> dict[str, tuple[float, int]]:

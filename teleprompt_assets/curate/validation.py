@@ -24,16 +24,13 @@ from teleprompt_assets.core.addresses import address_problem
 from teleprompt_assets.ingest.tracing import CONTRIBUTOR_TAG, PROGRAM_TAG
 from teleprompt_assets.ingest.traces import RAW_SCHEMA
 from teleprompt_assets.core.config import MAX_PAYLOAD_CHARS
+from teleprompt_assets.core.encoding import canonical_bytes
 
 if TYPE_CHECKING:
     from teleprompt_assets.core.spec import ProgramSpec
 
 CURATED_SCHEMA: dict[str, pl.DataType] = {**RAW_SCHEMA, "trace_hash": pl.String}
 QUARANTINE_SCHEMA: dict[str, pl.DataType] = {**RAW_SCHEMA, "reason": pl.String, "detail": pl.String}
-
-def _dump_canonical(content: Mapping[str, Any]) -> bytes:
-    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
-
 
 def canonical_json(row: Mapping[str, Any]) -> bytes:
     content = {
@@ -46,7 +43,7 @@ def canonical_json(row: Mapping[str, Any]) -> bytes:
         "feedback": json.loads(row["feedback"]),
         "expectations": json.loads(row["expectations"]),
     }
-    return _dump_canonical(content)
+    return canonical_bytes(content)
 
 
 def trace_hash(row: Mapping[str, Any]) -> str:
@@ -138,7 +135,7 @@ def _check(row: Mapping[str, Any], spec: ProgramSpec, now_ms: int, ranges: Mappi
     if metric.kind == "outcome_model" and feedback.get(metric.outcome) is None:
         return "missing_outcome", f"no {metric.outcome!r} feedback; the outcome model learns from it"
     try:
-        # Same bytes as _dump_canonical(content) (top-level keys in sorted order), with the repeated
+        # Same bytes as canonical_bytes(content) (top-level keys in sorted order), with the repeated
         # parts (outputs, feedback, expectations) serialized once per distinct value.
         return b"".join((
             b'{"contributor":', _canon_tag(row["contributor"]), b',"expectations":', _cached_canon(row["expectations"] or "{}"),
@@ -153,11 +150,7 @@ def _check(row: Mapping[str, Any], spec: ProgramSpec, now_ms: int, ranges: Mappi
 
 
 _encode_string = json.encoder.encode_basestring  # a JSON string literal, non-ASCII kept (as ensure_ascii=False)
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-
-
-def _canon(value: Any) -> bytes:
-    return _CANONICAL.encode(value).encode("utf-8")
+_canon = canonical_bytes
 
 
 _canon_tag = lru_cache(maxsize=65_536)(_canon)

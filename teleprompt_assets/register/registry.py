@@ -48,6 +48,7 @@ from mlflow.types.schema import AnyType, ColSpec, Schema
 from eth_utils import keccak
 
 from teleprompt_assets.register import promotion
+from teleprompt_assets.core.encoding import canonical_bytes
 from teleprompt_assets.evaluate.deltaone import SCALE
 from teleprompt_assets.optimize.teleprompters import load_state
 from teleprompt_assets.core.spec import ProgramSpec
@@ -64,13 +65,9 @@ class RegistryBusy(TimeoutError):
     """Another run kept the registration lock of this program and window past the timeout; nothing was written."""
 
 
-def canonical_state_bytes(state: dict[str, Any]) -> bytes:
-    return json.dumps(state, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
 def program_hash(state: dict[str, Any]) -> str:
     """keccak256 of the canonical JSON state: the programHash of DESIGN §7 and §9."""
-    return "0x" + keccak(canonical_state_bytes(state)).hex()
+    return "0x" + keccak(canonical_bytes(state)).hex()
 
 
 def pip_requirements() -> list[str]:
@@ -272,7 +269,7 @@ def register(
             mlflow.set_tags(all_tags)
             with dspy.context(lm=None):
                 info = _log_program(spec, program, _sample(artifacts))
-            mlflow.log_text(canonical_state_bytes(state).decode("utf-8"), STATE_ARTIFACT)
+            mlflow.log_text(canonical_bytes(state).decode("utf-8"), STATE_ARTIFACT)
             for file_name, text in (artifacts or {}).items():
                 mlflow.log_text(text, file_name)
             # one registry transaction: the version and all its lineage tags, or nothing

@@ -19,6 +19,7 @@ from typing import Any
 import dspy
 import polars as pl
 
+from teleprompt_assets.core.outcomes import probability
 from teleprompt_assets.training import outcome_model
 from teleprompt_assets.core.spec import Metric, ProgramSpec
 
@@ -45,7 +46,7 @@ def _rows(table: pl.DataFrame, spec: ProgramSpec, split: str) -> list[outcome_mo
     name, fields = spec.config.metric.outcome, outcome_fields(spec)
     rows = []
     for row in table.filter(pl.col("split") == split).iter_rows(named=True):
-        target = outcome_model.outcome_value(json.loads(row["feedback"]).get(name))
+        target = probability(json.loads(row["feedback"]).get(name))
         if target is not None:
             inputs, outputs = json.loads(row["inputs"]), json.loads(row["outputs"])
             rows.append(({f: inputs.get(f) for f in spec.input_fields}, {f: outputs.get(f) for f in fields}, target))

@@ -182,14 +182,6 @@ class OutcomeModel:
                 "positive_rate": self.positive_rate}
 
 
-def outcome_value(value: object) -> float | None:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, (int, float)) and 0 <= value <= 1:
-        return float(value)
-    return None
-
-
 def _field_spec(name: str, reads: tuple[str, ...], rows: Sequence[Row]) -> FieldSpec:
     values = [normalized(o.get(name)) for _, o, _ in rows]
     if not any(values):

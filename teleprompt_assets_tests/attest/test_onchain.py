@@ -34,7 +34,7 @@ from teleprompt_assets_tests.attest.test_bundles import EVIDENCE, KEY, SIGNER
 
 pytestmark = pytest.mark.e2e  # starts servers or separate processes: `make test-e2e`
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLAIM_SOURCE = REPO / "teleprompt_assets" / "contracts" / "RewardClaim.sol"
 EAS_ARTIFACTS = Path("@ethereum-attestation-service/eas-contracts/artifacts/contracts")
 # Hardhat's default dev accounts (mnemonic "test test ... junk"): public, funded only on local chains.

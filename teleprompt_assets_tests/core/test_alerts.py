@@ -128,7 +128,6 @@ def test_quarantine_rule():
 
 
 def test_outcome_values_and_drift_rule():
-    assert [alerts.outcome_value(v) for v in (True, 0, 0.5, "true", "0.25", "sales", None, float("nan"))] == [1.0, 0.0, 0.5, 1.0, 0.25, None, None, None]
     stats = alerts.outcome_stats(['{"csat": 1, "resolved": true}', '{"csat": 0.5, "resolved": false, "queue": "x"}', None, "{}"])
     assert stats == {"csat": (1.5, 2), "resolved": (1.0, 2)}
     day = {"resolved": (5.0, 20), "csat": (18.0, 20)}

@@ -25,7 +25,7 @@ from teleprompt_assets.core.spec import load_project
 
 pytestmark = pytest.mark.e2e  # starts servers or separate processes: `make test-e2e`
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONTRACT_HEADING = "## The trace contract (how your app logs)"
 
 
