@@ -24,7 +24,7 @@ import pytest
 
 from teleprompt_assets.register import registry
 from teleprompt_assets.definitions import build_definitions
-from teleprompt_assets.defs.assets import REGISTRY_POOL
+from teleprompt_assets.defs.register import REGISTRY_POOL
 from teleprompt_assets.attest.keys import load_attester
 from teleprompt_assets.core.settings import load_settings
 from teleprompt_assets.core.tracking import connect, experiment_id

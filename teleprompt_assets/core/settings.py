@@ -15,6 +15,10 @@ class Settings:
     artifact_root: Path
     config_path: Path
     pipeline_experiment: str
+    mlflow_ui_url: str = "http://127.0.0.1:5000"
+
+    def model_version_url(self, name: str, version: int) -> str:
+        return f"{self.mlflow_ui_url.rstrip('/')}/#/models/{name}/versions/{version}"
 
     @property
     def keystore_dir(self) -> Path:
@@ -44,6 +48,7 @@ def load_settings() -> Settings:
         artifact_root=Path(os.environ.get("TELEPROMPT_ARTIFACT_ROOT") or home / "artifacts").resolve(),
         config_path=Path(os.environ.get("TELEPROMPT_CONFIG", "teleprompt.yaml")).resolve(),
         pipeline_experiment=os.environ.get("TELEPROMPT_PIPELINE_EXPERIMENT", "teleprompt-pipeline"),
+        mlflow_ui_url=os.environ.get("TELEPROMPT_MLFLOW_UI_URL") or "http://127.0.0.1:5000",
     )
 
 

@@ -231,3 +231,35 @@ def reason_codes() -> Mapping[str, str]:
 
 __all__ = ["ACCEPTED_SCHEMA", "Curation", "QualityConfig", "SamplingConfig", "curate", "reason_codes", "sample",
            "sample_recency", "sample_stratified", "sample_top_outcome"]
+
+
+@dataclass(frozen=True)
+class CuratedDay:
+    """One day of one program curated: what was read, accepted and quarantined (read must equal the
+    other two: the ``counts_reconcile`` check)."""
+
+    raw: pl.DataFrame
+    accepted: pl.DataFrame
+    quarantined: pl.DataFrame
+
+    @property
+    def rate(self) -> float:
+        return self.quarantined.height / self.raw.height if self.raw.height else 0.0
+
+    @property
+    def reconciles(self) -> bool:
+        return self.accepted.height + self.quarantined.height == self.raw.height
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {"read": self.raw.height, "accepted": self.accepted.height, "quarantined": self.quarantined.height}
+
+    @property
+    def reasons(self) -> dict[str, int]:
+        q = self.quarantined
+        return dict(q.group_by("reason").len().sort("reason").iter_rows()) if q.height else {}
+
+
+def curate_day(raw: pl.DataFrame, spec: ProgramSpec, config: QualityConfig, *, now_ms: int) -> CuratedDay:
+    result = curate(raw, spec, config, now_ms=now_ms)
+    return CuratedDay(raw, result.accepted, result.quarantined)

@@ -8,6 +8,7 @@ import dagster as dg
 import dagster_mlflow
 from dagster_mlflow.resources import MlFlow
 from mlflow import MlflowClient
+from pydantic import PrivateAttr
 
 from teleprompt_assets.core.spec import ProgramSpec, load_project
 from teleprompt_assets.core.config import ProjectConfig
@@ -16,12 +17,22 @@ from teleprompt_assets.core.tracking import connect, experiment_id
 
 
 class TelepromptResource(dg.ConfigurableResource):
-    """Settings come from the environment (DESIGN §4); fields here override them per deployment."""
+    """Settings come from the environment (DESIGN §4); fields here override them per deployment.
+
+    Resolved once when a run (or a step process) sets the resource up: the settings, and the project
+    read and validated from ``teleprompt.yaml`` once, so every asset of the step sees one config.
+    Outside a run (a sensor, a test calling it directly) each call resolves afresh.
+    """
 
     tracking_uri: str | None = None
     config_path: str | None = None
+    _resolved: tuple[Settings, ProjectConfig, dict[str, ProgramSpec]] | None = PrivateAttr(default=None)
 
-    def settings(self) -> Settings:
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        settings = self._settings()
+        self._resolved = (settings, *load_project(settings.config_path))
+
+    def _settings(self) -> Settings:
         base = load_settings()
         overrides: dict = {}
         if self.tracking_uri:
@@ -30,14 +41,22 @@ class TelepromptResource(dg.ConfigurableResource):
             overrides["config_path"] = Path(self.config_path).resolve()
         return dataclasses.replace(base, **overrides)
 
+    def _project(self) -> tuple[ProjectConfig, dict[str, ProgramSpec]]:
+        if self._resolved is not None:
+            return self._resolved[1], self._resolved[2]
+        return load_project(self.settings().config_path)
+
+    def settings(self) -> Settings:
+        return self._resolved[0] if self._resolved is not None else self._settings()
+
     def client(self) -> MlflowClient:
         return connect(self.settings())
 
     def project(self) -> ProjectConfig:
-        return load_project(self.settings().config_path)[0]
+        return self._project()[0]
 
     def spec(self, name: str) -> ProgramSpec:
-        return load_project(self.settings().config_path)[1][name]
+        return self._project()[1][name]
 
     def experiment_id(self, client: MlflowClient, name: str) -> str:
         return experiment_id(client, self.settings(), name)

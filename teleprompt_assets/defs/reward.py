@@ -1,7 +1,6 @@
 """``contributor_rewards``: reward weights per program, one step per program of the run
 (``defs/fanout.py``): the leave-one-out demo impact calls the LM for every demo."""
 
-from fractions import Fraction
 
 import dagster as dg
 import polars as pl
@@ -32,10 +31,7 @@ def reward_program(teleprompt: TelepromptResource, mlflow: Tracking, key: str, t
     config = teleprompt.project().rewards
     measured = impact.demo_impact(teleprompters.load_state(spec, compiled["state"]), datasets.examples(table, spec, "holdout"),
                                   metrics.window_metric(spec, table)[0], build_lm(), config.impact_budget)
-    credit: dict[str, Fraction] = {}
-    for (_, _, units), demo in zip(measured.credits, compiled["demos"], strict=True):
-        if demo["contributor"]:
-            credit[demo["contributor"]] = credit.get(demo["contributor"], Fraction(0)) + units
+    credit = attribution.demo_credit(measured.credits, compiled["demos"])
     weights = attribution.reward_weights(
         [(d["contributor"], d["feedback"]) for d in compiled["data_traces"]],
         [d["contributor"] for d in compiled["demos"] if d["contributor"]], credit, config,

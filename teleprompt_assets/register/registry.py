@@ -559,6 +559,14 @@ def rollback(client: MlflowClient, spec: ProgramSpec, lm: dspy.LM, to_version: i
     return Rollback(name, int(current.version), target_number, warnings)
 
 
+def record_attestation(client: MlflowClient, name: str, version: int, run_id: str, bundle: Path, uid: str, attester: str) -> None:
+    """Store a published bundle with its version: files first, then the attester, the uid last, so a
+    version never names an attestation whose files it lacks."""
+    client.log_artifacts(run_id, str(bundle), artifact_path="attestation")
+    client.set_model_version_tag(name, str(version), "attester", attester)
+    client.set_model_version_tag(name, str(version), "attestation_uid", uid)
+
+
 def download_attestation(client: MlflowClient, version: ModelVersion, dest: Path) -> Path:
     """The evidence bundle stored with a version (``attestation/`` artifacts of its run)."""
     if not version.tags.get("attestation_uid"):

@@ -134,3 +134,14 @@ def contributor_summary(data_traces: Iterable[Mapping[str, str]], demos: Iterabl
         {"contributor": c, "traces": sorted(supplied.get(c, [])), "demo_traces": sorted(demo_ids.get(c, []))}
         for c in sorted(set(supplied) | set(demo_ids), key=str.lower)
     ]
+
+
+def demo_credit(credits: Iterable[tuple[object, object, Fraction]], demos: Iterable[Mapping[str, object]]) -> dict[str, Fraction]:
+    """Leave-one-out credit per contributor: each demo's measured units go to the contributor of the
+    trace it came from (``credits`` and ``demos`` in the same order, one per demo)."""
+    credit: dict[str, Fraction] = {}
+    for (_, _, units), demo in zip(credits, demos, strict=True):
+        contributor = demo.get("contributor")
+        if contributor:
+            credit[str(contributor)] = credit.get(str(contributor), Fraction(0)) + units
+    return credit

@@ -8,6 +8,7 @@ same split as the original: they cannot leak the holdout into training.
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import dspy
 import polars as pl
@@ -106,3 +107,18 @@ def training_examples(table: pl.DataFrame, spec: ProgramSpec) -> list[dspy.Examp
     if spec.config.metric.kind != "outcome_model":
         return train
     return [ex for ex in train if isinstance(ex.get("outcome"), (bool, int, float)) and float(ex.get("outcome")) >= 0.5]
+
+
+def dataset_hash(table: pl.DataFrame) -> str:
+    """keccak256 over the sorted ``trace_hash:split`` lines: changes if any trace or its split does."""
+    lines = sorted(f"{h}:{s}" for h, s in table.select("trace_hash", "split").iter_rows()) if len(table) else []
+    return "0x" + keccak(text="\n".join(lines)).hex()
+
+
+def sample_input(table: pl.DataFrame, spec: ProgramSpec) -> dict[str, Any]:
+    """One held-out input, kept with a registered version: its MLflow input example, and what a
+    rollback runs to check the version still answers."""
+    rows = table.filter(pl.col("split") == "holdout").head(1)
+    if not len(rows):
+        return {f: "" for f in spec.input_fields}
+    return {k: v for k, v in json.loads(rows["inputs"][0]).items() if k in spec.input_fields}
