@@ -11,7 +11,7 @@ export UV_PYTHON_DOWNLOADS := never
 export UV_COMPILE_BYTECODE := 1
 export LITELLM_LOCAL_MODEL_COST_MAP ?= True
 
-.PHONY: install demo test test-e2e check ui clean
+.PHONY: install demo test test-e2e lint check ui clean
 
 install: $(VENV)/.synced
 
@@ -33,6 +33,12 @@ test: install
 
 test-e2e: install
 	$(BIN)/python -m pytest -q -m e2e
+
+# ruff (lint and import order) and import-linter (each stage imports only from the stages before it;
+# attest loads no MLflow or DSPy; only the Dagster layer imports Dagster): contracts in pyproject.toml.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 check: install
 	mkdir -p $(DAGSTER_HOME)

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     import dagster as dg
 
     from teleprompt_assets.definitions import build_definitions
-    from teleprompt_assets.defs.demo import ensure_dagster_home, run_partition
+    from teleprompt_assets.launch import ensure_dagster_home, run_partition
 
     ensure_dagster_home(scratch / "dagster")
     defs = build_definitions()

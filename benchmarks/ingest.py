@@ -33,6 +33,7 @@ import time
 import uuid
 from datetime import date
 from pathlib import Path
+
 from teleprompt_assets.core.config import QualityConfig
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,12 +55,12 @@ def _templates(home: Path, count: int) -> None:
     """``count`` labeled traces through the real API: the demo's ticket traffic (5 contributors, one
     noisy labeler, one duplicate flooder) plus long (cut-preview) and broken ones, each message
     tagged with a replaceable serial so that copies are distinct tickets."""
-    from teleprompt_assets.ingest.tracing import label_trace, traced_call
-    from teleprompt_assets.core.spec import load_project
-    from teleprompt_assets.samples.ticket_traffic import tickets
-    from teleprompt_assets.samples.seed import day_start_ns
     from teleprompt_assets.core.settings import load_settings
+    from teleprompt_assets.core.spec import load_project
     from teleprompt_assets.core.tracking import connect, experiment_id
+    from teleprompt_assets.ingest.tracing import label_trace, traced_call
+    from teleprompt_assets.samples.seed import day_start_ns
+    from teleprompt_assets.samples.ticket_traffic import tickets
 
     settings = load_settings()
     client = connect(settings)
@@ -145,11 +146,13 @@ def _replicate(db: Path, total: int) -> None:
         info[qi] = info[qi].replace(SERIAL, serial) if info[qi] else info[qi]
         batch["trace_info"].append(tuple(info))
         for row in tags.get(old_id, []):
-            r = list(row); r[tag_cols.index("request_id")] = new_id
+            r = list(row)
+            r[tag_cols.index("request_id")] = new_id
             r[tag_cols.index("value")] = (r[tag_cols.index("value")] or "").replace(old_id, new_id)
             batch["trace_tags"].append(tuple(r))
         for row in metas.get(old_id, []):
-            r = list(row); r[meta_cols.index("request_id")] = new_id
+            r = list(row)
+            r[meta_cols.index("request_id")] = new_id
             r[meta_cols.index("value")] = (r[meta_cols.index("value")] or "").replace(SERIAL, serial)
             batch["trace_request_metadata"].append(tuple(r))
         for row in assessments.get(old_id, []):
@@ -223,11 +226,11 @@ def main(argv: list[str] | None = None) -> int:
 
     import mlflow
 
+    from teleprompt_assets.core.settings import load_settings
+    from teleprompt_assets.core.spec import load_project
+    from teleprompt_assets.core.tracking import connect, experiment_id
     from teleprompt_assets.curate import quality
     from teleprompt_assets.ingest import traces
-    from teleprompt_assets.core.spec import load_project
-    from teleprompt_assets.core.settings import load_settings
-    from teleprompt_assets.core.tracking import connect, experiment_id
 
     settings = load_settings()
     client = connect(settings)

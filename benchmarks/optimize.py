@@ -26,14 +26,13 @@ from typing import Any
 import dspy
 import polars as pl
 
-from teleprompt_assets.training import datasets
-from teleprompt_assets.evaluate import deltaone, scoring
-from teleprompt_assets.training import metrics
-from teleprompt_assets.optimize import teleprompters
 from teleprompt_assets.core.lm import offline_lm
 from teleprompt_assets.core.spec import ProgramSpec, load_project
-from teleprompt_assets.samples import outreach_traffic, ticket_traffic
 from teleprompt_assets.core.usage import metered
+from teleprompt_assets.evaluate import deltaone, scoring
+from teleprompt_assets.optimize import teleprompters
+from teleprompt_assets.samples import outreach_traffic, ticket_traffic
+from teleprompt_assets.training import datasets, metrics
 
 logging.disable(logging.WARNING)
 

@@ -26,7 +26,7 @@ SEQUENTIAL = """
 import sys, time
 import dagster as dg
 from teleprompt_assets.definitions import build_definitions
-from teleprompt_assets.defs.demo import run_partition
+from teleprompt_assets.launch import run_partition
 defs = build_definitions()
 with dg.DagsterInstance.get() as instance:
     for program in sys.argv[2:]:

@@ -24,8 +24,8 @@ from typing import Any
 
 import yaml
 
-from teleprompt_assets.core.spec import load_project
 from teleprompt_assets.core.settings import load_settings
+from teleprompt_assets.core.spec import load_project
 from teleprompt_assets.core.tracking import connect, experiment_id
 from teleprompt_assets_tests.conftest import set_env
 from teleprompt_assets_tests.test_program_matrix import MODULE, SHAPES, Shape, cell_name, project_yaml, run_cell

@@ -35,8 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     from benchmarks.ingest import DAY, build_fixture
 
     build_fixture(args.traces, args.root)
-    from teleprompt_assets.core.spec import load_project
     from teleprompt_assets.core.settings import load_settings
+    from teleprompt_assets.core.spec import load_project
     from teleprompt_assets.core.tracking import connect, experiment_id
     from teleprompt_assets.ingest.traces import count_day
 

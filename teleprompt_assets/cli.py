@@ -18,7 +18,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -30,8 +30,8 @@ if TYPE_CHECKING:
     from mlflow.entities.model_registry import ModelVersion
 
     from teleprompt_assets.attest.eas import EasDomain
-    from teleprompt_assets.core.spec import ProgramSpec
     from teleprompt_assets.core.config import ProjectConfig
+    from teleprompt_assets.core.spec import ProgramSpec
 
 # What the libraries print unless --verbose: every warning (Dagster's Beta/Preview warnings, MLflow's
 # and pydantic's deprecations) in this process and in the step processes it starts, MLflow's INFO
@@ -145,8 +145,8 @@ def _project(settings: Settings) -> tuple[ProjectConfig, dict[str, ProgramSpec]]
     """The program registry, or a UsageError naming the file (and the entry and field) at fault."""
     import yaml
 
-    from teleprompt_assets.core.spec import load_project
     from teleprompt_assets.core.config import ConfigError
+    from teleprompt_assets.core.spec import load_project
 
     path = settings.config_path
     try:
@@ -182,7 +182,7 @@ def _program(settings: Settings, specs: dict[str, ProgramSpec], name: str | None
 
 
 def _today() -> date:
-    return datetime.now(timezone.utc).date()
+    return datetime.now(UTC).date()
 
 
 def _partition_day(day: date | None, project: ProjectConfig, flag: str, settings: Settings) -> date:
@@ -201,8 +201,8 @@ def _partition_day(day: date | None, project: ProjectConfig, flag: str, settings
 
 
 def _domain() -> EasDomain:
-    from teleprompt_assets.core.addresses import AddressError
     from teleprompt_assets.attest.bundles import default_domain
+    from teleprompt_assets.core.addresses import AddressError
 
     try:
         return default_domain()
@@ -237,9 +237,9 @@ def _seed(args: argparse.Namespace) -> int:
     spec = _program(settings, specs, args.program, "--program", [n for n in specs if n in SEEDERS],
                     "sample programs (the ones with demo traffic; an app logs its own)")
     end = _partition_day(args.end, project, "--end", settings)
+    from teleprompt_assets.core.tracking import connect
     from teleprompt_assets.register.registry import load_champion
     from teleprompt_assets.samples.seed import seed_program
-    from teleprompt_assets.core.tracking import connect
 
     champion = load_champion(connect(settings), spec)
     report = seed_program(settings, spec, end, days=args.days, per_day=args.per_day, seed=args.seed, program=champion[0] if champion else None)
@@ -289,8 +289,8 @@ def _rollback(args: argparse.Namespace) -> int:
     settings = load_settings()
     spec = _program(settings, _project(settings)[1], args.program, "program")
     from teleprompt_assets.core.lm import build_lm
-    from teleprompt_assets.register.registry import RollbackError, RollbackRefused, rollback
     from teleprompt_assets.core.tracking import connect
+    from teleprompt_assets.register.registry import RollbackError, RollbackRefused, rollback
 
     try:
         done = rollback(connect(settings), spec, build_lm(), args.to, args.reason, force=args.force)
@@ -310,9 +310,9 @@ def _proof(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     spec = _program(settings, _project(settings)[1], args.program, "--program")
-    from teleprompt_assets.register import registry
     from teleprompt_assets.attest.merkle import StandardMerkleTree
     from teleprompt_assets.core.tracking import connect
+    from teleprompt_assets.register import registry
 
     client = connect(settings)
     version = _version(client, spec, args.version) if args.version else registry.champion(client, spec.registered_model_name)
@@ -373,9 +373,9 @@ def _submit(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     settings = load_settings()
     specs = _project(settings)[1]
-    from teleprompt_assets.register import registry
-    from teleprompt_assets.ingest.traces import count_by_day
     from teleprompt_assets.core.tracking import connect, experiment_id
+    from teleprompt_assets.ingest.traces import count_by_day
+    from teleprompt_assets.register import registry
 
     client = connect(settings)
     today = _today()
@@ -411,9 +411,8 @@ def _run(args: argparse.Namespace) -> int:
     if len(groups) != 1:
         raise UsageError(f"--program: one run takes neighbours in the sorted programs ({', '.join(sorted(specs))}); "
                          f"run {' and '.join(', '.join(g) for g in groups)} separately")
-    import dagster as dg
 
-    from teleprompt_assets.defs.demo import ensure_dagster_home, run_programs
+    from teleprompt_assets.launch import ensure_dagster_home, run_programs
 
     ensure_dagster_home(settings.dagster_home)
     os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home))
@@ -478,7 +477,7 @@ def _demo(args: argparse.Namespace) -> int:
     if _today() - timedelta(days=1) < project.start_date:
         raise UsageError(f"start_date {project.start_date} in {settings.config_path} is after yesterday, the day the demo optimizes; set an earlier start_date")
     _domain()
-    from teleprompt_assets.defs.demo import demo, ensure_dagster_home
+    from teleprompt_assets.launch import demo, ensure_dagster_home
 
     ensure_dagster_home(settings.dagster_home)
     os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home))
@@ -496,7 +495,8 @@ def render_summary(summary: dict) -> str:
     reg = out["registered_version"] | {"champion": out.get("champion_alias", {}).get("champion", False)}
     att = out["deltaone_attestation"]
     seeded = f"seeded {summary['seeded']} traces in {summary['seed_seconds']:.1f} s" if summary["seeded"] else f"reused {summary['reused']} seeded traces"
-    measured = "exact match with ground truth" if method["kind"] != "outcome_model" else f"predicted {method['model']['outcome']} (outcome model, dev Brier {method['calibration_dev'].get('brier', float('nan')):.3f})"
+    brier = method.get("calibration_dev", {}).get("brier", float("nan"))
+    measured = "exact match with ground truth" if method["kind"] != "outcome_model" else f"predicted {method['model']['outcome']} (outcome model, dev Brier {brier:.3f})"
     lines = [
         "",
         f"teleprompt demo — {summary['program']}, partition {summary['day']} (window {summary['window'][0]}..{summary['window'][-1]})",

@@ -5,19 +5,18 @@ from __future__ import annotations
 import os
 
 import dagster as dg
+from dagster_mlflow import end_mlflow_on_run_finished
 
 from teleprompt_assets.attest.bundles import default_domain
+from teleprompt_assets.core.settings import load_settings
+from teleprompt_assets.core.spec import load_project
 from teleprompt_assets.defs.alerting import ALERT_RESOURCE, AlertingResource, build_alerting
 from teleprompt_assets.defs.assets import build_assets
 from teleprompt_assets.defs.automation import build_automation
 from teleprompt_assets.defs.io import LocalTableIOManager
 from teleprompt_assets.defs.jobs import rollback_job
 from teleprompt_assets.defs.partitions import program_day_partitions
-from dagster_mlflow import end_mlflow_on_run_finished
-
 from teleprompt_assets.defs.resources import TelepromptResource, pipeline_tracking
-from teleprompt_assets.core.spec import load_project
-from teleprompt_assets.core.settings import load_settings
 
 OPTIMIZE_JOB = "optimize_program"
 PRELOAD = ["mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store", "alembic.command", "alembic.migration",

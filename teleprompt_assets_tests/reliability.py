@@ -113,11 +113,11 @@ def template() -> Path:
     """
     if not _TEMPLATE:
         children()  # the fork server imports on the other core meanwhile
-        from teleprompt_assets.defs.demo import run_partition
-        from teleprompt_assets.definitions import INGEST_JOB, build_definitions
-        from teleprompt_assets.core.spec import load_project
-        from teleprompt_assets.samples.seed import seed_ticket_router
         from teleprompt_assets.core.settings import load_settings
+        from teleprompt_assets.core.spec import load_project
+        from teleprompt_assets.definitions import INGEST_JOB, build_definitions
+        from teleprompt_assets.launch import run_partition
+        from teleprompt_assets.samples.seed import seed_ticket_router
 
         root = Path(tempfile.mkdtemp(prefix="tp-template-", dir=scratch_root()))
         atexit.register(shutil.rmtree, root, True)
@@ -159,11 +159,11 @@ def warm_home(fast_tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def register_sample(queue: str, window: str = "2026-01-01..2026-01-07", base: int = 0):
     """Register a one-demo ticket_router for ``window`` in the store TELEPROMPT_HOME points at."""
-    from teleprompt_assets.register import registry
-    from teleprompt_assets.optimize.teleprompters import load_state, program_state
-    from teleprompt_assets.core.spec import load_project
     from teleprompt_assets.core.settings import load_settings
+    from teleprompt_assets.core.spec import load_project
     from teleprompt_assets.core.tracking import connect, experiment_id
+    from teleprompt_assets.optimize.teleprompters import load_state, program_state
+    from teleprompt_assets.register import registry
 
     settings = load_settings()
     client = connect(settings)
@@ -197,7 +197,8 @@ def config_with(dest: Path, **optimizer: Any) -> Path:
 def run_job(instance: dg.DagsterInstance, run_config: dict | None = None, assets: list[str] | None = None) -> dg.ExecuteInProcessResult:
     """The optimize job for ticket_router × END (``assets``: re-execute only those, as 'from failure' does)."""
     from teleprompt_assets.definitions import OPTIMIZE_JOB, build_definitions
-    from teleprompt_assets.defs.partitions import DATE, PROGRAM as PROGRAM_DIM
+    from teleprompt_assets.defs.partitions import DATE
+    from teleprompt_assets.defs.partitions import PROGRAM as PROGRAM_DIM
 
     job = build_definitions().resolve_job_def(OPTIMIZE_JOB)
     selection = [dg.AssetKey(a) for a in assets] if assets else None
@@ -294,8 +295,8 @@ def faulty_lm(mode: str, delay_s: float = 0.0) -> dspy.LM:
 
 def use_lm(mode: str, delay_s: float = 0.0, setattr_: Callable[[Any, str, Any], None] = setattr) -> None:
     """Make every step of the pipeline build the faulty LM (``setattr_``: a monkeypatch's, in tests)."""
-    import teleprompt_assets.defs.optimize as compile_
     import teleprompt_assets.defs.evaluate as evaluation
+    import teleprompt_assets.defs.optimize as compile_
     import teleprompt_assets.defs.reward as rewards
 
     for module in (compile_, evaluation, rewards):
@@ -331,7 +332,7 @@ def kill_self_around(owner: Any, attr: str, when: Callable[..., bool] = lambda *
 # and a fresh interpreter per child would pay ~10 s of imports each time.
 
 PRELOAD = [  # the project, and what a run would otherwise import lazily in every child
-    "teleprompt_assets_tests.reliability", "teleprompt_assets.definitions", "teleprompt_assets.defs.demo", "teleprompt_assets.register.registry",
+    "teleprompt_assets_tests.reliability", "teleprompt_assets.definitions", "teleprompt_assets.launch", "teleprompt_assets.register.registry",
     "alembic.command", "alembic.migration", "mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store",
     "mlflow.dspy", "dagster._core.storage.sqlite_storage", "dagster._daemon", "dagster._grpc", "dagster._scheduler", "rich.console",
     "rich.traceback", "git", "fsspec", "cryptography.fernet", "structlog", "watchdog.observers", "upath", "mako.template", "dotenv",
@@ -412,9 +413,9 @@ def _promote_main(env: dict[str, str], scenario: str, name: str, version: int, r
         for var in UNSET:
             os.environ.pop(var, None)
         os.environ.update(env)
-        from teleprompt_assets.register import registry
         from teleprompt_assets.core.settings import load_settings
         from teleprompt_assets.core.tracking import connect
+        from teleprompt_assets.register import registry
 
         SCENARIOS[scenario]()
         registry.promote(connect(load_settings()), name, version, reason)
@@ -432,11 +433,11 @@ def _register_main(env: dict[str, str], lock_dir: str | None, barrier: Any, resu
         for var in UNSET:
             os.environ.pop(var, None)
         os.environ.update(env)
-        from teleprompt_assets.register import registry
-        from teleprompt_assets.optimize.teleprompters import load_state, program_state
-        from teleprompt_assets.core.spec import load_project
         from teleprompt_assets.core.settings import load_settings
+        from teleprompt_assets.core.spec import load_project
         from teleprompt_assets.core.tracking import connect, experiment_id
+        from teleprompt_assets.optimize.teleprompters import load_state, program_state
+        from teleprompt_assets.register import registry
 
         settings = load_settings()
         client = connect(settings)
@@ -524,10 +525,10 @@ def inspect_store() -> Store:
     from mlflow.exceptions import MlflowException
 
     from teleprompt_assets.attest import eas
-    from teleprompt_assets.register import registry
     from teleprompt_assets.attest.bundles import SCHEMA, verify_bundle
     from teleprompt_assets.core.settings import load_settings
     from teleprompt_assets.core.tracking import connect
+    from teleprompt_assets.register import registry
 
     settings = load_settings()
     client = connect(settings)

@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import NamedTuple
 
@@ -24,7 +24,7 @@ from teleprompt_assets_tests.register.test_registry import reg  # noqa: F401 - f
 
 TELEPROMPT = str(Path(sys.executable).with_name("teleprompt"))
 ADDRESS = "0xA2DFbbE547B9fe2Eb36D63B62AE89F1b950f0dD8"
-TODAY = datetime.now(timezone.utc).date()
+TODAY = datetime.now(UTC).date()
 YESTERDAY = TODAY - timedelta(days=1)
 
 

@@ -22,17 +22,27 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from teleprompt_assets.register import registry
-from teleprompt_assets.definitions import build_definitions
-from teleprompt_assets.defs.register import REGISTRY_POOL
 from teleprompt_assets.attest.keys import load_attester
 from teleprompt_assets.core.settings import load_settings
 from teleprompt_assets.core.tracking import connect, experiment_id
-from teleprompt_assets_tests.reliability import (
-    MODEL, children, environment, fresh_store, inspect_store, pipeline_env, register_sample, scratch_root, start_register, start_run,
+from teleprompt_assets.definitions import build_definitions
+from teleprompt_assets.defs.register import REGISTRY_POOL
+from teleprompt_assets.register import registry
+from teleprompt_assets_tests.reliability import (  # noqa: F401 - fixtures
+    MODEL,
+    children,
+    environment,
+    fast_tmp,
+    fresh_store,
+    inspect_store,
+    pipeline_env,
+    register_sample,
+    scratch_root,
+    start_register,
+    start_run,
     wait_child,
+    warm_home,
 )
-from teleprompt_assets_tests.reliability import fast_tmp, warm_home  # noqa: F401 - fixtures
 
 POOLED = ("registered_version", "champion_alias", "deltaone_attestation")
 

@@ -29,14 +29,31 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from teleprompt_assets.register import registry
 from teleprompt_assets.core.settings import load_settings
 from teleprompt_assets.core.tracking import connect
-from teleprompt_assets_tests.reliability import (
-    FAST_RETRY, MODEL, Store, config_with, environment, failure_of, fresh_store, inspect_store, outputs, pipeline_env, register_sample,
-    run_job, scratch_root, start_promote, start_run, step_events, use_lm, wait_child,
+from teleprompt_assets.register import registry
+from teleprompt_assets_tests.reliability import (  # noqa: F401 - fixtures
+    FAST_RETRY,
+    MODEL,
+    Store,
+    config_with,
+    environment,
+    failure_of,
+    fast_tmp,
+    fresh_store,
+    inspect_store,
+    outputs,
+    pipeline_env,
+    register_sample,
+    run_job,
+    scratch_root,
+    start_promote,
+    start_run,
+    step_events,
+    use_lm,
+    wait_child,
+    warm_home,
 )
-from teleprompt_assets_tests.reliability import fast_tmp, warm_home  # noqa: F401 - fixtures
 
 FROM_COMPILE = ["compiled_program", "evaluation_report", "registered_version", "champion_alias", "contributor_rewards", "deltaone_attestation"]
 FROM_REGISTRATION = ["registered_version", "champion_alias", "deltaone_attestation"]
@@ -236,8 +253,8 @@ def test_the_time_limit_cannot_be_swallowed():
 def test_an_lm_outage_while_evaluating_is_not_scored_as_wrong_answers():
     import dspy
 
-    from teleprompt_assets.evaluate import scoring
     from teleprompt_assets.core.spec import load_project
+    from teleprompt_assets.evaluate import scoring
     from teleprompt_assets_tests.conftest import REPO
     from teleprompt_assets_tests.reliability import PROGRAM, faulty_lm
 

@@ -12,12 +12,12 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from teleprompt_assets.core.encoding import canonical_bytes
 from teleprompt_assets.attest import eas
-from teleprompt_assets.register import registry
 from teleprompt_assets.attest.bundles import SCHEMA
+from teleprompt_assets.core.encoding import canonical_bytes
 from teleprompt_assets.core.settings import load_settings
 from teleprompt_assets.core.tracking import connect
+from teleprompt_assets.register import registry
 from teleprompt_assets_tests.reliability import MODEL, PROGRAM, environment, fresh_store, inspect_store, outputs, pipeline_env, run_job, scratch_root
 
 RUNS = 3

@@ -20,9 +20,9 @@ import pytest
 from teleprompt_assets.attest import eas
 from teleprompt_assets.attest.bundles import PACKAGE_FILE, attestation_uid, build_bundle, bundle_attester, verify_bundle, write_bundle
 from teleprompt_assets.attest.merkle import StandardMerkleTree
+from teleprompt_assets_tests.attest.test_bundles import EVIDENCE, KEY, SIGNER
 from teleprompt_assets_tests.conftest import REPO
 from teleprompt_assets_tests.interop.node import NODE_MODULES, NODE_TIMEOUT_S, _tool, ensure_node_modules, verify_with_js
-from teleprompt_assets_tests.attest.test_bundles import EVIDENCE, KEY, SIGNER
 
 pytestmark = pytest.mark.e2e  # starts servers or separate processes: `make test-e2e`
 

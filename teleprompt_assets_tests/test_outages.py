@@ -36,7 +36,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import dagster as dg
@@ -44,13 +44,26 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from teleprompt_assets.register import registry
-from teleprompt_assets.ingest import traces
-from teleprompt_assets.core.spec import load_project
 from teleprompt_assets.core.settings import load_settings
+from teleprompt_assets.core.spec import load_project
 from teleprompt_assets.core.tracking import connect, experiment_id
+from teleprompt_assets.ingest import traces
+from teleprompt_assets.register import registry
 from teleprompt_assets_tests.reliability import (
-    END, FAST_RETRY, MODEL, PROGRAM, Store, act_around, environment, failure_of, fresh_store, inspect_store, node_of, pipeline_env, run_job, scratch_root,
+    END,
+    FAST_RETRY,
+    MODEL,
+    PROGRAM,
+    Store,
+    act_around,
+    environment,
+    failure_of,
+    fresh_store,
+    inspect_store,
+    node_of,
+    pipeline_env,
+    run_job,
+    scratch_root,
     single,
 )
 from teleprompt_assets_tests.servers import KillableMlflowServer, killable_mlflow_server, unavailable
@@ -187,7 +200,7 @@ def _span_read_cut_short(server: KillableMlflowServer) -> tuple[str, str]:
         root = client.start_trace("ticket_router", inputs={"message": f"#{n} " + "my parcel never arrived, " * 60}, experiment_id=experiment)
         client.end_trace(root.trace_id, outputs={"queue": "shipping"})
         stamps.append(client.get_trace(root.trace_id).info.request_time)
-    day = datetime.fromtimestamp(stamps[0] / 1000, timezone.utc).date().isoformat()
+    day = datetime.fromtimestamp(stamps[0] / 1000, UTC).date().isoformat()
     with pytest.MonkeyPatch.context() as fault:
         act_around(MlflowClient, "search_traces", server.kill, lambda *a, **k: k.get("include_spans"), before=True, setattr_=fault.setattr)
         answer = _answer(lambda: traces.read_day(client, experiment, day, processes=1)["payload_from"].to_list())

@@ -13,15 +13,13 @@ import dspy
 import polars as pl
 import pytest
 
-from teleprompt_assets.training import datasets
-from teleprompt_assets.evaluate import deltaone, scoring
-from teleprompt_assets.training import metrics
-from teleprompt_assets.optimize import teleprompters
-from teleprompt_assets.evaluate import report
+from teleprompt_assets.core.config import ConfigError, ProgramConfig
 from teleprompt_assets.core.lm import build_lm
 from teleprompt_assets.core.spec import ProgramSpec, load_project
-from teleprompt_assets.core.config import ConfigError, ProgramConfig
 from teleprompt_assets.curate.validation import CURATED_SCHEMA
+from teleprompt_assets.evaluate import deltaone, report, scoring
+from teleprompt_assets.optimize import teleprompters
+from teleprompt_assets.training import datasets, metrics
 from teleprompt_assets_tests.user_programs import traffic
 
 MODULE = "teleprompt_assets_tests.user_programs.support_desk:TriageAndDraft"

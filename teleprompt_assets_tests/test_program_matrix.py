@@ -20,16 +20,14 @@ import polars as pl
 import pytest
 import yaml
 
-from teleprompt_assets.training import datasets
-from teleprompt_assets.evaluate import deltaone, scoring
-from teleprompt_assets.training import metrics
-from teleprompt_assets.optimize import teleprompters
-from teleprompt_assets.optimize import prompt_quality
-from teleprompt_assets.register import registry
 from teleprompt_assets.core.lm import offline_lm
-from teleprompt_assets.core.spec import ProgramSpec, load_project
 from teleprompt_assets.core.settings import load_settings
+from teleprompt_assets.core.spec import ProgramSpec, load_project
 from teleprompt_assets.core.tracking import connect, experiment_id
+from teleprompt_assets.evaluate import deltaone, scoring
+from teleprompt_assets.optimize import prompt_quality, teleprompters
+from teleprompt_assets.register import registry
+from teleprompt_assets.training import datasets, metrics
 from teleprompt_assets_tests.conftest import set_env
 from teleprompt_assets_tests.user_programs import traffic
 

@@ -17,12 +17,12 @@ import pytest
 from mlflow import MlflowClient
 
 from teleprompt_assets.attest.bundles import verify_bundle
-from teleprompt_assets.definitions import INGEST_JOB, build_definitions
-from teleprompt_assets.defs.demo import run_partition
+from teleprompt_assets.core.settings import load_settings
 from teleprompt_assets.core.spec import load_project
+from teleprompt_assets.definitions import INGEST_JOB, build_definitions
+from teleprompt_assets.launch import run_partition
 from teleprompt_assets.register.registry import CHAMPION
 from teleprompt_assets.samples.seed import seed_ticket_router
-from teleprompt_assets.core.settings import load_settings
 from teleprompt_assets_tests.conftest import REPO, set_env, small_window_config
 from teleprompt_assets_tests.servers import mlflow_server, postgres
 
@@ -127,8 +127,9 @@ def test_traces_runs_and_versions_are_in_the_servers_postgres(scale_out):
 
 
 def test_registered_version_is_champion_and_loads_through_the_server(scale_out):
-    from teleprompt_assets.core.lm import offline_lm
     import dspy
+
+    from teleprompt_assets.core.lm import offline_lm
 
     out, client, server = scale_out["out"], scale_out["client"], scale_out["server"]
     reg = out["registered_version"]

@@ -56,8 +56,18 @@ from mlflow import MlflowClient
 from mlflow.entities import ViewType
 
 from teleprompt_assets.attest.keys import KEY_ENV, KEYSTORE_ENV, PASSWORD_ENV
-from teleprompt_assets_tests.reliability import (
-    FaultyEngine, environment, fast_tmp, fresh_store, outputs, pipeline_env, register_sample, run_job, scratch_root, single, warm_home,  # noqa: F401 - fixtures
+from teleprompt_assets_tests.reliability import (  # noqa: F401 - fixtures
+    FaultyEngine,
+    environment,
+    fast_tmp,
+    fresh_store,
+    outputs,
+    pipeline_env,
+    register_sample,
+    run_job,
+    scratch_root,
+    single,
+    warm_home,
 )
 
 PICKLE_HEADS = tuple(bytes([0x80, protocol]) for protocol in range(2, 6))
@@ -272,8 +282,8 @@ def keyed_lm(api_key: str) -> dspy.LM:
 
 @pytest.fixture(scope="module")
 def swept() -> Iterator[Swept]:
-    import teleprompt_assets.defs.optimize as compile_
     import teleprompt_assets.defs.evaluate as evaluation
+    import teleprompt_assets.defs.optimize as compile_
     import teleprompt_assets.defs.reward as rewards
     from teleprompt_assets.core.settings import load_settings
     from teleprompt_assets.core.tracking import connect
@@ -483,11 +493,11 @@ class _RunsCode:
 def test_models_are_unpickled_only_from_the_pipelines_own_artifact_store(warm_home, fast_tmp):
     from urllib.parse import unquote, urlsplit
 
-    from teleprompt_assets.register import registry
     from teleprompt_assets.core.lm import offline_lm
-    from teleprompt_assets.core.spec import load_project
     from teleprompt_assets.core.settings import load_settings
+    from teleprompt_assets.core.spec import load_project
     from teleprompt_assets.core.tracking import connect
+    from teleprompt_assets.register import registry
 
     settings = load_settings()
     client = connect(settings)

@@ -42,9 +42,9 @@ from eth_utils import keccak, to_checksum_address
 
 from teleprompt_assets.attest import eas
 from teleprompt_assets.attest.bundles import FILES, PACKAGE_FILE, SCHEMA, Evidence, build_bundle, default_domain, verify_bundle
-from teleprompt_assets.optimize.teleprompters import program_state
-from teleprompt_assets.core.spec import load_project
 from teleprompt_assets.core.encoding import canonical_bytes
+from teleprompt_assets.core.spec import load_project
+from teleprompt_assets.optimize.teleprompters import program_state
 from teleprompt_assets.samples.ticket_traffic import tickets
 from teleprompt_assets_tests.conftest import REPO
 from teleprompt_assets_tests.reliability import fast_tmp  # noqa: F401 - fixture

@@ -24,7 +24,8 @@ import subprocess
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import date, datetime, time as dtime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
+from datetime import time as dtime
 from pathlib import Path
 from typing import NamedTuple
 
@@ -37,7 +38,7 @@ PROGRAM = "acme_router"
 MODEL = f"teleprompt-{PROGRAM}"
 EXPERIMENT = "acme-support-production"
 
-TODAY = datetime.now(timezone.utc).date()
+TODAY = datetime.now(UTC).date()
 DAY = TODAY - timedelta(days=1)                  # the run's day: the CLI takes days up to yesterday
 START = DAY - timedelta(days=20)                 # the config's start_date
 EMPTY_DAY = DAY - timedelta(days=12)             # on/after start_date, its whole window before any traffic
@@ -167,7 +168,7 @@ def mailbox() -> list[dict]:
             who = ROTA[len(mails) % len(ROTA)]
             label = team if who != "night-shift" or rng.random() >= 0.25 else rng.choice([t for t in TEMPLATES if t != team])
             mails.append({
-                "received_at": (datetime.combine(day, dtime(8), tzinfo=timezone.utc) + timedelta(minutes=16 * i)).isoformat(),
+                "received_at": (datetime.combine(day, dtime(8), tzinfo=UTC) + timedelta(minutes=16 * i)).isoformat(),
                 "email": rng.choice(TEMPLATES[team]).format(n=n), "contributor": CONTRIBUTORS[who], "true_team": team,
                 "label": None if i >= count else label, "csat_if_resolved": rng.choice((0.8, 0.9, 1.0)), "csat_if_not": rng.choice((0.2, 0.3, 0.5)),
             })

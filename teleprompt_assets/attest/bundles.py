@@ -45,10 +45,10 @@ from eth_account import Account
 from eth_utils import keccak
 
 from teleprompt_assets.attest import eas
-from teleprompt_assets.core.addresses import address_problem, checksummed
-from teleprompt_assets.evaluate.deltaone import bootstrap_ci, delta_ppm, is_deltaone
 from teleprompt_assets.attest.merkle import StandardMerkleTree
+from teleprompt_assets.core.addresses import address_problem, checksummed
 from teleprompt_assets.core.encoding import ZERO_ADDRESS, ZERO_BYTES32, canonical_bytes, canonical_json
+from teleprompt_assets.evaluate.deltaone import bootstrap_ci, delta_ppm, is_deltaone
 
 SCHEMA = (
     "string program,uint64 modelVersion,uint64 baselineVersion,bytes32 programHash,uint256 baselineScore,"

@@ -22,8 +22,8 @@ from eth_account.messages import encode_typed_data
 from eth_hash.auto import keccak
 from eth_utils.address import to_checksum_address
 
-from teleprompt_assets.core.addresses import checksummed
 from teleprompt_assets.attest.merkle import coerce_abi_value
+from teleprompt_assets.core.addresses import checksummed
 from teleprompt_assets.core.encoding import ZERO_ADDRESS, to_hex
 
 __all__ = [

@@ -8,7 +8,7 @@ day, so a re-run signs the identical attestation.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
 from teleprompt_assets.attest.bundles import ZERO_UID, Evidence
@@ -32,7 +32,7 @@ def refusal(comparison: Comparison, min_holdout: int) -> str | None:
 
 def attestation_time(day: str) -> int:
     """The end of the partition's day (UTC), in seconds."""
-    return int(datetime.combine(date.fromisoformat(day) + timedelta(days=1), time(0), tzinfo=timezone.utc).timestamp())
+    return int(datetime.combine(date.fromisoformat(day) + timedelta(days=1), time(0), tzinfo=UTC).timestamp())
 
 
 def evidence_of(program: str, day: str, model_version: int, compiled: Mapping[str, Any], evaluation: Mapping[str, Any],

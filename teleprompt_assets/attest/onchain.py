@@ -27,7 +27,6 @@ from eth_hash.auto import keccak
 from eth_utils.address import to_checksum_address
 
 from teleprompt_assets.attest import eas
-from teleprompt_assets.core.addresses import AddressError, checksummed
 from teleprompt_assets.attest.evm import (
     JsonRpc,
     OnchainError,
@@ -40,6 +39,7 @@ from teleprompt_assets.attest.evm import (
     send_transaction,
     to_hex,
 )
+from teleprompt_assets.core.addresses import AddressError, checksummed
 
 __all__ = [
     "ATTEST_TYPEHASH",

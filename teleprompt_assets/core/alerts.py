@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -112,7 +111,7 @@ def send(alert: Alert, webhook_url: str, timeout: float = 5.0, retries: int = 2,
             if exc.code not in RETRY_STATUS:
                 attempts = attempt
                 break
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             last = f"no answer within {timeout:g} s"
         except urllib.error.URLError as exc:
             reason = exc.reason

@@ -234,7 +234,7 @@ class OfflineEngine:
         return {"threshold": self.threshold}
 
     @classmethod
-    def load_state(cls, state: dict) -> "OfflineEngine":
+    def load_state(cls, state: dict) -> OfflineEngine:
         return cls(threshold=state.get("threshold", SIMILARITY_THRESHOLD))
 
 

@@ -98,7 +98,7 @@ class KNNParams(BaseModel):
     max_bootstrapped_demos: int = Field(default=0, ge=0, description="must be 0: no per-call bootstrapping")
 
     @model_validator(mode="after")
-    def _consistent(self) -> "KNNParams":
+    def _consistent(self) -> KNNParams:
         if self.max_bootstrapped_demos:
             raise ValueError(
                 "max_bootstrapped_demos: must be 0. DSPy's KNNFewShot would re-run the teacher on the neighbours of every "
@@ -111,7 +111,7 @@ class KNNParams(BaseModel):
         return self
 
     @classmethod
-    def parse(cls, params: dict[str, Any]) -> "KNNParams":
+    def parse(cls, params: dict[str, Any]) -> KNNParams:
         """Validate, raising ``ValueError("params.<field>: ...")``."""
         for key in params:
             if key in _SET_BY_PIPELINE:

@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from teleprompt_assets.curate import validation
-from teleprompt_assets.core.spec import ProgramSpec
 from teleprompt_assets.core.config import QualityConfig, SamplingConfig
+from teleprompt_assets.core.spec import ProgramSpec
+from teleprompt_assets.curate import validation
 
 QUALITY_REASONS: dict[str, str] = {
     "missing_score": "a metric listed in required_metrics has no valid value",

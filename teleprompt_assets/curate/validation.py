@@ -21,10 +21,10 @@ from Crypto.Hash import keccak as _Keccak
 from eth_utils import is_address, is_checksum_address, keccak
 
 from teleprompt_assets.core.addresses import address_problem
-from teleprompt_assets.ingest.tracing import CONTRIBUTOR_TAG, PROGRAM_TAG
-from teleprompt_assets.ingest.traces import RAW_SCHEMA
 from teleprompt_assets.core.config import MAX_PAYLOAD_CHARS
 from teleprompt_assets.core.encoding import canonical_bytes
+from teleprompt_assets.ingest.traces import RAW_SCHEMA
+from teleprompt_assets.ingest.tracing import CONTRIBUTOR_TAG, PROGRAM_TAG
 
 if TYPE_CHECKING:
     from teleprompt_assets.core.spec import ProgramSpec

@@ -12,7 +12,7 @@ window of closed days so traces that arrive late for an older day trigger a re-r
 
 import json
 import time
-from datetime import date, datetime, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta
 
 import dagster as dg
 
@@ -63,7 +63,7 @@ def build_automation(job, partitions: dg.PartitionsDefinition, programs: list[st
     @dg.schedule(job=job, cron_schedule=config.cron, execution_timezone="UTC", name=config.schedule_name,
                  description=f"{config.cycle} cycle at {config.hour:02d}:00 UTC: every program, on the cycle's last (closed) day, in one run.")
     def optimization_cycle(context: dg.ScheduleEvaluationContext, teleprompt: TelepromptResource):
-        day = (context.scheduled_execution_time.astimezone(timezone.utc) - timedelta(days=1)).date()
+        day = (context.scheduled_execution_time.astimezone(UTC) - timedelta(days=1)).date()
         if day.isoformat() < first_day:
             return dg.SkipReason(f"{day} is before the first partition {first_day}")
         due, skipped = [], []
@@ -96,7 +96,7 @@ def build_automation(job, partitions: dg.PartitionsDefinition, programs: list[st
         """
         cursor = json.loads(context.cursor) if context.cursor else {}
         scans, start = cursor.pop(SCANS, {}), cursor.pop(NEXT, 0)
-        today = datetime.now(timezone.utc).date()
+        today = datetime.now(UTC).date()
         days = [d for d in ((today - timedelta(days=i)).isoformat() for i in range(1, lookback + 1)) if d >= first_day]
         keys = [(program, day) for program in programs for day in days]
         start = start % len(keys) if keys else 0

@@ -3,19 +3,17 @@
 
 import dagster as dg
 
-from teleprompt_assets.training import datasets
-from teleprompt_assets.evaluate import deltaone, scoring
-from teleprompt_assets.training import metrics
-from teleprompt_assets.optimize import teleprompters
-from teleprompt_assets.register import registry
-from teleprompt_assets.evaluate import report
-from teleprompt_assets.defs.optimize import SKIPPED
+from teleprompt_assets.core.lm import build_lm
 from teleprompt_assets.defs.fanout import collector, per_program_asset, staged
 from teleprompt_assets.defs.io import ByPartition
+from teleprompt_assets.defs.optimize import SKIPPED
 from teleprompt_assets.defs.partitions import target_of, window_label
 from teleprompt_assets.defs.resources import TelepromptResource
 from teleprompt_assets.defs.run_tracking import Tracking, track
-from teleprompt_assets.core.lm import build_lm
+from teleprompt_assets.evaluate import deltaone, report, scoring
+from teleprompt_assets.optimize import teleprompters
+from teleprompt_assets.register import registry
+from teleprompt_assets.training import datasets, metrics
 
 
 @dg.op

@@ -3,9 +3,9 @@
 import dagster as dg
 from pydantic import Field
 
-from teleprompt_assets.register import registry
-from teleprompt_assets.defs.resources import TelepromptResource
 from teleprompt_assets.core.lm import build_lm
+from teleprompt_assets.defs.resources import TelepromptResource
+from teleprompt_assets.register import registry
 
 
 class RollbackConfig(dg.Config):

@@ -11,19 +11,17 @@ import time
 import dagster as dg
 import polars as pl
 
-from teleprompt_assets.training import datasets
-from teleprompt_assets.training import metrics
-from teleprompt_assets.optimize import teleprompters
-from teleprompt_assets.optimize import prompt_quality
-from teleprompt_assets.register import registry
 from teleprompt_assets.core import usage
+from teleprompt_assets.core.lm import build_lm
 from teleprompt_assets.defs.checks import Verdict, combined_check
 from teleprompt_assets.defs.fanout import collect_into, programs_in_run, staged
 from teleprompt_assets.defs.io import ByPartition
 from teleprompt_assets.defs.partitions import target_of, window_label
 from teleprompt_assets.defs.resources import TelepromptResource
 from teleprompt_assets.defs.run_tracking import Tracking, track
-from teleprompt_assets.core.lm import build_lm
+from teleprompt_assets.optimize import prompt_quality, teleprompters
+from teleprompt_assets.register import registry
+from teleprompt_assets.training import datasets, metrics
 
 ASSET = "compiled_program"
 SKIPPED = "skipped"  # the one-line reason a program of the run had nothing to optimize; every later stage passes it on

@@ -10,9 +10,9 @@ from dagster_mlflow.resources import MlFlow
 from mlflow import MlflowClient
 from pydantic import PrivateAttr
 
-from teleprompt_assets.core.spec import ProgramSpec, load_project
 from teleprompt_assets.core.config import ProjectConfig
 from teleprompt_assets.core.settings import Settings, load_settings
+from teleprompt_assets.core.spec import ProgramSpec, load_project
 from teleprompt_assets.core.tracking import connect, experiment_id
 
 

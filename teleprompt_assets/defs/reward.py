@@ -5,18 +5,16 @@
 import dagster as dg
 import polars as pl
 
-from teleprompt_assets.reward import attribution
-from teleprompt_assets.training import datasets
-from teleprompt_assets.reward import impact
-from teleprompt_assets.training import metrics
-from teleprompt_assets.optimize import teleprompters
-from teleprompt_assets.defs.optimize import SKIPPED
+from teleprompt_assets.core.lm import build_lm
 from teleprompt_assets.defs.fanout import collector, per_program_asset, staged
 from teleprompt_assets.defs.io import ByPartition
+from teleprompt_assets.defs.optimize import SKIPPED
 from teleprompt_assets.defs.partitions import target_of
 from teleprompt_assets.defs.resources import TelepromptResource
 from teleprompt_assets.defs.run_tracking import Tracking, track
-from teleprompt_assets.core.lm import build_lm
+from teleprompt_assets.optimize import teleprompters
+from teleprompt_assets.reward import attribution, impact
+from teleprompt_assets.training import datasets, metrics
 
 REWARDS_SCHEMA = {"contributor": pl.String, "traces": pl.Int64, "demos": pl.Int64, "impact": pl.Int64, "weight_ppm": pl.Int64}
 

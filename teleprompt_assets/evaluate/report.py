@@ -20,9 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from teleprompt_assets.core.spec import ProgramSpec
 from teleprompt_assets.evaluate.deltaone import SCALE, Comparison, ExampleScore
 from teleprompt_assets.training.outcome_model import MAX_CATEGORIES, categories, normalized
-from teleprompt_assets.core.spec import ProgramSpec
 
 MAX_FLIPS = 20
 BANDS = 10

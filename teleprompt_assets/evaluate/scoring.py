@@ -15,6 +15,7 @@ from dspy.utils.exceptions import AdapterParseError
 from teleprompt_assets.core.spec import Metric
 from teleprompt_assets.evaluate.deltaone import ExampleScore, quantize
 
+
 class EvaluationAborted(RuntimeError):
     """The LM or the program failed on a held-out example: the comparison would measure the outage."""
 

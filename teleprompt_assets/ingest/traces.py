@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from datetime import UTC
 from typing import Any
 
 import polars as pl
@@ -336,9 +337,9 @@ def read_window(client: MlflowClient, experiment_id: str, start_ms: int, end_ms:
 
 
 def day_bounds_ms(day: str) -> tuple[int, int]:
-    from datetime import date, datetime, time, timedelta, timezone
+    from datetime import date, datetime, time, timedelta
 
-    start = datetime.combine(date.fromisoformat(day), time(0), tzinfo=timezone.utc)
+    start = datetime.combine(date.fromisoformat(day), time(0), tzinfo=UTC)
     return int(start.timestamp() * 1000), int((start + timedelta(days=1)).timestamp() * 1000)
 
 

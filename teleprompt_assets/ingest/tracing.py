@@ -19,9 +19,9 @@ from mlflow.entities import AssessmentSource, AssessmentSourceType
 from mlflow.exceptions import MlflowException
 from mlflow.tracing.provider import safe_set_span_in_context
 
+from teleprompt_assets.core.config import DEFAULT_EXPERIMENT
 from teleprompt_assets.core.settings import load_settings
 from teleprompt_assets.core.tracking import experiment_id
-from teleprompt_assets.core.config import DEFAULT_EXPERIMENT
 
 PROGRAM_TAG = "teleprompt.program"
 CONTRIBUTOR_TAG = "teleprompt.contributor"
@@ -105,9 +105,9 @@ def label_trace(
     """
     source = AssessmentSource(source_type=AssessmentSourceType.HUMAN, source_id=contributor)
     for name, value in (feedback or {}).items():
-        _once_stored(lambda: mlflow.log_feedback(trace_id=trace_id, name=name, value=value, source=source))
+        _once_stored(lambda name=name, value=value: mlflow.log_feedback(trace_id=trace_id, name=name, value=value, source=source))
     for name, value in (expectations or {}).items():
-        _once_stored(lambda: mlflow.log_expectation(trace_id=trace_id, name=name, value=value, source=source))
+        _once_stored(lambda name=name, value=value: mlflow.log_expectation(trace_id=trace_id, name=name, value=value, source=source))
 
 
 def _once_stored(log: Callable[[], object]) -> None:

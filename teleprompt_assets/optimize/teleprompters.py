@@ -43,10 +43,10 @@ import dspy
 from dspy.teleprompt.bootstrap import BootstrapFewShot
 from dspy.utils import exceptions as dspy_errors
 
-from teleprompt_assets.core.optimizers import COMPILE_PARAMS, KNN, TELEPROMPTERS
-from teleprompt_assets.optimize import knn
-from teleprompt_assets.core.spec import Metric, ProgramSpec
 from teleprompt_assets.core.config import OptimizerConfig
+from teleprompt_assets.core.optimizers import COMPILE_PARAMS, KNN, TELEPROMPTERS
+from teleprompt_assets.core.spec import Metric, ProgramSpec
+from teleprompt_assets.optimize import knn
 
 OPTIMIZERS: dict[str, type] = TELEPROMPTERS | {KNN: knn.KNNFewShot}  # KNNFewShot: DSPy's algorithm, with a pool that survives save/load
 _USES_METRIC = {"BootstrapFewShot", "BootstrapFewShotWithRandomSearch", "COPRO", "MIPROv2", "GEPA"}

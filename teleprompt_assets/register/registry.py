@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal, get_args, get_origin
@@ -39,19 +39,19 @@ from urllib.parse import unquote, urlsplit
 import cloudpickle
 import dspy
 import mlflow
+from eth_utils import keccak
 from mlflow import MlflowClient
 from mlflow.dspy.wrapper import DspyModelWrapper
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model, ModelSignature
 from mlflow.types.schema import AnyType, ColSpec, Schema
-from eth_utils import keccak
 
-from teleprompt_assets.register import promotion
 from teleprompt_assets.core.encoding import canonical_bytes
+from teleprompt_assets.core.spec import ProgramSpec
 from teleprompt_assets.evaluate.deltaone import SCALE
 from teleprompt_assets.optimize.teleprompters import load_state
-from teleprompt_assets.core.spec import ProgramSpec
+from teleprompt_assets.register import promotion
 
 CHAMPION = "champion"
 STATE_ARTIFACT = "program_state.json"
@@ -333,7 +333,7 @@ def promote(client: MlflowClient, name: str, version: int, reason: str) -> int |
     if previous is not None and int(previous.version) == version:
         _complete_promotion(client, name, previous, reason)
         return version
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     client.set_model_version_tag(name, str(version), "promotion_reason", reason)
     if previous is not None:
         client.set_model_version_tag(name, str(version), "previous_champion", str(previous.version))
@@ -348,7 +348,7 @@ def _complete_promotion(client: MlflowClient, name: str, current: ModelVersion, 
     """The alias already points at ``current``: fill in whatever record a crash left out."""
     promoted_at = current.tags.get("promoted_at")
     if not promoted_at:
-        promoted_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        promoted_at = datetime.now(UTC).isoformat(timespec="seconds")
         if not current.tags.get("promotion_reason"):
             client.set_model_version_tag(name, str(current.version), "promotion_reason", reason)
         client.set_model_version_tag(name, str(current.version), "promoted_at", promoted_at)
@@ -546,7 +546,7 @@ def rollback(client: MlflowClient, spec: ProgramSpec, lm: dspy.LM, to_version: i
         raise RollbackRefused("; ".join(objections) + "; pass --force to move it anyway")
     warnings = ("forced: " + "; ".join(objections),) if objections else ()
     smoke_test(client, spec, target, lm)
-    now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    now = datetime.now(UTC).isoformat(timespec="seconds")
     # Record first, move last: a crash in between leaves the old champion serving with the rollback
     # on record (it is never re-promoted), and repeating the command completes the move.
     client.set_model_version_tag(name, str(current.version), "rolled_back_at", now)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import dspy
 from mlflow import MlflowClient
 
-from teleprompt_assets.register import registry
 from teleprompt_assets.core.settings import load_settings
+from teleprompt_assets.register import registry
 
 
 @dataclass(frozen=True)

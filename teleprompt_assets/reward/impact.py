@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import dspy
 
+from teleprompt_assets.core.spec import Metric
 from teleprompt_assets.evaluate.deltaone import quantize
 from teleprompt_assets.evaluate.scoring import run_one
-from teleprompt_assets.core.spec import Metric
 
 
 @dataclass(frozen=True)

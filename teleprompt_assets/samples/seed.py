@@ -10,19 +10,19 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
-from datetime import date, datetime, time, timedelta, timezone
 
 import dspy
 import mlflow
 
-from teleprompt_assets.ingest.tracing import label_trace, traced_call
 from teleprompt_assets.core.lm import build_lm
+from teleprompt_assets.core.settings import Settings
 from teleprompt_assets.core.spec import ProgramSpec
+from teleprompt_assets.core.tracking import connect, experiment_id
+from teleprompt_assets.ingest.tracing import label_trace, traced_call
 from teleprompt_assets.samples import outreach_traffic
 from teleprompt_assets.samples.ticket_traffic import tickets
-from teleprompt_assets.core.settings import Settings
-from teleprompt_assets.core.tracking import connect, experiment_id
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class SeedReport:
 
 
 def day_start_ns(day: date) -> int:
-    return int(datetime.combine(day, time(0), tzinfo=timezone.utc).timestamp()) * 1_000_000_000
+    return int(datetime.combine(day, time(0), tzinfo=UTC).timestamp()) * 1_000_000_000
 
 
 LogOne = Callable[[random.Random, dspy.Module, str, int, Any], bool]

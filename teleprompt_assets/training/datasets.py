@@ -14,9 +14,9 @@ import dspy
 import polars as pl
 from eth_utils import keccak
 
-from teleprompt_assets.curate import quality
-from teleprompt_assets.core.spec import ProgramSpec
 from teleprompt_assets.core.config import SamplingConfig, SplitConfig
+from teleprompt_assets.core.spec import ProgramSpec
+from teleprompt_assets.curate import quality
 
 SPLITS = ("train", "dev", "holdout")
 

@@ -20,8 +20,8 @@ import dspy
 import polars as pl
 
 from teleprompt_assets.core.outcomes import probability
-from teleprompt_assets.training import outcome_model
 from teleprompt_assets.core.spec import Metric, ProgramSpec
+from teleprompt_assets.training import outcome_model
 
 MAX_NAMED = 6  # features named in an outcome model's feedback, each way
 

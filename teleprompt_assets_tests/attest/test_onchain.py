@@ -29,8 +29,8 @@ from teleprompt_assets.attest import onchain
 from teleprompt_assets.attest.bundles import SCHEMA, build_bundle, write_bundle
 from teleprompt_assets.attest.eas import ZERO_ADDRESS, schema_uid
 from teleprompt_assets.attest.merkle import StandardMerkleTree
-from teleprompt_assets_tests.interop.node import INTEROP, _tool, ensure_node_modules
 from teleprompt_assets_tests.attest.test_bundles import EVIDENCE, KEY, SIGNER
+from teleprompt_assets_tests.interop.node import INTEROP, _tool, ensure_node_modules
 
 pytestmark = pytest.mark.e2e  # starts servers or separate processes: `make test-e2e`
 

@@ -20,10 +20,9 @@ from eth_utils import to_checksum_address
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from teleprompt_assets.attest import bundles
-from teleprompt_assets.attest import onchain
-from teleprompt_assets.core.addresses import AddressError, checksummed
+from teleprompt_assets.attest import bundles, onchain
 from teleprompt_assets.cli import main
+from teleprompt_assets.core.addresses import AddressError, checksummed
 from teleprompt_assets_tests.attest.test_bundles import EVIDENCE, KEY, SIGNER
 
 EAS_SEPOLIA = "0xC2679fBD37d54388Ce493F1DB75320D236e1815e"

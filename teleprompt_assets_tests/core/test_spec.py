@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from teleprompt_assets.core.spec import load_project
 from teleprompt_assets.core.config import ConfigError
+from teleprompt_assets.core.spec import load_project
 
 ENTRY = """
 programs:

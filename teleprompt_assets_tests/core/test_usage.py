@@ -1,10 +1,10 @@
 import dspy
 
-from teleprompt_assets.evaluate.scoring import score_pair
 from teleprompt_assets.core.lm import offline_lm
-from teleprompt_assets.optimize.teleprompters import compile_program
 from teleprompt_assets.core.spec import load_project
 from teleprompt_assets.core.usage import Progress, metered
+from teleprompt_assets.evaluate.scoring import score_pair
+from teleprompt_assets.optimize.teleprompters import compile_program
 from teleprompt_assets_tests.optimize.test_teleprompters import _examples
 
 SPEC = load_project("teleprompt.yaml")[1]["ticket_router"]

@@ -10,8 +10,11 @@ from eth_utils import to_checksum_address
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from teleprompt_assets.curate import quality
-from teleprompt_assets.curate import validation
+from teleprompt_assets.core.config import MAX_PAYLOAD_CHARS, QualityConfig, SamplingConfig
+from teleprompt_assets.core.settings import load_settings
+from teleprompt_assets.core.spec import load_project
+from teleprompt_assets.core.tracking import connect, experiment_id
+from teleprompt_assets.curate import quality, validation
 from teleprompt_assets.ingest import traces
 from teleprompt_assets.ingest.tracing import (
     CONTRIBUTOR_TAG,
@@ -19,13 +22,9 @@ from teleprompt_assets.ingest.tracing import (
     label_trace,
     traced_call,
 )
-from teleprompt_assets.core.spec import load_project
 from teleprompt_assets.samples.seed import day_start_ns
-from teleprompt_assets.core.settings import load_settings
-from teleprompt_assets.core.tracking import connect, experiment_id
 from teleprompt_assets_tests.conftest import REPO, set_env
 from teleprompt_assets_tests.ingest.test_traces import DAY, GOOD
-from teleprompt_assets.core.config import MAX_PAYLOAD_CHARS, QualityConfig, SamplingConfig
 
 OTHER = "0x5B38Da6a701c568545dCfcB03FcB875f56beddC4"
 SPEC = load_project(REPO / "teleprompt.yaml")[1]["ticket_router"]

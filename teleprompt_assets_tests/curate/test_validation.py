@@ -1,8 +1,8 @@
 import polars as pl
 
+from teleprompt_assets.core.spec import load_project
 from teleprompt_assets.curate import validation
 from teleprompt_assets.ingest import traces
-from teleprompt_assets.core.spec import load_project
 
 GOOD = "0xA2DFbbE547B9fe2Eb36D63B62AE89F1b950f0dD8"
 
@@ -22,7 +22,7 @@ def test_canonical_json_is_stable_and_order_free():
            "outputs": '{"x": 1}', "feedback": '{"z": true, "y": 0.5}', "expectations": "{}"}
     swapped = row | {"inputs": '{"a": "é", "b": 1}', "feedback": '{"y": 0.5, "z": true}'}
     assert validation.canonical_json(row) == validation.canonical_json(swapped)
-    assert validation.canonical_json(row) == '{"contributor":"0xA2DFbbE547B9fe2Eb36D63B62AE89F1b950f0dD8","expectations":{},"feedback":{"y":0.5,"z":true},"inputs":{"a":"é","b":1},"outputs":{"x":1},"program":"p","timestamp_ms":5,"trace_id":"t"}'.encode()
+    assert validation.canonical_json(row) == '{"contributor":"0xA2DFbbE547B9fe2Eb36D63B62AE89F1b950f0dD8","expectations":{},"feedback":{"y":0.5,"z":true},"inputs":{"a":"é","b":1},"outputs":{"x":1},"program":"p","timestamp_ms":5,"trace_id":"t"}'.encode()  # noqa: E501
     assert isinstance(traces.raw_frame([]), pl.DataFrame)
 
 

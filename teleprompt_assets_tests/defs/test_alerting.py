@@ -6,13 +6,12 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from teleprompt_assets_tests.conftest import config_with_sections
-
 from teleprompt_assets.core.config import WEBHOOK_ENV
+from teleprompt_assets.core.settings import load_settings
 from teleprompt_assets.definitions import build_definitions
 from teleprompt_assets.defs.alerting import AlertingResource
 from teleprompt_assets.defs.resources import TelepromptResource
-from teleprompt_assets.core.settings import load_settings
+from teleprompt_assets_tests.conftest import config_with_sections
 from teleprompt_assets_tests.core.test_alerts import SECRET, Hook
 
 DAY = "2026-05-02|ticket_router"

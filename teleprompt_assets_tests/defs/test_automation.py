@@ -1,25 +1,25 @@
 """The optimization-cycle schedule and the new-traces sensor, against one real sqlite MLflow store per module."""
 
 import json
-import tempfile
-from pathlib import Path
 import os
+import tempfile
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 from typing import NamedTuple
-from datetime import date, datetime, timedelta, timezone
 
 import dagster as dg
 import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
 
-from teleprompt_assets.ingest.tracing import label_trace, traced_call
+from teleprompt_assets.core.settings import load_settings
+from teleprompt_assets.core.spec import load_project
+from teleprompt_assets.core.tracking import connect, experiment_id
 from teleprompt_assets.definitions import build_definitions
 from teleprompt_assets.defs.partitions import program_day_partitions
 from teleprompt_assets.defs.resources import TelepromptResource
-from teleprompt_assets.core.spec import load_project
+from teleprompt_assets.ingest.tracing import label_trace, traced_call
 from teleprompt_assets.samples.seed import day_start_ns
-from teleprompt_assets.core.settings import load_settings
-from teleprompt_assets.core.tracking import connect, experiment_id
-from teleprompt_assets_tests.conftest import set_env, config_with_sections
+from teleprompt_assets_tests.conftest import config_with_sections, set_env
 
 ADDRESS = "0xA2DFbbE547B9fe2Eb36D63B62AE89F1b950f0dD8"
 
@@ -90,7 +90,7 @@ def _schedule_tick(instance, defs, when: datetime):
 
 
 def test_daily_schedule_requests_yesterday_for_every_program_in_one_run(tp_home, instance):
-    schedule, tick = _schedule_tick(instance, build_definitions(), datetime(2026, 5, 2, 1, tzinfo=timezone.utc))
+    schedule, tick = _schedule_tick(instance, build_definitions(), datetime(2026, 5, 2, 1, tzinfo=UTC))
     assert (schedule.name, schedule.cron_schedule) == ("daily_optimization", "0 1 * * *")
     [request] = tick.run_requests
     assert _covers(request) == ["2026-05-01|outreach_reply", "2026-05-01|ticket_router"]
@@ -99,10 +99,10 @@ def test_daily_schedule_requests_yesterday_for_every_program_in_one_run(tp_home,
 
 
 def test_weekly_and_monthly_cycles_optimize_the_cycles_last_day(tp_home, monkeypatch, instance):
-    schedule, tick = _schedule_tick(instance, _defs(monkeypatch, cycle="weekly", hour=2), datetime(2026, 5, 4, 2, tzinfo=timezone.utc))  # a Monday
+    schedule, tick = _schedule_tick(instance, _defs(monkeypatch, cycle="weekly", hour=2), datetime(2026, 5, 4, 2, tzinfo=UTC))  # a Monday
     assert (schedule.name, schedule.cron_schedule) == ("weekly_optimization", "0 2 * * 1")
     assert _keys(tick.run_requests) == ["2026-05-03|ticket_router"]  # the Sunday that closed the week
-    schedule, tick = _schedule_tick(instance, _defs(monkeypatch, cycle="monthly"), datetime(2026, 6, 1, 1, tzinfo=timezone.utc))
+    schedule, tick = _schedule_tick(instance, _defs(monkeypatch, cycle="monthly"), datetime(2026, 6, 1, 1, tzinfo=UTC))
     assert (schedule.name, schedule.cron_schedule) == ("monthly_optimization", "0 1 1 * *")
     assert _keys(tick.run_requests) == ["2026-05-31|ticket_router"]
     assert _mine(tick.run_requests)[0].tags["teleprompt/cycle"] == "monthly"
@@ -111,7 +111,7 @@ def test_weekly_and_monthly_cycles_optimize_the_cycles_last_day(tp_home, monkeyp
 def test_schedule_trigger_conditions_skip_with_a_reason(store, monkeypatch, instance):
     day = date(2026, 3, 10)
     defs = _defs(monkeypatch, min_new_traces=2, min_window_traces=3)
-    when = datetime(2026, 3, 11, 1, tzinfo=timezone.utc)
+    when = datetime(2026, 3, 11, 1, tzinfo=UTC)
     _, tick = _schedule_tick(instance, defs, when)
     assert tick.run_requests == [] and tick.skip_message.startswith("daily cycle for 2026-03-10 skipped: ")
     assert ("ticket_router: 0 new traces in the daily period < min_new_traces=2; "
@@ -135,7 +135,7 @@ def _sensor_tick(instance, defs, cursor):
 
 
 def test_sensor_fires_on_new_and_late_traces_and_dedupes(store, instance):
-    yesterday = (datetime.now(timezone.utc) - timedelta(days=1)).date()
+    yesterday = (datetime.now(UTC) - timedelta(days=1)).date()
     older = yesterday - timedelta(days=1)
     defs = build_definitions()
     keys, _, skip = _sensor_tick(instance, defs, None)
@@ -151,7 +151,7 @@ def test_sensor_fires_on_new_and_late_traces_and_dedupes(store, instance):
 
 
 def test_sensor_minimum_count_is_configurable(store, monkeypatch, instance):
-    day = (datetime.now(timezone.utc) - timedelta(days=5)).date()
+    day = (datetime.now(UTC) - timedelta(days=5)).date()
     defs = _defs(monkeypatch, sensor={"min_new_traces": 3, "lookback_days": 5})
     assert defs.get_repository_def().get_sensor_def("new_traces_sensor").description.startswith("Re-runs a closed day of the last 5 once it has >= 3")
     _log(store, day, 2)
@@ -164,7 +164,7 @@ def test_sensor_minimum_count_is_configurable(store, monkeypatch, instance):
 
 
 def test_sensor_counts_a_large_day_over_several_short_ticks(store, monkeypatch, instance):
-    day = (datetime.now(timezone.utc) - timedelta(days=2)).date()
+    day = (datetime.now(UTC) - timedelta(days=2)).date()
     _, cursor, _ = _sensor_tick(instance, _defs(monkeypatch, sensor={"lookback_days": 2}), None)  # counts as they stand now
     _log(store, day, 3, start=20)
     monkeypatch.setattr("teleprompt_assets.ingest.traces.LIST_PAGE", 1)  # one trace a page: every day takes several pages

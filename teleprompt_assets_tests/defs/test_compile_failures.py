@@ -14,13 +14,13 @@ import polars as pl
 import pytest
 from dspy.utils import exceptions as dspy_errors
 
-from teleprompt_assets.training import datasets
-from teleprompt_assets.optimize import teleprompters
-from teleprompt_assets.defs.optimize import compile_program
-from teleprompt_assets.defs.io import ByPartition
-from teleprompt_assets.defs.resources import TelepromptResource
 from teleprompt_assets.core.spec import load_project
 from teleprompt_assets.curate.validation import CURATED_SCHEMA
+from teleprompt_assets.defs.io import ByPartition
+from teleprompt_assets.defs.optimize import compile_program
+from teleprompt_assets.defs.resources import TelepromptResource
+from teleprompt_assets.optimize import teleprompters
+from teleprompt_assets.training import datasets
 from teleprompt_assets_tests.conftest import REPO
 
 KEY = "2026-01-05|ticket_router"

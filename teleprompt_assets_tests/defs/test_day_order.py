@@ -12,10 +12,10 @@ import dagster as dg
 import pytest
 from mlflow import MlflowClient
 
-from teleprompt_assets.defs.demo import ensure_dagster_home
-from teleprompt_assets.core.spec import load_project
-from teleprompt_assets.samples.seed import seed_program
 from teleprompt_assets.core.settings import load_settings
+from teleprompt_assets.core.spec import load_project
+from teleprompt_assets.launch import ensure_dagster_home
+from teleprompt_assets.samples.seed import seed_program
 from teleprompt_assets_tests.conftest import REPO, set_env
 
 pytestmark = pytest.mark.e2e  # starts servers or separate processes: `make test-e2e`

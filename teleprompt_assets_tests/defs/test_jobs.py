@@ -1,8 +1,8 @@
 import dagster as dg
 
-from teleprompt_assets.register import registry
 from teleprompt_assets.definitions import build_definitions
 from teleprompt_assets.defs.resources import TelepromptResource
+from teleprompt_assets.register import registry
 from teleprompt_assets_tests.register.test_registry import _register, reg  # noqa: F401 - fixture
 
 

@@ -6,11 +6,11 @@ from datetime import date
 import dagster as dg
 import pytest
 
-from teleprompt_assets.defs.demo import run_partition
-from teleprompt_assets.definitions import INGEST_JOB, build_definitions
-from teleprompt_assets.core.spec import load_project
-from teleprompt_assets.samples.seed import seed_program
 from teleprompt_assets.core.settings import load_settings
+from teleprompt_assets.core.spec import load_project
+from teleprompt_assets.definitions import INGEST_JOB, build_definitions
+from teleprompt_assets.launch import run_partition
+from teleprompt_assets.samples.seed import seed_program
 from teleprompt_assets_tests.conftest import set_env
 
 END = date(2026, 10, 3)

@@ -3,7 +3,8 @@ from datetime import date
 import dagster as dg
 import pytest
 from dagster._core.storage.tags import ASSET_PARTITION_RANGE_END_TAG, ASSET_PARTITION_RANGE_START_TAG
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from teleprompt_assets.defs.partitions import Target, contiguous, key_of, program_day_partitions, run_label, run_tags, target_of, window_of
 

@@ -13,13 +13,13 @@ from eth_account.messages import encode_typed_data
 
 from teleprompt_assets.attest import eas
 from teleprompt_assets.attest.bundles import verify_bundle
-from teleprompt_assets.defs.demo import run_partition
-from teleprompt_assets.definitions import INGEST_JOB, build_definitions
+from teleprompt_assets.core.settings import load_settings
 from teleprompt_assets.core.spec import load_project
+from teleprompt_assets.core.tracking import connect
+from teleprompt_assets.definitions import INGEST_JOB, build_definitions
+from teleprompt_assets.launch import run_partition
 from teleprompt_assets.register.registry import CHAMPION
 from teleprompt_assets.samples.seed import seed_ticket_router
-from teleprompt_assets.core.settings import load_settings
-from teleprompt_assets.core.tracking import connect
 from teleprompt_assets_tests.conftest import project_config, set_env
 
 ATTESTER_KEY = "0x8f2a55949038a9610f50fb23b5883af3b4ecb3c3bb792cbcefbd1542c692be63"
@@ -99,8 +99,9 @@ def test_rerun_creates_no_second_version_or_attestation(pipeline):
 
 
 def test_champion_loads_with_mlflow_dspy_and_runs_offline(pipeline):
-    from teleprompt_assets.core.lm import offline_lm
     import dspy
+
+    from teleprompt_assets.core.lm import offline_lm
 
     _, first, _, _, _ = pipeline
     model = mlflow.dspy.load_model(f"models:/{first['registered_version']['name']}@{CHAMPION}")
@@ -145,8 +146,8 @@ def test_cli_verify_checks_the_registered_model_and_proof_verifies(pipeline, cap
     import shutil
 
     from teleprompt_assets.attest.bundles import SCHEMA
-    from teleprompt_assets.cli import main
     from teleprompt_assets.attest.merkle import verify_proof
+    from teleprompt_assets.cli import main
 
     _, first, _, _, _ = pipeline
     att = first["deltaone_attestation"]

@@ -29,18 +29,18 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 
-from teleprompt_assets.register import registry
 from teleprompt_assets.attest.bundles import verify_bundle
-from teleprompt_assets.ingest.tracing import label_trace, traced_call
+from teleprompt_assets.core.lm import offline_lm
+from teleprompt_assets.core.settings import load_settings
+from teleprompt_assets.core.spec import load_project
+from teleprompt_assets.core.tracking import connect, experiment_id
 from teleprompt_assets.definitions import OPTIMIZE_JOB, build_definitions
 from teleprompt_assets.defs.partitions import run_tags
-from teleprompt_assets.core.lm import offline_lm
-from teleprompt_assets.core.spec import load_project
+from teleprompt_assets.ingest.tracing import label_trace, traced_call
+from teleprompt_assets.register import registry
+from teleprompt_assets.samples.seed import day_start_ns, seed_program
 from teleprompt_assets.samples.ticket_router import QUEUES
 from teleprompt_assets.samples.ticket_traffic import tickets
-from teleprompt_assets.samples.seed import day_start_ns, seed_program
-from teleprompt_assets.core.settings import load_settings
-from teleprompt_assets.core.tracking import connect, experiment_id
 from teleprompt_assets_tests.conftest import REPO, set_env
 
 DAYS = [date(2026, 7, 10) + timedelta(days=i) for i in range(3)]

@@ -7,12 +7,12 @@ from datetime import date, timedelta
 import dagster as dg
 import pytest
 
-from teleprompt_assets.defs.demo import run_partition
+from teleprompt_assets.core.settings import load_settings
+from teleprompt_assets.core.spec import load_project
 from teleprompt_assets.definitions import build_definitions
 from teleprompt_assets.defs.partitions import key_of
-from teleprompt_assets.core.spec import load_project
+from teleprompt_assets.launch import run_partition
 from teleprompt_assets.samples.seed import seed_program
-from teleprompt_assets.core.settings import load_settings
 from teleprompt_assets_tests.conftest import set_env
 
 END = date(2026, 10, 9)

@@ -1,6 +1,6 @@
 from teleprompt_assets.evaluate.deltaone import ExampleScore, compare
-from teleprompt_assets.training.outcome_model import categories
 from teleprompt_assets.evaluate.report import by_baseline_score, choose, markdown, segments
+from teleprompt_assets.training.outcome_model import categories
 
 ONE = 1_000_000
 

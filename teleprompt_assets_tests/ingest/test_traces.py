@@ -4,13 +4,13 @@ from datetime import date
 import mlflow
 import pytest
 
+from teleprompt_assets.core.settings import load_settings
+from teleprompt_assets.core.spec import load_project
+from teleprompt_assets.core.tracking import connect, experiment_id
 from teleprompt_assets.curate import validation
 from teleprompt_assets.ingest import traces
 from teleprompt_assets.ingest.tracing import PROGRAM_TAG, label_trace, traced_call
-from teleprompt_assets.core.spec import load_project
 from teleprompt_assets.samples.seed import day_start_ns
-from teleprompt_assets.core.settings import load_settings
-from teleprompt_assets.core.tracking import connect, experiment_id
 
 DAY = date(2026, 3, 4)
 GOOD = "0xA2DFbbE547B9fe2Eb36D63B62AE89F1b950f0dD8"

@@ -12,16 +12,16 @@ import re
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
 
+from teleprompt_assets.core.spec import load_project
 from teleprompt_assets.curate import validation
 from teleprompt_assets.ingest import traces
 from teleprompt_assets.ingest.tracing import CONTRIBUTOR_TAG, PROGRAM_TAG
-from teleprompt_assets.core.spec import load_project
 
 pytestmark = pytest.mark.e2e  # starts servers or separate processes: `make test-e2e`
 
@@ -82,7 +82,7 @@ def test_the_readme_example_logs_labeled_traces_with_mlflow_defaults(app_run):
         assert {("resolved_first_touch", True), ("csat", 0.8), ("queue", "billing")} <= labels, labels
     live, backdated = sorted(found, key=lambda t: -t.info.timestamp_ms)
     assert live.info.timestamp_ms >= started * 1000 - 1000
-    assert backdated.info.timestamp_ms == int(datetime(2026, 3, 2, 14, 30, tzinfo=timezone.utc).timestamp() * 1000)
+    assert backdated.info.timestamp_ms == int(datetime(2026, 3, 2, 14, 30, tzinfo=UTC).timestamp() * 1000)
 
 
 def test_the_readme_example_passes_the_pipelines_contract_check(app_run):

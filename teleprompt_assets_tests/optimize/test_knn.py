@@ -3,14 +3,14 @@ import random
 import dspy
 import pytest
 
-from teleprompt_assets.evaluate import deltaone, scoring
-from teleprompt_assets.optimize import knn
+from teleprompt_assets.core.config import OptimizerConfig
 from teleprompt_assets.core.lm import offline_lm
 from teleprompt_assets.core.optimizers import MAX_K, validate_optimizer
-from teleprompt_assets.optimize.teleprompters import compile_program, load_state, program_state
 from teleprompt_assets.core.spec import ProgramSpec, load_project
-from teleprompt_assets.core.config import OptimizerConfig
+from teleprompt_assets.evaluate import deltaone, scoring
+from teleprompt_assets.optimize import knn
 from teleprompt_assets.optimize.prompt_quality import check_program
+from teleprompt_assets.optimize.teleprompters import compile_program, load_state, program_state
 from teleprompt_assets.samples import ticket_traffic
 from teleprompt_assets_tests.optimize.test_teleprompters import _examples
 
@@ -105,7 +105,7 @@ def test_prompt_quality_checks_the_pool_and_the_widest_call(window):
     assert report.prompt_tokens["route"] > check_program(SPEC.build(), allowed, set(), 4000).prompt_tokens["route"]
     program.pool = [*program.pool, holdout[0].copy(queue="")]
     problems = check_program(program, allowed, {holdout[0].trace_id}, 50).problems
-    assert f"route.pool[60]: missing queue" in problems
+    assert "route.pool[60]: missing queue" in problems
     assert f"route.pool[60]: drawn from held-out trace {holdout[0].trace_id}" in problems
     assert any("over the budget of 50" in p for p in problems)
 

@@ -3,12 +3,12 @@ import time
 import dspy
 import pytest
 
+from teleprompt_assets.core.config import OptimizerConfig
 from teleprompt_assets.core.lm import offline_lm
 from teleprompt_assets.core.optimizers import validate_optimizer
-from teleprompt_assets.optimize.teleprompters import CompileTimeout, compile_program, time_limit
 from teleprompt_assets.core.spec import load_project
-from teleprompt_assets.core.config import OptimizerConfig
 from teleprompt_assets.core.usage import CostModel, metered
+from teleprompt_assets.optimize.teleprompters import CompileTimeout, compile_program, time_limit
 
 SPEC = load_project("teleprompt.yaml")[1]["ticket_router"]
 MESSAGES = [("my parcel never arrived", "shipping"), ("the app crashes on start", "technical"), ("refund my last invoice", "billing"),
@@ -148,8 +148,8 @@ EMAILS = [("My parcel has not arrived yet, where is it?", "shipping"), ("Please 
 
 
 def _two_step_spec(name: str = "BootstrapFewShot", **params):
-    from teleprompt_assets.core.spec import ProgramSpec
     from teleprompt_assets.core.config import ProgramConfig
+    from teleprompt_assets.core.spec import ProgramSpec
 
     return ProgramSpec("triage", ProgramConfig(module=TWO_STEP, metric={"kind": "token_f1", "field": "reply"},
                                                optimizer=OptimizerConfig(name=name, params=params)))
@@ -214,8 +214,8 @@ def test_miprov2_with_an_explicit_budget_compiles_on_a_small_window():
 
 
 def _final_only(name: str, **params):
-    from teleprompt_assets.core.spec import ProgramSpec
     from teleprompt_assets.core.config import ProgramConfig
+    from teleprompt_assets.core.spec import ProgramSpec
 
     return ProgramSpec("triage", ProgramConfig(module=TWO_STEP.replace("TriageAndDraft", "TriageAndDraftFinalOnly"),
                                                metric={"kind": "token_f1", "field": "reply"}, optimizer=OptimizerConfig(name=name, params=params)))

@@ -18,13 +18,12 @@ import dspy
 import mlflow
 import pytest
 
-from teleprompt_assets.register import registry
-from teleprompt_assets.register import serving
 from teleprompt_assets.core.lm import offline_lm
-from teleprompt_assets.optimize.teleprompters import load_state, program_state
-from teleprompt_assets.core.spec import load_project
 from teleprompt_assets.core.settings import load_settings
+from teleprompt_assets.core.spec import load_project
 from teleprompt_assets.core.tracking import connect, experiment_id
+from teleprompt_assets.optimize.teleprompters import load_state, program_state
+from teleprompt_assets.register import registry, serving
 from teleprompt_assets_tests.conftest import REPO
 
 SAMPLE = {"message": "my parcel never arrived"}

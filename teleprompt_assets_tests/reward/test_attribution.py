@@ -3,8 +3,8 @@ from fractions import Fraction
 from hypothesis import given
 from hypothesis import strategies as st
 
-from teleprompt_assets.reward.attribution import PPM, apply_cap, largest_remainder, reward_weights
 from teleprompt_assets.core.config import RewardMix
+from teleprompt_assets.reward.attribution import PPM, apply_cap, largest_remainder, reward_weights
 
 A, B, C = "0x" + "a" * 40, "0x" + "b" * 40, "0x" + "c" * 40
 

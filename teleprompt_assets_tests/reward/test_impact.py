@@ -1,8 +1,8 @@
 import dspy
 
-from teleprompt_assets.reward.impact import demo_impact
 from teleprompt_assets.core.lm import offline_lm
 from teleprompt_assets.core.spec import load_project
+from teleprompt_assets.reward.impact import demo_impact
 
 SPEC = load_project("teleprompt.yaml")[1]["ticket_router"]
 

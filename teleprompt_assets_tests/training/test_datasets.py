@@ -4,11 +4,10 @@ import polars as pl
 from hypothesis import given
 from hypothesis import strategies as st
 
-from teleprompt_assets.training.datasets import examples, sample_train, split_of, training_table
+from teleprompt_assets.core.config import SamplingConfig, SplitConfig
 from teleprompt_assets.core.spec import ProgramSpec, load_project
-from teleprompt_assets.core.config import SplitConfig
-from teleprompt_assets.core.config import SamplingConfig
 from teleprompt_assets.curate.validation import CURATED_SCHEMA
+from teleprompt_assets.training.datasets import examples, sample_train, split_of, training_table
 
 SPEC = load_project("teleprompt.yaml")[1]["ticket_router"]
 

@@ -1,9 +1,8 @@
 import dspy
 
-from teleprompt_assets.training import datasets
-from teleprompt_assets.training import metrics
-from teleprompt_assets.core.spec import ProgramSpec
 from teleprompt_assets.core.config import ProgramConfig
+from teleprompt_assets.core.spec import ProgramSpec
+from teleprompt_assets.training import datasets, metrics
 from teleprompt_assets_tests.user_programs import traffic
 
 MODULE = "teleprompt_assets_tests.user_programs.support_desk:TriageAndDraft"

@@ -1,7 +1,7 @@
 import random
 
-from teleprompt_assets.training.outcome_model import Fit, calibration, text_feature_names, text_features, train
 from teleprompt_assets.samples import outreach_traffic as ot
+from teleprompt_assets.training.outcome_model import Fit, calibration, text_feature_names, text_features, train
 
 INPUTS = ("prospect_message", "company")
 

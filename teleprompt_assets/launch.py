@@ -1,4 +1,6 @@
-"""``make demo``: seed a week of traffic, materialize the graph for the latest day, summarize.
+"""Launching runs from Python: one partition in process (tests), the programs of a day through the
+multiprocess executor (``teleprompt run``), and ``make demo`` (seed a week of traffic, materialize
+the graph for the latest day, summarize).
 
 Runs through a persistent Dagster instance (``DAGSTER_HOME``) so ``make ui`` shows the same runs.
 Every program of the day optimizes in one run of ``optimize_program`` under its multiprocess
@@ -7,16 +9,16 @@ executor, as the daily schedule launches it.
 
 import os
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import dagster as dg
 
 from teleprompt_assets.attest.bundles import verify_bundle
+from teleprompt_assets.core.settings import Settings, ensure_home
+from teleprompt_assets.core.spec import load_project
 from teleprompt_assets.defs.io import LocalTableIOManager
 from teleprompt_assets.defs.partitions import contiguous, key_of, run_tags
-from teleprompt_assets.core.spec import load_project
-from teleprompt_assets.core.settings import Settings, ensure_home
 
 
 def _failure(result) -> RuntimeError:
@@ -98,12 +100,12 @@ def demo(settings: Settings, days: int = 7, per_day: int = 40, instance: dg.Dags
     os.environ.setdefault("DAGSTER_HOME", str(settings.dagster_home))
     ensure_dagster_home(settings.dagster_home)
     _, specs = load_project(settings.config_path)
-    end = (datetime.now(timezone.utc) - timedelta(days=1)).date()
+    end = (datetime.now(UTC) - timedelta(days=1)).date()
     window = [(end - timedelta(days=i)).isoformat() for i in reversed(range(days))]
-    from teleprompt_assets.definitions import INGEST_JOB, build_definitions
-    from teleprompt_assets.samples.seed import SEEDERS, seed_program
-    from teleprompt_assets.ingest.traces import count_by_day
     from teleprompt_assets.core.tracking import connect, experiment_id
+    from teleprompt_assets.definitions import INGEST_JOB, build_definitions
+    from teleprompt_assets.ingest.traces import count_by_day
+    from teleprompt_assets.samples.seed import SEEDERS, seed_program
 
     defs = build_definitions()
     client = connect(settings)
