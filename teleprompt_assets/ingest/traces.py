@@ -1,7 +1,7 @@
 """Reading a window of labeled traces from MLflow, full fidelity, as fast as the public client allows.
 
 ``raw`` rows keep what MLflow holds, as JSON text, so nothing is lost even when a trace is broken;
-``trace_contract.validate`` then splits them into accepted and quarantined rows.
+``curate.validation.validate`` then splits them into accepted and quarantined rows.
 """
 
 from __future__ import annotations
