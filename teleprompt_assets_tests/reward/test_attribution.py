@@ -57,3 +57,13 @@ def test_flooding_duplicates_gains_nothing():
 def test_no_demos_drops_impact_and_renormalizes():
     rows = reward_weights([(A, "{}"), (A, "{}"), (A, "{}"), (B, "{}")], [], {}, RewardMix(cap=1))
     assert [r.weight_ppm for r in rows] == [750_000, 250_000]
+
+
+def test_demo_credit_goes_to_each_demos_contributor():
+    from fractions import Fraction
+
+    from teleprompt_assets.reward.attribution import demo_credit
+
+    credits = [(None, None, Fraction(3)), (None, None, Fraction(1, 2)), (None, None, Fraction(5))]
+    demos = [{"contributor": "a"}, {"contributor": "a"}, {"contributor": None}]
+    assert demo_credit(credits, demos) == {"a": Fraction(7, 2)}
