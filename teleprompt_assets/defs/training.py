@@ -28,7 +28,7 @@ def build_training_set(partitions: dg.PartitionsDefinition, group: str, window_d
         sampling = teleprompt.project().quality.sampling
         out = ByPartition()
         for t in targets(context):
-            filled = fill_window(context, teleprompt, io_manager, t, window_days)
+            filled = fill_window(context, teleprompt, io_manager, t, window_days, curated_traces)
             parts = [p for p in window_of(curated_traces | filled, t, window_days) if isinstance(p, pl.DataFrame)]
             curated = pl.concat(parts, how="vertical_relaxed") if parts else pl.DataFrame(schema=ACCEPTED_SCHEMA)
             whole = datasets.training_table(curated, teleprompt.spec(t.program))
@@ -48,15 +48,24 @@ def build_training_set(partitions: dg.PartitionsDefinition, group: str, window_d
     return training_set
 
 
-def fill_window(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, io: LocalTableIOManager, t: Target, window_days: int) -> ByPartition:
-    """Ingest and curate the days of ``t``'s window that have no ``curated_traces`` materialization,
-    storing and recording them as materializations of raw_traces, curated_traces and
+def fill_window(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, io: LocalTableIOManager, t: Target, window_days: int,
+                loaded: ByPartition) -> ByPartition:
+    """The days of ``t``'s window missing from ``loaded`` (the step's input). A day another run
+    curated since this step started is read from storage; a day never curated is ingested and
+    curated here, stored and recorded as materializations of raw_traces, curated_traces and
     quarantined_traces (partitions this run does not target, so Dagster would otherwise leave them
     out and the window would be silently short). Returns the curated tables by partition key."""
     first = teleprompt.project().start_date.isoformat()
     have = context.instance.get_materialized_partitions(dg.AssetKey("curated_traces"))
-    missing = [key_of(t.program, d) for d in window_days_of(t.day, window_days) if d >= first and key_of(t.program, d) not in have]
-    filled = ByPartition()
+    filled, missing = ByPartition(), []
+    for key in (key_of(t.program, d) for d in window_days_of(t.day, window_days) if d >= first):
+        if key in loaded:
+            continue
+        stored = io.load(dg.AssetKey("curated_traces"), key) if key in have else None
+        if stored is not None:
+            filled[key] = stored
+        else:
+            missing.append(key)
     if not missing:
         return filled
     client = teleprompt.client()

@@ -65,3 +65,25 @@ def test_a_rerun_finds_the_window_complete_and_trains_on_the_same_data(window_ru
     first, again, _ = window_run
     assert again["training_set"].equals(first["training_set"])
     assert again["registered_version"]["version"] == first["registered_version"]["version"]
+
+
+def test_a_day_another_run_curated_after_this_step_started_is_read_not_lost(window_run):
+    """Two runs at once (test_day_order): the step's input was loaded before the other run curated
+    a day of the window; the day is then materialized but absent from the input. It is read from
+    storage (before: neither loaded nor filled, so the window was silently short)."""
+    from teleprompt_assets.defs.io import ByPartition, LocalTableIOManager
+    from teleprompt_assets.defs.partitions import target_of
+    from teleprompt_assets.defs.resources import TelepromptResource
+    from teleprompt_assets.defs.training import fill_window
+
+    first, _, instance = window_run
+    settings = load_settings()
+    io = LocalTableIOManager(base_dir=str(settings.storage))
+    key = key_of("ticket_router", END.isoformat())
+    events = lambda: len(instance.fetch_materializations(dg.AssetKey("curated_traces"), limit=1000).records)  # noqa: E731
+    before = events()
+    filled = fill_window(dg.build_asset_context(instance=instance), TelepromptResource(), io, target_of(key), 7, ByPartition({key: first["curated_traces"]}))
+    assert sorted(filled) == sorted(key_of("ticket_router", (END - timedelta(days=i)).isoformat()) for i in range(1, 7))
+    assert sum(table.height for table in filled.values()) == sum(
+        _materialized(instance, "curated_traces")[k]["accepted"].value for k in filled)
+    assert events() == before  # read, not ingested again
