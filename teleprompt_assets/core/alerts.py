@@ -72,9 +72,6 @@ def payload(alert: Alert) -> dict:
     return {"text": f"{alert.title}: {alert.text}"[:3000], "blocks": blocks}
 
 
-redact = redact_url
-
-
 def _scrub(message: str, url: str) -> str:
     parts = urlsplit(url)
     for secret in (url, parts.path, parts.query):
@@ -120,7 +117,7 @@ def send(alert: Alert, webhook_url: str, timeout: float = 5.0, retries: int = 2,
             last = f"{type(exc).__name__}: {exc}"
         if attempt < attempts:
             sleep(wait)
-    raise AlertDeliveryError(f"alert '{alert.title}' not delivered to webhook {redact(webhook_url)} after {attempts} attempt(s): "
+    raise AlertDeliveryError(f"alert '{alert.title}' not delivered to webhook {redact_url(webhook_url)} after {attempts} attempt(s): "
                              f"{_scrub(last, webhook_url)}")
 
 

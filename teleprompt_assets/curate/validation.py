@@ -139,7 +139,7 @@ def _check(row: Mapping[str, Any], spec: ProgramSpec, now_ms: int, ranges: Mappi
         # parts (outputs, feedback, expectations) serialized once per distinct value.
         return b"".join((
             b'{"contributor":', _canon_tag(row["contributor"]), b',"expectations":', _cached_canon(row["expectations"] or "{}"),
-            b',"feedback":', _cached_canon(row["feedback"] or "{}"), b',"inputs":', _canon(inputs),
+            b',"feedback":', _cached_canon(row["feedback"] or "{}"), b',"inputs":', canonical_bytes(inputs),
             b',"outputs":', _cached_canon(row["outputs"]), b',"program":', _canon_tag(row["program"]),
             b',"timestamp_ms":', b"%d" % row["timestamp_ms"], b',"trace_id":', _encode_string(row["trace_id"]).encode("utf-8"), b"}",
         ))
@@ -150,10 +150,9 @@ def _check(row: Mapping[str, Any], spec: ProgramSpec, now_ms: int, ranges: Mappi
 
 
 _encode_string = json.encoder.encode_basestring  # a JSON string literal, non-ASCII kept (as ensure_ascii=False)
-_canon = canonical_bytes
 
 
-_canon_tag = lru_cache(maxsize=65_536)(_canon)
+_canon_tag = lru_cache(maxsize=65_536)(canonical_bytes)
 
 
 @lru_cache(maxsize=65_536)
@@ -163,7 +162,7 @@ def _cached_loads(text: str) -> Any:
 
 @lru_cache(maxsize=65_536)
 def _cached_canon(text: str) -> bytes:
-    return _canon(json.loads(text))
+    return canonical_bytes(json.loads(text))
 
 
 try:  # safe-pysha3's C keccak is ~4x faster than pycryptodome's for trace-sized inputs

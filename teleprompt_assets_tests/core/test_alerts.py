@@ -12,6 +12,7 @@ from teleprompt_assets.core import alerts
 from teleprompt_assets.core.alerts import Alert, AlertDeliveryError
 from teleprompt_assets.core.config import WEBHOOK_ENV, AutomationConfig, ConfigError
 from teleprompt_assets.core.spec import load_project
+from teleprompt_assets.core.urls import redact_url
 
 SECRET = "/services/T000/B000/XXXXsecretXXXX"
 
@@ -116,7 +117,7 @@ def test_unreachable_webhook_and_bad_scheme():
     assert "http://127.0.0.1:9" in str(err.value) and "secret" not in str(err.value)
     with pytest.raises(AlertDeliveryError, match="http"):
         alerts.send(ALERT, "file:///etc/passwd")
-    assert alerts.redact("https://hooks.slack.com/services/T/B/secret?x=1") == "https://hooks.slack.com"
+    assert redact_url("https://hooks.slack.com/services/T/B/secret?x=1") == "https://hooks.slack.com"
 
 
 def test_quarantine_rule():
