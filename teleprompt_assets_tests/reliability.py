@@ -83,6 +83,7 @@ def pipeline_env(home: Path, config: Path | None = None) -> dict[str, str]:
     return {
         "TELEPROMPT_HOME": str(home), "TELEPROMPT_CONFIG": str(config or _small_config()),
         "MLFLOW_ENABLE_ASYNC_TRACE_LOGGING": "false", "TELEPROMPT_ATTESTER_KEY": ATTESTER_KEY,
+        "TELEPROMPT_LM_RETRIES": "0",  # what is tested is what the pipeline does once the LM has failed, not the gateway's backoff
     }
 
 

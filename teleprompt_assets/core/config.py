@@ -8,6 +8,7 @@ fails at load with the entry and the field named (:func:`teleprompt_assets.core.
 from __future__ import annotations
 
 from datetime import date, timedelta
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -190,6 +191,40 @@ class AutomationConfig(BaseModel):
         return [start + timedelta(days=i) for i in range((day - start).days + 1)]
 
 
+class LMBudget(BaseModel):
+    """Per run, across all its steps: the run stops before a call that could cross a limit."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_calls: int | None = Field(default=None, ge=1, description="LM calls (answers reused from the cache are free)")
+    max_tokens: int | None = Field(default=None, ge=1, description="input + output tokens, as the provider reports them")
+    max_usd: Decimal | None = Field(default=None, gt=0, description="cost at lm.usd_per_1m_*_tokens")
+
+
+class LMConfig(BaseModel):
+    """How the pipeline talks to its LM (the model itself is ``TELEPROMPT_LM``; docs/hosted-lm.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+    concurrency: int = Field(default=8, ge=1, le=256, description="LM calls in flight at once per step: held-out scoring, demo impact, optimizers' num_threads")
+    requests_per_minute: int | None = Field(default=None, ge=1, description="client-side rate limit shared by every step using the same LM state store")
+    tokens_per_minute: int | None = Field(default=None, ge=1, description="likewise for input + output tokens (reserved at an estimate, settled from usage)")
+    retries: int = Field(default=6, ge=0, le=20, description="further attempts after a 429, 5xx, timeout or connection error")
+    backoff_s: float = Field(default=1.0, gt=0, description="first retry's delay; doubles per attempt, with jitter; a Retry-After header wins")
+    backoff_max_s: float = Field(default=60.0, gt=0)
+    timeout_s: float = Field(default=60.0, gt=0, description="per call")
+    usd_per_1m_input_tokens: Decimal = Field(default=Decimal(0), ge=0, description="your provider's price, for the cost budget and reports")
+    usd_per_1m_output_tokens: Decimal = Field(default=Decimal(0), ge=0)
+    budget: LMBudget = Field(default_factory=LMBudget)
+    cache: Literal["auto", "on", "off"] = Field(default="auto", description="persistent answer cache; auto: on for a hosted LM, off for the offline LM")
+    store_url: str | None = Field(default=None, description="SQLAlchemy URL of the answer cache, rate-limit and budget state (default: sqlite under TELEPROMPT_HOME)")
+
+    @field_validator("budget")
+    @classmethod
+    def _priced(cls, budget: LMBudget, info) -> LMBudget:
+        if budget.max_usd is not None and not (info.data.get("usd_per_1m_input_tokens") or info.data.get("usd_per_1m_output_tokens")):
+            raise ValueError("max_usd needs lm.usd_per_1m_input_tokens or lm.usd_per_1m_output_tokens set to your provider's prices")
+        return budget
+
+
 class ProjectConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     start_date: date = date(2026, 1, 1)
@@ -197,4 +232,5 @@ class ProjectConfig(BaseModel):
     rewards: RewardsConfig = Field(default_factory=RewardsConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig, description="data-quality rules (docs/data-quality.md)")
     automation: AutomationConfig = Field(default_factory=AutomationConfig, description="schedules, trigger conditions and alerts (docs/operations.md)")
+    lm: LMConfig = Field(default_factory=LMConfig, description="concurrency, rate limits, retries, budget and answer cache of the LM calls (docs/hosted-lm.md)")
     programs: dict[str, ProgramConfig]

@@ -42,6 +42,9 @@ import dspy
 from dspy.lm15 import Message, Response, TextPart, Usage
 
 LM_ENV = "TELEPROMPT_LM"
+API_BASE_ENV = "TELEPROMPT_LM_API_BASE"
+API_KEY_ENV = "TELEPROMPT_LM_API_KEY"
+ENGINE_ENV = "TELEPROMPT_LM_ENGINE"
 OFFLINE_MODEL = "offline/nearest-demo"
 SIMILARITY_THRESHOLD = 0.35
 
@@ -245,19 +248,29 @@ def offline_lm() -> dspy.LM:
     return dspy.LM(OFFLINE_MODEL, engine=OfflineEngine(latency_s=latency_ms / 1000), cache=False)
 
 
-def build_lm(model: str | None = None) -> dspy.LM:
-    """The LM named by ``TELEPROMPT_LM`` (a LiteLLM model string), or the offline LM when unset.
+def build_lm(model: str | None = None, num_retries: int | None = None, timeout_s: float | None = None) -> dspy.LM:
+    """The LM named by ``TELEPROMPT_LM``, or the offline LM when it is unset.
 
-    Provider keys are read by LiteLLM from the environment; they are never passed here, so they
-    cannot end up in a pickled program. Each call times out after ``TELEPROMPT_LM_TIMEOUT_S``
-    (default 60) and is retried ``TELEPROMPT_LM_RETRIES`` times (default 3) with backoff.
+    ``TELEPROMPT_LM`` is a DSPy/LiteLLM model string (``openai/gpt-4o-mini``). A self-hosted,
+    OpenAI-compatible server (vLLM, Ollama, a llama.cpp server) is ``openai/<model>`` with
+    ``TELEPROMPT_LM_API_BASE`` set to its ``.../v1`` URL, and ``TELEPROMPT_LM_API_KEY`` if it asks
+    for one; a hosted provider's key is read by DSPy or LiteLLM from its usual variable
+    (``OPENAI_API_KEY``), never passed here, so it cannot end up in a pickled program.
+    ``TELEPROMPT_LM_ENGINE=litellm`` sends calls through LiteLLM instead of DSPy's native client.
+    Each call times out after ``TELEPROMPT_LM_TIMEOUT_S`` (else ``timeout_s``, else 60 s) and is retried
+    ``num_retries`` (else ``TELEPROMPT_LM_RETRIES``, default 3) times. The pipeline itself calls
+    this with no retries and puts :mod:`.gateway` in front, which owns retries, limits and caching.
     """
     model = model if model is not None else os.environ.get(LM_ENV, "").strip()
     if not model or model.startswith("offline"):
         return offline_lm()
-    timeout = float(os.environ.get("TELEPROMPT_LM_TIMEOUT_S", "60"))
-    retries = int(os.environ.get("TELEPROMPT_LM_RETRIES", "3"))
-    return dspy.LM(model, cache=False, timeout=timeout, num_retries=retries)
+    timeout = float(os.environ.get("TELEPROMPT_LM_TIMEOUT_S") or timeout_s or 60)
+    retries = num_retries if num_retries is not None else int(os.environ.get("TELEPROMPT_LM_RETRIES", "3"))
+    client = {name: value for name, value in (("api_base", os.environ.get(API_BASE_ENV, "").strip()), ("api_key", os.environ.get(API_KEY_ENV, "").strip())) if value}
+    engine = os.environ.get(ENGINE_ENV, "").strip() or "auto"
+    if engine not in ("auto", "litellm", "lm15"):
+        raise ValueError(f"{ENGINE_ENV}={engine!r}: use auto (DSPy's native client where it can), litellm or lm15")
+    return dspy.LM(model, cache=False, timeout=timeout, num_retries=retries, engine=engine, **client)
 
 
 def is_offline(lm: dspy.LM) -> bool:

@@ -32,6 +32,8 @@ class Usage:
     calls: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    reused: int = 0  # answers the gateway's cache gave at no cost
+    retries: int = 0
     _start: int = field(default=0, repr=False)
 
     def projected_wall_s(self, cost: CostModel) -> float:
@@ -67,11 +69,21 @@ class Progress(BaseCallback):
 
 @contextmanager
 def metered(lm: dspy.LM, progress: Progress | None = None) -> Iterator[Usage]:
-    """Count the calls and tokens ``lm`` serves inside the block (history kept whole meanwhile)."""
+    """Count the calls and tokens ``lm`` serves inside the block: from its gateway's counters when it
+    has one (:mod:`.gateway`, the pipeline's case), else from its history (kept whole meanwhile)."""
+    from teleprompt_assets.core.gateway import gateway_of
+
+    gateway = gateway_of(lm)
+    before = gateway.stats() if gateway is not None else None
     usage = Usage(_start=len(lm.history))
     callbacks = [*dspy.settings.callbacks, progress] if progress is not None else dspy.settings.callbacks
-    with dspy.context(lm=lm, max_history_size=10**9, callbacks=callbacks):
+    with dspy.context(lm=lm, max_history_size=10 if gateway is not None else 10**9, callbacks=callbacks):
         yield usage
+    if gateway is not None:
+        spent = gateway.stats() - before
+        usage.calls, usage.input_tokens, usage.output_tokens, usage.reused, usage.retries = (
+            spent.calls, spent.input_tokens, spent.output_tokens, spent.reused, spent.retries)
+        return
     for entry in lm.history[usage._start :]:
         tokens = entry.get("usage") or {}
         usage.calls += 1

@@ -8,7 +8,7 @@ from teleprompt_assets.defs.fanout import collector, per_program_asset, staged
 from teleprompt_assets.defs.io import ByPartition
 from teleprompt_assets.defs.optimize import SKIPPED
 from teleprompt_assets.defs.partitions import target_of, window_label
-from teleprompt_assets.defs.resources import TelepromptResource
+from teleprompt_assets.defs.resources import TelepromptResource, lm_stage
 from teleprompt_assets.defs.run_tracking import Tracking, track
 from teleprompt_assets.evaluate import deltaone, report, scoring
 from teleprompt_assets.optimize import teleprompters
@@ -30,19 +30,24 @@ def evaluate_program(context: dg.OpExecutionContext, teleprompt: TelepromptResou
     candidate = teleprompters.load_state(spec, compiled["state"])
     field = spec.config.metric.field or spec.output_fields[0]
     metric, method = metrics.window_metric(spec, table)
-    scores = scoring.score_pair(baseline, candidate, holdout, metric, build_lm(), field,
-                                 progress=lambda done, total: context.log.info(f"evaluating {t.program}: {done}/{total} held-out examples"))
+    lm = teleprompt.lm(context.run_id, build_lm)
+    with lm_stage(lm, f"{t.program}: evaluation stopped, nothing registered") as spent:
+        scores = scoring.score_pair(baseline, candidate, holdout, metric, lm, field, concurrency=teleprompt.project().lm.concurrency,
+                                     progress=lambda done, total: context.log.info(f"evaluating {t.program}: {done}/{total} held-out examples"))
     result = deltaone.compare(scores)
     grouping = report.for_program(spec, holdout, scores)
     ab = report.markdown(result, scores, grouping, report.inputs_of(spec, holdout))
     track(mlflow, t, metrics={"baseline_score": result.baseline_mean, "candidate_score": result.candidate_mean, "delta_ppm": result.delta_ppm,
-                              "ci_low_ppm": result.ci_low_ppm, "holdout": result.n, "deltaone": int(result.deltaone)})
-    value = {"baseline_version": baseline_version, "evaluation_method": method, "comparison": result.to_dict(), "scores": [s.__dict__ for s in scores], "ab_report": ab}
+                              "ci_low_ppm": result.ci_low_ppm, "holdout": result.n, "deltaone": int(result.deltaone),
+                              "eval_lm_calls": spent.calls, "eval_answers_reused": spent.reused})
+    value = {"baseline_version": baseline_version, "evaluation_method": method, "comparison": result.to_dict(), "scores": [s.__dict__ for s in scores], "ab_report": ab,
+             "lm": spent.as_metadata()}
     return staged(key, value, {
         "ab_report": ab, "ab_report_by": grouping.by, "evaluation_method": method,
         "holdout": result.n, "baseline_version": baseline_version, "baseline_score": result.baseline_mean,
         "candidate_score": result.candidate_mean, "delta_ppm": result.delta_ppm, "ci_low_ppm": result.ci_low_ppm,
         "deltaone": result.deltaone, "significant": result.significant, "wins": result.wins, "losses": result.losses,
+        "answers_reused": spent.reused, "lm_calls": spent.calls, "lm_retries": spent.retries, "lm_throttled": spent.throttled,
     }, markdown=("ab_report",), as_json=("evaluation_method",))
 
 

@@ -17,7 +17,7 @@ from teleprompt_assets.defs.checks import Verdict, combined_check
 from teleprompt_assets.defs.fanout import collect_into, programs_in_run, staged
 from teleprompt_assets.defs.io import ByPartition
 from teleprompt_assets.defs.partitions import target_of, window_label
-from teleprompt_assets.defs.resources import TelepromptResource
+from teleprompt_assets.defs.resources import TelepromptResource, budget_stop
 from teleprompt_assets.defs.run_tracking import Tracking, track
 from teleprompt_assets.optimize import prompt_quality, teleprompters
 from teleprompt_assets.register import registry
@@ -51,15 +51,19 @@ def compile_program(context: dg.OpExecutionContext, teleprompt: TelepromptResour
     if config.optimizer.warm_start:
         champion = registry.load_champion(teleprompt.client(), spec)
         teacher = champion[0] if champion else None
-    lm = build_lm()
+    lm = teleprompt.lm(context.run_id, build_lm)
     started = time.perf_counter()
     progress = usage.Progress(context.log.info, f"compiling {t.program} with {config.optimizer.name}")
     context.log.info(f"compiling {t.program} with {config.optimizer.name} on {len(trainset)} training examples")
     printed = io.StringIO()  # teleprompters print their progress: it belongs in the step's log, not the terminal
     try:
         with usage.metered(lm, progress) as used, teleprompters.time_limit(config.optimizer.time_limit_s), contextlib.redirect_stdout(printed):
-            result = teleprompters.compile_program(spec, trainset, metric, datasets.examples(table, spec, "dev"), teacher)
-    except Exception as exc:  # only a transient LM failure is worth the retry policy; anything else fails once, with its reason
+            result = teleprompters.compile_program(spec, trainset, metric, datasets.examples(table, spec, "dev"), teacher, teleprompt.project().lm.concurrency)
+        budget_stop(lm, f"{t.program}: compile stopped, nothing registered")
+    except dg.Failure:
+        raise
+    except Exception as exc:
+        budget_stop(lm, f"{t.program}: compile stopped, nothing registered")  # only a transient LM failure is worth the retry policy; anything else fails once, with its reason
         transient = not isinstance(exc, teleprompters.CompileTimeout) and teleprompters.is_transient(exc)  # a blown time limit is not retried
         reason = str(exc) if isinstance(exc, (teleprompters.CompileError, teleprompters.CompileTimeout)) else f"{type(exc).__name__}: {exc}"
         raise dg.Failure(description=f"{t.program}: compile failed, nothing registered: {reason}", allow_retries=transient,
@@ -77,7 +81,8 @@ def compile_program(context: dg.OpExecutionContext, teleprompt: TelepromptResour
             for i in result.pool]  # KNNFewShot: the traces its calls draw demos from
     check = prompt_quality.check_program(result.program, set(by_id), set(table.filter(pl.col("split") != "train")["trace_id"]), config.prompt_token_budget)
     prog_hash = registry.program_hash(result.state)
-    figures = {"trainset_size": len(trainset), "demos": len(demos), "demo_pool": len(pool), "lm_calls": used.calls, "input_tokens": used.input_tokens,
+    figures = {"trainset_size": len(trainset), "demos": len(demos), "demo_pool": len(pool), "lm_calls": used.calls, "lm_answers_reused": used.reused,
+               "lm_retries": used.retries, "input_tokens": used.input_tokens,
                "output_tokens": used.output_tokens, "compile_seconds": round(seconds, 3),
                "projected_wall_s": round(used.projected_wall_s(config.cost), 1), "projected_usd": round(used.projected_usd(config.cost), 6)}
     track(mlflow, t, tags={"optimizer": config.optimizer.name, "optimizer_params": json.dumps(config.optimizer.params, sort_keys=True), "lm": lm.model,

@@ -2,15 +2,20 @@
 
 
 import dataclasses
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
 import dagster_mlflow
+import dspy
 from dagster_mlflow.resources import MlFlow
 from mlflow import MlflowClient
 from pydantic import PrivateAttr
 
 from teleprompt_assets.core.config import ProjectConfig
+from teleprompt_assets.core.gateway import GatewayStats, gateway_of, pipeline_lm
 from teleprompt_assets.core.settings import Settings, load_settings
 from teleprompt_assets.core.spec import ProgramSpec, load_project
 from teleprompt_assets.core.tracking import connect, experiment_id
@@ -61,6 +66,15 @@ class TelepromptResource(dg.ConfigurableResource):
     def experiment_id(self, client: MlflowClient, name: str) -> str:
         return experiment_id(client, self.settings(), name)
 
+    def lm(self, run_id: str, build: Callable[..., dspy.LM]) -> dspy.LM:
+        """The LM a step calls, behind the gateway (``core/gateway.py``) with the project's ``lm`` settings;
+        the run id scopes the budget, so every step of one run spends from one budget. ``build`` makes
+        the LM itself (``core.lm.build_lm``), without retries of its own: the gateway retries."""
+        config = self.project().lm
+        if retries := os.environ.get("TELEPROMPT_LM_RETRIES", "").strip():
+            config = config.model_copy(update={"retries": int(retries)})
+        return pipeline_lm(build(num_retries=0, timeout_s=config.timeout_s), config, self.settings().home, run_id)
+
 
 @dg.resource(config_schema=dagster_mlflow.mlflow_tracking.config_schema, required_resource_keys={"teleprompt"})
 def pipeline_tracking(context: dg.InitResourceContext) -> MlFlow:
@@ -72,3 +86,26 @@ def pipeline_tracking(context: dg.InitResourceContext) -> MlFlow:
     teleprompt: TelepromptResource = context.resources.teleprompt
     teleprompt.experiment_id(teleprompt.client(), context.resource_config["experiment_name"])
     return MlFlow(context)
+
+
+def budget_stop(lm: dspy.LM, what: str) -> None:
+    """Fail the step, without retries, once the run's LM budget is spent (an optimizer may have swallowed the refusal)."""
+    gateway = gateway_of(lm)
+    if gateway is not None and gateway.exhausted:
+        raise dg.Failure(description=f"{what}: {gateway.exhausted}", allow_retries=False, metadata={"lm_budget": "exhausted"})
+
+
+@contextmanager
+def lm_stage(lm: dspy.LM, what: str) -> Iterator[GatewayStats]:
+    """What the block spent through ``lm``'s gateway, filled in when it ends; a spent budget fails the step cleanly."""
+    gateway = gateway_of(lm)
+    before = gateway.stats()
+    spent = GatewayStats()
+    try:
+        yield spent
+    except Exception:
+        budget_stop(lm, what)
+        raise
+    finally:
+        for name, value in dataclasses.asdict(gateway.stats() - before).items():
+            setattr(spent, name, value)

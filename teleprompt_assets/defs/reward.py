@@ -10,7 +10,7 @@ from teleprompt_assets.defs.fanout import collector, per_program_asset, staged
 from teleprompt_assets.defs.io import ByPartition
 from teleprompt_assets.defs.optimize import SKIPPED
 from teleprompt_assets.defs.partitions import target_of
-from teleprompt_assets.defs.resources import TelepromptResource
+from teleprompt_assets.defs.resources import TelepromptResource, lm_stage
 from teleprompt_assets.defs.run_tracking import Tracking, track
 from teleprompt_assets.optimize import teleprompters
 from teleprompt_assets.reward import attribution, impact
@@ -20,26 +20,29 @@ REWARDS_SCHEMA = {"contributor": pl.String, "traces": pl.Int64, "demos": pl.Int6
 
 
 @dg.op
-def reward_program(teleprompt: TelepromptResource, mlflow: Tracking, key: str, training_set: ByPartition, compiled_program: ByPartition) -> dict:
+def reward_program(context: dg.OpExecutionContext, teleprompt: TelepromptResource, mlflow: Tracking, key: str, training_set: ByPartition,
+                   compiled_program: ByPartition) -> dict:
     """Reward weights (ppm, summing to 1,000,000): volume, outcome quality and leave-one-out demo impact."""
     t, table, compiled = target_of(key), training_set[key], compiled_program[key]
     if SKIPPED in compiled:
         return staged(key, [], {SKIPPED: compiled[SKIPPED], "contributors": 0})
     spec = teleprompt.spec(t.program)
     config = teleprompt.project().rewards
-    measured = impact.demo_impact(teleprompters.load_state(spec, compiled["state"]), datasets.examples(table, spec, "holdout"),
-                                  metrics.window_metric(spec, table)[0], build_lm(), config.impact_budget)
+    lm = teleprompt.lm(context.run_id, build_lm)
+    with lm_stage(lm, f"{t.program}: reward weights stopped, nothing attested") as spent:
+        measured = impact.demo_impact(teleprompters.load_state(spec, compiled["state"]), datasets.examples(table, spec, "holdout"),
+                                      metrics.window_metric(spec, table)[0], lm, config.impact_budget, teleprompt.project().lm.concurrency)
     credit = attribution.demo_credit(measured.credits, compiled["demos"])
     weights = attribution.reward_weights(
         [(d["contributor"], d["feedback"]) for d in compiled["data_traces"]],
         [d["contributor"] for d in compiled["demos"] if d["contributor"]], credit, config,
     )
     rows = [{"contributor": r.contributor, "traces": r.traces, "demos": r.demos, "impact": int(r.impact), "weight_ppm": r.weight_ppm} for r in weights]
-    track(mlflow, t, metrics={"contributors": len(rows), "impact_lm_calls": measured.lm_calls})
+    track(mlflow, t, metrics={"contributors": len(rows), "impact_lm_calls": measured.lm_calls, "impact_answers_reused": spent.reused})
     return staged(key, rows, {
         "contributors": len(rows), "weight_sum_ppm": sum(r["weight_ppm"] for r in rows),
         "impact_method": f"{measured.method} on {measured.examples_used}/{measured.examples_total} holdout examples",
-        "impact_lm_calls": measured.lm_calls, "weights": _markdown(rows),
+        "impact_lm_calls": measured.lm_calls, "answers_reused": spent.reused, "weights": _markdown(rows),
     }, markdown=("weights",))
 
 

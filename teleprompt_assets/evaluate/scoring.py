@@ -12,6 +12,7 @@ from typing import Any
 import dspy
 from dspy.utils.exceptions import AdapterParseError
 
+from teleprompt_assets.core.parallel import map_ordered
 from teleprompt_assets.core.spec import Metric
 from teleprompt_assets.evaluate.deltaone import ExampleScore, quantize
 
@@ -35,19 +36,21 @@ def run_one(program: dspy.Module, example: dspy.Example, metric: Metric) -> tupl
 
 def score_pair(
     baseline: dspy.Module, candidate: dspy.Module, holdout: Sequence[dspy.Example], metric: Metric, lm: dspy.LM, output_field: str,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None, concurrency: int = 1,
 ) -> list[ExampleScore]:
-    """Both programs, same examples, same LM, same metric. ``progress(done, total)`` after each tenth."""
-    scores = []
+    """Both programs, same examples, same LM, same metric; ``concurrency`` examples at a time, scores in
+    holdout order whatever the order the answers arrive in. ``progress(done, total)`` after each tenth."""
     step = max(1, len(holdout) // 10)
+
+    def score(example: dspy.Example) -> ExampleScore:
+        sb, pb = run_one(baseline, example, metric)
+        sc, pc = run_one(candidate, example, metric)
+        return ExampleScore(example.trace_hash, example.trace_id, example.contributor, quantize(sb), quantize(sc),
+                            str(getattr(pb, output_field, pb)), str(getattr(pc, output_field, pc)))
+
+    def report(done: int) -> None:
+        if progress is not None and (done % step == 0 or done == len(holdout)):
+            progress(done, len(holdout))
+
     with dspy.context(lm=lm):
-        for done, example in enumerate(holdout, 1):
-            sb, pb = run_one(baseline, example, metric)
-            sc, pc = run_one(candidate, example, metric)
-            scores.append(ExampleScore(
-                example.trace_hash, example.trace_id, example.contributor, quantize(sb), quantize(sc),
-                str(getattr(pb, output_field, pb)), str(getattr(pc, output_field, pc)),
-            ))
-            if progress is not None and (done % step == 0 or done == len(holdout)):
-                progress(done, len(holdout))
-    return scores
+        return map_ordered(score, list(holdout), concurrency, report)

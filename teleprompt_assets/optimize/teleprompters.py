@@ -163,8 +163,10 @@ def compile_program(
     metric: Metric,
     valset: list[dspy.Example] | None = None,
     teacher: dspy.Module | None = None,
+    threads: int = 1,
 ) -> CompileResult:
     """Compile ``spec``'s program on ``trainset``; ``teacher`` (e.g. the champion) warm-starts it.
+    ``threads`` is the optimizer's ``num_threads`` where it has one and the config leaves it unset.
 
     Every demo leaves with the ``trace_id`` it came from, so provenance survives into the program's
     JSON state and the checks downstream can prove where each demo was drawn from. Whatever fails
@@ -173,7 +175,7 @@ def compile_program(
     """
     config = spec.config.optimizer
     try:
-        return _compile(spec, trainset, metric, valset, teacher)
+        return _compile(spec, trainset, metric, valset, teacher, threads)
     except CompileTimeout:
         raise
     except Exception as exc:
@@ -189,13 +191,13 @@ def compile_program(
 
 
 def _compile(spec: ProgramSpec, trainset: list[dspy.Example], metric: Metric, valset: list[dspy.Example] | None,
-             teacher: dspy.Module | None) -> CompileResult:
+             teacher: dspy.Module | None, threads: int = 1) -> CompileResult:
     config = spec.config.optimizer
     student = spec.build()
     if not trainset:
         compiled = student.reset_copy()
         return CompileResult(compiled, program_state(compiled), [])
-    optimizer = _build(config, metric)
+    optimizer = _build(config, metric, threads)
     kwargs: dict[str, Any] = {"trainset": trainset} | {k: v for k, v in config.params.items() if k in COMPILE_PARAMS.get(config.name, set())}
     if config.name in _USES_VALSET and valset:
         kwargs["valset"] = valset
@@ -222,8 +224,10 @@ def _mipro_minibatch(params: dict[str, Any], validation_size: int) -> bool:
     return validation_size > params.get("minibatch_size", 35)
 
 
-def _build(config: OptimizerConfig, metric: Metric) -> Any:
+def _build(config: OptimizerConfig, metric: Metric, threads: int = 1) -> Any:
     params = {k: v for k, v in config.params.items() if k not in COMPILE_PARAMS.get(config.name, set())}
+    if "num_threads" not in params and "num_threads" in inspect.signature(OPTIMIZERS[config.name].__init__).parameters:
+        params["num_threads"] = threads
     if config.name in _USES_METRIC:
         params["metric"] = gepa_metric(metric) if config.name == "GEPA" else metric
     if config.name in _NEEDS_REFLECTION_LM:

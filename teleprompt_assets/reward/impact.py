@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import dspy
 
+from teleprompt_assets.core.parallel import map_ordered
 from teleprompt_assets.core.spec import Metric
 from teleprompt_assets.evaluate.deltaone import quantize
 from teleprompt_assets.evaluate.scoring import run_one
@@ -27,21 +28,22 @@ class DemoImpact:
     method: str = field(default="leave-one-out")
 
 
-def _score(program: dspy.Module, examples: Sequence[dspy.Example], metric: Metric) -> int:
-    return sum(quantize(run_one(program, ex, metric)[0]) for ex in examples)
-
-
-def demo_impact(program: dspy.Module, holdout: Sequence[dspy.Example], metric: Metric, lm: dspy.LM, budget: int) -> DemoImpact:
+def demo_impact(program: dspy.Module, holdout: Sequence[dspy.Example], metric: Metric, lm: dspy.LM, budget: int, concurrency: int = 1) -> DemoImpact:
+    """Every (variant, example) pair is one task, ``concurrency`` at a time; sums are per variant, so the
+    credits do not depend on the order the answers arrive in."""
     slots = [(name, i) for name, predictor in program.named_predictors() for i in range(len(predictor.demos))]
     calls_per_example = (len(slots) + 1) * max(1, len(program.predictors()))
     used = min(len(holdout), budget // calls_per_example) if slots else 0
     examples = list(holdout[:used])
-    credits: list[tuple[str, int, int]] = []
+    variants = [program]
+    for name, index in slots:
+        ablated = program.deepcopy()
+        predictor = dict(ablated.named_predictors())[name]
+        predictor.demos = [d for j, d in enumerate(predictor.demos) if j != index]
+        variants.append(ablated)
+    tasks = [(v, ex) for v in range(len(variants)) for ex in examples]
     with dspy.context(lm=lm):
-        full = _score(program, examples, metric)
-        for name, index in slots:
-            ablated = program.deepcopy()
-            predictor = dict(ablated.named_predictors())[name]
-            predictor.demos = [d for j, d in enumerate(predictor.demos) if j != index]
-            credits.append((name, index, max(0, full - _score(ablated, examples, metric))))
+        scores = map_ordered(lambda task: quantize(run_one(variants[task[0]], task[1], metric)[0]), tasks, concurrency)
+    totals = [sum(scores[v * len(examples):(v + 1) * len(examples)]) for v in range(len(variants))]
+    credits = [(name, index, max(0, totals[0] - totals[k])) for k, (name, index) in enumerate(slots, 1)]
     return DemoImpact(credits, used, len(holdout), used * calls_per_example)

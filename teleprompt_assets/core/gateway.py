@@ -1,0 +1,310 @@
+"""Every LM call the pipeline makes passes through one gateway: limits, retries, budget, answer cache.
+
+The gateway is a DSPy engine (``complete(Request) -> Response``) in front of the LM the user named
+(:func:`teleprompt_assets.core.lm.build_lm`, which talks HTTP through DSPy's native engine or
+LiteLLM). Wrapping at the engine rather than around programs means every caller is covered the same
+way: held-out scoring, leave-one-out impact, and whatever calls an optimizer makes on its threads.
+In order, a call
+
+1. is answered from the **answer cache** when the same model already answered the same rendered
+   request with the same parameters (sampled requests, ``temperature > 0``, are never cached: an
+   optimizer asking for another sample must get one);
+2. reserves one call and its estimated tokens and cost against the **run's budget**, and stops the
+   run with :class:`LMBudgetExceeded` before a call that could cross it;
+3. takes a slot of the **concurrency limit** (calls in flight in this process) and waits for the
+   **rate limit** (requests and tokens per minute, shared through the LM state store);
+4. is sent, and retried on 429, 5xx, timeouts and connection errors with exponential backoff and
+   full jitter; a ``Retry-After`` the provider sends wins, and holds back every thread of the process;
+5. settles tokens and cost from the response's ``usage``, and keeps the answer.
+
+What a stage spent is read from :meth:`Gateway.stats` before and after it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import math
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+
+import dspy
+from dspy.lm15 import Message, Response, TextPart, Usage
+from dspy.utils.exceptions import is_retryable_lm_error
+
+from teleprompt_assets.core.config import LMConfig
+from teleprompt_assets.core.encoding import canonical_json
+from teleprompt_assets.core.lm_store import LMStore
+from teleprompt_assets.core.rate_limit import RateLimiter
+
+ESTIMATED_OUTPUT_TOKENS = 1_000  # reserved per call when the request sets no max_tokens
+
+
+class LMBudgetExceeded(RuntimeError):
+    """The run's LM budget would be crossed by the next call: the run stops here, cleanly."""
+
+
+@dataclasses.dataclass
+class GatewayStats:
+    """Counters since the gateway was built; subtract two snapshots for what a stage spent. The
+    gateway hands out copies, never its own."""
+
+    calls: int = 0  # answered by the LM
+    reused: int = 0  # answered from the cache, at no cost
+    failed: int = 0  # gave up after retries (or refused by the budget)
+    retries: int = 0
+    throttled: int = 0  # 429s received
+    input_tokens: int = 0
+    output_tokens: int = 0
+    micro_usd: int = 0
+    waited_s: float = 0.0  # held back by the rate limit or a Retry-After
+
+    def __sub__(self, other: GatewayStats) -> GatewayStats:
+        return GatewayStats(**{f.name: getattr(self, f.name) - getattr(other, f.name) for f in dataclasses.fields(self)})
+
+    @property
+    def answers(self) -> int:
+        return self.calls + self.reused
+
+    def as_metadata(self) -> dict[str, int | float]:
+        return {"lm_calls": self.calls, "lm_answers_reused": self.reused, "lm_failed": self.failed, "lm_retries": self.retries,
+                "lm_throttled": self.throttled, "input_tokens": self.input_tokens, "output_tokens": self.output_tokens,
+                "lm_usd": float(Decimal(self.micro_usd) / 1_000_000), "lm_waited_s": round(self.waited_s, 3)}
+
+
+def cache_key(model: str, request) -> str | None:
+    """The answer's identity: model, rendered request and parameters. None: not cacheable."""
+    config = request.config
+    if config.temperature not in (None, 0, 0.0) or request.tools:
+        return None
+    messages = []
+    for message in request.messages:
+        if not all(isinstance(part, TextPart) for part in message.parts):
+            return None
+        messages.append([message.role, [part.text for part in message.parts]])
+    system = request.system if isinstance(request.system, str) or request.system is None else [getattr(p, "text", repr(p)) for p in request.system]
+    params = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "cache" and getattr(config, f.name) not in (None, ())}
+    body = canonical_json({"model": model, "system": system, "messages": messages, "params": {k: repr(v) for k, v in params.items()}})
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def backoff_s(attempt: int, base_s: float, max_s: float, retry_after: float | None, rng: random.Random) -> float:
+    """Delay before retry ``attempt`` (0-based): the provider's Retry-After when it sent one (plus up to
+    10% jitter, so waiting threads do not return in lockstep), else full jitter over ``base * 2**attempt``."""
+    if retry_after is not None and math.isfinite(retry_after) and retry_after >= 0:
+        return min(max_s, retry_after) * (1 + 0.1 * rng.random())
+    return rng.uniform(0, min(max_s, base_s * 2 ** min(attempt, 30)))
+
+
+def micro_usd(input_tokens: int, output_tokens: int, config: LMConfig) -> int:
+    """Exact, rounded up: a price per million tokens is a price in micro-USD per token."""
+    return math.ceil(input_tokens * config.usd_per_1m_input_tokens + output_tokens * config.usd_per_1m_output_tokens)
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    seen: BaseException | None = exc
+    while seen is not None:
+        value = getattr(seen, "retry_after", None)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        seen = seen.__cause__
+    return None
+
+
+def _is_rate_limit(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if "RateLimit" in type(seen).__name__:
+            return True
+        seen = seen.__cause__
+    return False
+
+
+def _estimate_tokens(request) -> int:
+    words = sum(len(part.text.split()) for m in request.messages for part in m.parts if isinstance(part, TextPart))
+    words += len(request.system.split()) if isinstance(request.system, str) else 0
+    return math.ceil(words * 4 / 3) + (request.config.max_tokens or ESTIMATED_OUTPUT_TOKENS)
+
+
+class Gateway:
+    """A DSPy engine in front of ``inner`` (any ``dspy.LM``); see the module docstring."""
+
+    def __init__(self, inner: dspy.LM, config: LMConfig, store: LMStore | None, run_id: str | None = None,
+                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep, seed: int | None = None):
+        self.inner, self.config, self.store = inner, config, store
+        self.run_id = run_id or f"process-{uuid.uuid4().hex}"
+        self.clock, self.sleep = clock, sleep
+        self.cached = store is not None and config.cache != "off"
+        self.limiter = None
+        if store is not None and (config.requests_per_minute or config.tokens_per_minute):
+            self.limiter = RateLimiter(store, f"{inner.model}@{inner.kwargs.get('api_base') or ''}", config.requests_per_minute, config.tokens_per_minute)
+        self.slots = threading.BoundedSemaphore(config.concurrency)
+        self._lock = threading.Lock()
+        self._stats = GatewayStats()
+        self._cool_until = 0.0
+        self._rng = random.Random(seed)
+        self.exhausted: str | None = None
+
+    # DSPy reads capability hints from a custom engine: they are the inner LM's.
+    @property
+    def supports_function_calling(self) -> bool:
+        return bool(self.inner.supports_function_calling)
+
+    @property
+    def supports_response_schema(self) -> bool:
+        return bool(self.inner.supports_response_schema)
+
+    @property
+    def supports_reasoning(self) -> bool:
+        return bool(self.inner.supports_reasoning)
+
+    def stats(self) -> GatewayStats:
+        with self._lock:
+            return dataclasses.replace(self._stats)
+
+    def _count(self, **delta) -> None:
+        with self._lock:
+            self._stats = dataclasses.replace(self._stats, **{k: getattr(self._stats, k) + v for k, v in delta.items()})
+
+    def complete(self, request) -> Response:
+        key = cache_key(self.inner.model, request) if self.cached else None
+        if key is not None and (record := self.store.answer(key)) is not None:
+            self._count(reused=1)
+            return _response(record)
+        estimate = _estimate_tokens(request)
+        self._reserve(estimate)
+        try:
+            response = self._send(request, estimate)
+        except BaseException:
+            self._settle(estimate, 0, 0)
+            self._count(failed=1)
+            raise
+        used_in, used_out = int(response.usage.input_tokens or 0), int(response.usage.output_tokens or 0)
+        self._settle(estimate, used_in, used_out)
+        self._count(calls=1, input_tokens=used_in, output_tokens=used_out, micro_usd=micro_usd(used_in, used_out, self.config))
+        if key is not None and response.finish_reason == "stop" and _text_only(response):
+            self.store.keep_answer(key, self.inner.model, _record(response))
+        return response
+
+    def stream(self, request):
+        from dspy.lm15 import response_to_events
+
+        return response_to_events(self.complete(request))
+
+    def close(self) -> None:
+        self.inner.close()
+
+    # -- budget ---------------------------------------------------------------------------------
+    def _reserve(self, estimate: int) -> None:
+        budget = self.config.budget
+        if self.exhausted:
+            raise LMBudgetExceeded(self.exhausted)
+        if self.store is None or (budget.max_calls is None and budget.max_tokens is None and budget.max_usd is None):
+            return
+        cost = micro_usd(estimate, 0, self.config) + micro_usd(0, estimate, self.config)  # either side of the price, at most
+
+        def take(calls: int, tokens: int, micro: int) -> tuple[int, int, int]:
+            over = []
+            if budget.max_calls is not None and calls + 1 > budget.max_calls:
+                over.append(f"{calls} of {budget.max_calls} calls spent")
+            if budget.max_tokens is not None and tokens + estimate > budget.max_tokens:
+                over.append(f"{tokens:,} of {budget.max_tokens:,} tokens spent and the next call may take {estimate:,}")
+            if budget.max_usd is not None and micro + cost > budget.max_usd * 1_000_000:
+                over.append(f"${Decimal(micro) / 1_000_000} of ${budget.max_usd} spent")
+            if over:
+                self.exhausted = f"LM budget of run {self.run_id} reached ({'; '.join(over)}): the run stops here; raise lm.budget in teleprompt.yaml to go further"
+                raise LMBudgetExceeded(self.exhausted)
+            return calls + 1, tokens + estimate, micro + cost
+
+        self.store.update_spend(self.run_id, take)
+
+    def _settle(self, estimate: int, used_in: int, used_out: int) -> None:
+        budget = self.config.budget
+        if self.limiter is not None:
+            self.limiter.settle_tokens(estimate, used_in + used_out)
+        if self.store is None or (budget.max_calls is None and budget.max_tokens is None and budget.max_usd is None):
+            return
+        cost = micro_usd(estimate, 0, self.config) + micro_usd(0, estimate, self.config)
+        actual = micro_usd(used_in, used_out, self.config)
+        self.store.update_spend(self.run_id, lambda calls, tokens, micro: (calls, tokens - estimate + used_in + used_out, micro - cost + actual))
+
+    # -- sending --------------------------------------------------------------------------------
+    def _send(self, request, estimate: int) -> Response:
+        inner_request = request if request.model == self.inner.model else dataclasses.replace(request, model=self.inner.model)
+        for attempt in range(self.config.retries + 1):
+            self._wait_for_turn(estimate if attempt == 0 else 0)
+            with self.slots, dspy.context(disable_history=True):
+                try:
+                    return self.inner(inner_request)
+                except Exception as exc:
+                    if attempt >= self.config.retries or not is_retryable_lm_error(exc):
+                        raise
+                    retry_after = _retry_after(exc)
+                    delay = backoff_s(attempt, self.config.backoff_s, self.config.backoff_max_s, retry_after, self._rng)
+                    throttled = _is_rate_limit(exc)
+            self._count(retries=1, throttled=int(throttled))
+            if throttled:
+                with self._lock:
+                    self._cool_until = max(self._cool_until, self.clock() + delay)
+            else:
+                self._pause(delay)
+        raise AssertionError("unreachable")
+
+    def _wait_for_turn(self, tokens: int) -> None:
+        with self._lock:
+            cooling = self._cool_until - self.clock()
+        wait = max(0.0, cooling)
+        if self.limiter is not None:
+            wait = max(wait, self.limiter.acquire(tokens, self.clock()))
+        self._pause(wait)
+
+    def _pause(self, seconds: float) -> None:
+        if seconds > 0:
+            self._count(waited_s=seconds)
+            self.sleep(seconds)
+
+
+def _text_only(response: Response) -> bool:
+    return all(isinstance(part, TextPart) for part in response.message.parts)
+
+
+def _record(response: Response) -> dict:
+    usage = response.usage
+    return {"text": "".join(p.text for p in response.message.parts), "model": response.model, "finish_reason": response.finish_reason,
+            "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens}
+
+
+def _response(record: dict) -> Response:
+    """A cached answer, as the LM gave it; its usage is zero because nobody paid for it this time."""
+    return Response(id=None, model=record["model"], message=Message.assistant([TextPart(record["text"])]), finish_reason=record["finish_reason"],
+                    usage=Usage(input_tokens=0, output_tokens=0, total_tokens=0))
+
+
+def gateway_lm(inner: dspy.LM, config: LMConfig, store: LMStore | None, run_id: str | None = None) -> dspy.LM:
+    """``inner`` behind a gateway, as a ``dspy.LM`` carrying the same model name."""
+    return dspy.LM(inner.model, engine=Gateway(inner, config, store, run_id), cache=False, num_retries=0)
+
+
+def gateway_of(lm: dspy.LM) -> Gateway | None:
+    engine = getattr(lm, "engine", None)
+    return engine if isinstance(engine, Gateway) else None
+
+
+def pipeline_lm(inner: dspy.LM, config: LMConfig, home: Path, run_id: str | None = None) -> dspy.LM:
+    """The gateway a pipeline step calls its LM through. The state store is opened only when
+    something needs it: the answer cache (on by default for a hosted LM, off for the offline LM,
+    whose answers cost nothing), a rate limit or a budget."""
+    from teleprompt_assets.core.lm import is_offline
+    from teleprompt_assets.core.lm_store import default_url
+
+    budget = config.budget
+    cached = config.cache == "on" or (config.cache == "auto" and not is_offline(inner))
+    needed = cached or config.requests_per_minute or config.tokens_per_minute or any(v is not None for v in (budget.max_calls, budget.max_tokens, budget.max_usd))
+    store = LMStore(config.store_url or default_url(home)) if needed else None
+    settings = config if cached else config.model_copy(update={"cache": "off"})
+    return gateway_lm(inner, settings, store, run_id)
