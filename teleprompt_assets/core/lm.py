@@ -254,7 +254,7 @@ def build_lm(model: str | None = None, num_retries: int | None = None, timeout_s
     ``TELEPROMPT_LM`` is a DSPy/LiteLLM model string (``openai/gpt-4o-mini``). A self-hosted,
     OpenAI-compatible server (vLLM, Ollama, a llama.cpp server) is ``openai/<model>`` with
     ``TELEPROMPT_LM_API_BASE`` set to its ``.../v1`` URL, and ``TELEPROMPT_LM_API_KEY`` if it asks
-    for one; a hosted provider's key is read by DSPy or LiteLLM from its usual variable
+    for one (without one, a placeholder is sent); a hosted provider's key is read by DSPy or LiteLLM from its usual variable
     (``OPENAI_API_KEY``), never passed here, so it cannot end up in a pickled program.
     ``TELEPROMPT_LM_ENGINE=litellm`` sends calls through LiteLLM instead of DSPy's native client.
     Each call times out after ``TELEPROMPT_LM_TIMEOUT_S`` (else ``timeout_s``, else 60 s) and is retried
@@ -267,6 +267,8 @@ def build_lm(model: str | None = None, num_retries: int | None = None, timeout_s
     timeout = float(os.environ.get("TELEPROMPT_LM_TIMEOUT_S") or timeout_s or 60)
     retries = num_retries if num_retries is not None else int(os.environ.get("TELEPROMPT_LM_RETRIES", "3"))
     client = {name: value for name, value in (("api_base", os.environ.get(API_BASE_ENV, "").strip()), ("api_key", os.environ.get(API_KEY_ENV, "").strip())) if value}
+    if "api_base" in client and "api_key" not in client and not os.environ.get(f"{model.split('/', 1)[0].upper()}_API_KEY"):
+        client["api_key"] = "unused"  # a self-hosted server without auth; DSPy's client refuses to send no key at all
     engine = os.environ.get(ENGINE_ENV, "").strip() or "auto"
     if engine not in ("auto", "litellm", "lm15"):
         raise ValueError(f"{ENGINE_ENV}={engine!r}: use auto (DSPy's native client where it can), litellm or lm15")

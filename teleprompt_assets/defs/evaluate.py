@@ -3,6 +3,7 @@
 
 import dagster as dg
 
+from teleprompt_assets.core.gateway import gateway_of
 from teleprompt_assets.core.lm import build_lm
 from teleprompt_assets.defs.fanout import collector, per_program_asset, staged
 from teleprompt_assets.defs.io import ByPartition
@@ -31,9 +32,13 @@ def evaluate_program(context: dg.OpExecutionContext, teleprompt: TelepromptResou
     field = spec.config.metric.field or spec.output_fields[0]
     metric, method = metrics.window_metric(spec, table)
     lm = teleprompt.lm(context.run_id, build_lm)
+    gateway = gateway_of(lm)
+    start, sides = gateway.stats(), []  # sides: what the baseline's answers cost
     with lm_stage(lm, f"{t.program}: evaluation stopped, nothing registered") as spent:
         scores = scoring.score_pair(baseline, candidate, holdout, metric, lm, field, concurrency=teleprompt.project().lm.concurrency,
-                                     progress=lambda done, total: context.log.info(f"evaluating {t.program}: {done}/{total} held-out examples"))
+                                     between=lambda: sides.append(gateway.stats() - start),
+                                     progress=lambda side, done, total: context.log.info(f"evaluating {t.program}: {side} {done}/{total} held-out examples"))
+    baseline_reused = sides[0].reused if sides else 0
     result = deltaone.compare(scores)
     grouping = report.for_program(spec, holdout, scores)
     ab = report.markdown(result, scores, grouping, report.inputs_of(spec, holdout))
@@ -47,7 +52,8 @@ def evaluate_program(context: dg.OpExecutionContext, teleprompt: TelepromptResou
         "holdout": result.n, "baseline_version": baseline_version, "baseline_score": result.baseline_mean,
         "candidate_score": result.candidate_mean, "delta_ppm": result.delta_ppm, "ci_low_ppm": result.ci_low_ppm,
         "deltaone": result.deltaone, "significant": result.significant, "wins": result.wins, "losses": result.losses,
-        "answers_reused": spent.reused, "lm_calls": spent.calls, "lm_retries": spent.retries, "lm_throttled": spent.throttled,
+        "answers_reused": spent.reused, "baseline_answers_reused": baseline_reused, "candidate_answers_reused": spent.reused - baseline_reused,
+        "lm_calls": spent.calls, "lm_retries": spent.retries, "lm_throttled": spent.throttled,
     }, markdown=("ab_report",), as_json=("evaluation_method",))
 
 

@@ -36,21 +36,26 @@ def run_one(program: dspy.Module, example: dspy.Example, metric: Metric) -> tupl
 
 def score_pair(
     baseline: dspy.Module, candidate: dspy.Module, holdout: Sequence[dspy.Example], metric: Metric, lm: dspy.LM, output_field: str,
-    progress: Callable[[int, int], None] | None = None, concurrency: int = 1,
+    progress: Callable[[str, int, int], None] | None = None, concurrency: int = 1, between: Callable[[], None] | None = None,
 ) -> list[ExampleScore]:
-    """Both programs, same examples, same LM, same metric; ``concurrency`` examples at a time, scores in
-    holdout order whatever the order the answers arrive in. ``progress(done, total)`` after each tenth."""
-    step = max(1, len(holdout) // 10)
+    """Both programs, same examples, same LM, same metric: all baseline answers, then all candidate
+    answers (``between()`` runs in between, so a caller can tell what each side cost), each side
+    ``concurrency`` examples at a time. Scores are in holdout order whatever order the answers arrive
+    in. ``progress(side, done, total)`` after each tenth."""
+    examples = list(holdout)
+    step = max(1, len(examples) // 10)
 
-    def score(example: dspy.Example) -> ExampleScore:
-        sb, pb = run_one(baseline, example, metric)
-        sc, pc = run_one(candidate, example, metric)
-        return ExampleScore(example.trace_hash, example.trace_id, example.contributor, quantize(sb), quantize(sc),
-                            str(getattr(pb, output_field, pb)), str(getattr(pc, output_field, pc)))
+    def answers(program: dspy.Module, side: str) -> list[tuple[float, Any]]:
+        def report(done: int) -> None:
+            if progress is not None and (done % step == 0 or done == len(examples)):
+                progress(side, done, len(examples))
 
-    def report(done: int) -> None:
-        if progress is not None and (done % step == 0 or done == len(holdout)):
-            progress(done, len(holdout))
+        return map_ordered(lambda example: run_one(program, example, metric), examples, concurrency, report)
 
     with dspy.context(lm=lm):
-        return map_ordered(score, list(holdout), concurrency, report)
+        base = answers(baseline, "baseline")
+        if between is not None:
+            between()
+        cand = answers(candidate, "candidate")
+    return [ExampleScore(ex.trace_hash, ex.trace_id, ex.contributor, quantize(sb), quantize(sc), str(getattr(pb, output_field, pb)), str(getattr(pc, output_field, pc)))
+            for ex, (sb, pb), (sc, pc) in zip(examples, base, cand, strict=True)]

@@ -34,7 +34,10 @@ def test_progress_reports_lm_calls_while_compiling_at_the_configured_pace():
 def test_evaluation_reports_progress_per_tenth_and_at_the_end():
     program = SPEC.build()
     seen = []
-    scores = score_pair(program, program, _examples() * 4, SPEC.metric(), offline_lm(), "queue", progress=lambda done, total: seen.append((done, total)))
+    scores = score_pair(program, program, _examples() * 4, SPEC.metric(), offline_lm(), "queue", progress=lambda side, done, total: seen.append((side, done, total)))
     assert len(scores) == 24
-    assert seen[-1] == (24, 24) and all(total == 24 for _, total in seen) and [d for d, _ in seen] == sorted({d for d, _ in seen})
-    assert 10 <= len(seen) <= 13
+    for side in ("baseline", "candidate"):  # all baseline answers first, then the candidate's
+        done = [d for s, d, total in seen if s == side]
+        assert done[-1] == 24 and done == sorted(set(done)) and 10 <= len(done) <= 13
+    assert all(total == 24 for *_, total in seen) and seen[-1] == ("candidate", 24, 24)
+    assert [s for s, *_ in seen] == sorted(s for s, *_ in seen)
