@@ -12,7 +12,9 @@ Default mode. ticket_router traffic is seeded for ``--days`` days through the re
 (the last day is "the next day"). Two copies of that store run the ``optimize_program`` job for
 the day before the last, one at ``lm.concurrency = K`` and one at 1: same traces, same holdout,
 same calls. The figures are the LM-bound steps' time (compile, evaluation, rewards; the rest of the
-graph does not touch the LM and is printed separately). Then the K store runs the next day, whose
+graph does not touch the LM and is printed separately). Each seeded ticket carries a reference
+number: the sample's templates repeat, and a window keeps one example per distinct input, which
+would leave ~40 held-out examples and a next day with nothing new. Then the K store runs the next day, whose
 window has one new day of traffic, with the champion unchanged between the two runs; the
 evaluation's ``baseline_answers_reused`` over its held-out count is the reuse. Last line:
 
@@ -69,20 +71,30 @@ def use_home(home: Path, config: Path) -> None:
 
 
 def seed(home: Path, days: int, per_day: int) -> None:
+    import dataclasses
+
     import mlflow
 
     from teleprompt_assets.core.settings import load_settings
     from teleprompt_assets.core.spec import load_project
-    from teleprompt_assets.samples.seed import seed_ticket_router
+    from teleprompt_assets.samples import seed as seeding
+    from teleprompt_assets.samples.ticket_traffic import tickets
+
+    def distinct_tickets(count, rng, label_rate=0.9):
+        """The sample's tickets repeat a few hundred templates, and a window keeps one example per
+        distinct input; a reference number makes each ticket its own, as production traffic is."""
+        for ticket in tickets(count, rng, label_rate):
+            yield dataclasses.replace(ticket, message=f"{ticket.message} (ref {rng.randrange(10**8):08d})")
 
     settings = load_settings()
     spec = load_project(settings.config_path)[1][PROGRAM]
-    autolog = mlflow.dspy.autolog
+    autolog, generator = mlflow.dspy.autolog, seeding.tickets
     mlflow.dspy.autolog = lambda *a, **k: None  # root spans only: what the pipeline reads
+    seeding.tickets = distinct_tickets
     try:
-        seed_ticket_router(settings, spec, END, days=days, per_day=per_day, seed=0)
+        seeding.seed_ticket_router(settings, spec, END, days=days, per_day=per_day, seed=0)
     finally:
-        mlflow.dspy.autolog = autolog
+        mlflow.dspy.autolog, seeding.tickets = autolog, generator
 
 
 def run(day: date) -> dict:

@@ -70,6 +70,8 @@ def test_429_bursts_and_5xx_slow_the_run_but_lose_and_duplicate_nothing(fast_tmp
         report = evaluation_metadata(instance)
         assert report["answers_reused"] > 0 and report["lm_calls"] == 0, report
         assert server.stats()["answered"] - answered < answered  # the compile's sampled calls are paid again; held-out answers are not
+    leaked = [str(path) for path in (home, fast_tmp / "dagster") for path in path.rglob("*") if path.is_file() and KEY.encode() in path.read_bytes()]
+    assert leaked == [], f"the endpoint's key was written to {leaked}"
 
 
 def test_an_outage_during_evaluation_stops_it_and_registers_nothing(fast_tmp):

@@ -6,11 +6,13 @@ LiteLLM). Wrapping at the engine rather than around programs means every caller 
 way: held-out scoring, leave-one-out impact, and whatever calls an optimizer makes on its threads.
 In order, a call
 
-1. is answered from the **answer cache** when the same model already answered the same rendered
-   request with the same parameters (sampled requests, ``temperature > 0``, are never cached: an
-   optimizer asking for another sample must get one);
+1. is answered from the **answer cache** when the same model at the same endpoint already answered
+   the same rendered request with the same parameters. A request that asks for a sample
+   (``temperature > 0``, as optimizers do for another try) is never cached; one at the provider's
+   default temperature is, as DSPy's own cache does: its first answer is the answer;
 2. reserves one call and its estimated tokens and cost against the **run's budget**, and stops the
-   run with :class:`LMBudgetExceeded` before a call that could cross it;
+   run with :class:`LMBudgetExceeded` before a call whose reservation does not fit (calls are exact;
+   tokens and cost are estimates until the response's usage settles them);
 3. takes a slot of the **concurrency limit** (calls in flight in this process) and waits for the
    **rate limit** (requests and tokens per minute, shared through the LM state store);
 4. is sent, and retried on 429, 5xx, timeouts and connection errors with exponential backoff and
@@ -22,8 +24,10 @@ What a stage spent is read from :meth:`Gateway.stats` before and after it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
+import logging
 import math
 import random
 import threading
@@ -41,6 +45,8 @@ from teleprompt_assets.core.config import LMConfig
 from teleprompt_assets.core.encoding import canonical_json
 from teleprompt_assets.core.lm_store import LMStore
 from teleprompt_assets.core.rate_limit import RateLimiter
+
+log = logging.getLogger(__name__)
 
 ESTIMATED_OUTPUT_TOKENS = 1_000  # reserved per call when the request sets no max_tokens
 
@@ -78,16 +84,22 @@ class GatewayStats:
 
 
 def cache_key(model: str, request) -> str | None:
-    """The answer's identity: model, rendered request and parameters. None: not cacheable."""
+    """The answer's identity: model (with its endpoint), rendered request and parameters. None: not
+    cacheable (a sampled request, tools, media, logprobs)."""
     config = request.config
-    if config.temperature not in (None, 0, 0.0) or request.tools:
+    if config.temperature not in (None, 0, 0.0) or request.tools or config.logprobs is not None:
         return None
     messages = []
     for message in request.messages:
         if not all(isinstance(part, TextPart) for part in message.parts):
             return None
         messages.append([message.role, [part.text for part in message.parts]])
-    system = request.system if isinstance(request.system, str) or request.system is None else [getattr(p, "text", repr(p)) for p in request.system]
+    if isinstance(request.system, str) or request.system is None:
+        system = request.system
+    elif all(isinstance(part, TextPart) for part in request.system):
+        system = [part.text for part in request.system]
+    else:
+        return None
     params = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "cache" and getattr(config, f.name) not in (None, ())}
     body = canonical_json({"model": model, "system": system, "messages": messages, "params": {k: repr(v) for k, v in params.items()}})
     return hashlib.sha256(body.encode()).hexdigest()
@@ -140,9 +152,10 @@ class Gateway:
         self.run_id = run_id or f"process-{uuid.uuid4().hex}"
         self.clock, self.sleep = clock, sleep
         self.cached = store is not None and config.cache != "off"
+        self.endpoint = f"{inner.model}@{inner.kwargs.get('api_base') or ''}"  # one model served by two servers is two LMs
         self.limiter = None
         if store is not None and (config.requests_per_minute or config.tokens_per_minute):
-            self.limiter = RateLimiter(store, f"{inner.model}@{inner.kwargs.get('api_base') or ''}", config.requests_per_minute, config.tokens_per_minute)
+            self.limiter = RateLimiter(store, self.endpoint, config.requests_per_minute, config.tokens_per_minute)
         self.slots = threading.BoundedSemaphore(config.concurrency)
         self._lock = threading.Lock()
         self._stats = GatewayStats()
@@ -172,24 +185,43 @@ class Gateway:
             self._stats = dataclasses.replace(self._stats, **{k: getattr(self._stats, k) + v for k, v in delta.items()})
 
     def complete(self, request) -> Response:
-        key = cache_key(self.inner.model, request) if self.cached else None
-        if key is not None and (record := self.store.answer(key)) is not None:
+        key = cache_key(self.endpoint, request) if self.cached else None
+        if key is not None and (record := self._cached(key)) is not None:
             self._count(reused=1)
             return _response(record)
         estimate = _estimate_tokens(request)
-        self._reserve(estimate)
+        try:
+            self._reserve(estimate)
+        except LMBudgetExceeded:
+            self._count(failed=1)
+            raise
         try:
             response = self._send(request, estimate)
         except BaseException:
-            self._settle(estimate, 0, 0)
+            with contextlib.suppress(Exception):  # the provider's error is the one to see
+                self._settle(estimate, 0, 0)
             self._count(failed=1)
             raise
-        used_in, used_out = int(response.usage.input_tokens or 0), int(response.usage.output_tokens or 0)
+        usage = response.usage
+        if usage is None or (usage.input_tokens is None and usage.output_tokens is None):
+            used_in, used_out = estimate, 0  # a server that reports no usage is charged the estimate, not nothing
+        else:
+            used_in, used_out = int(usage.input_tokens or 0), int(usage.output_tokens or 0)
         self._settle(estimate, used_in, used_out)
         self._count(calls=1, input_tokens=used_in, output_tokens=used_out, micro_usd=micro_usd(used_in, used_out, self.config))
         if key is not None and response.finish_reason == "stop" and _text_only(response):
-            self.store.keep_answer(key, self.inner.model, _record(response))
+            try:
+                self.store.keep_answer(key, self.endpoint, _record(response))
+            except Exception as exc:  # an answer paid for is returned even when it cannot be kept
+                log.warning("LM answer cache: could not keep an answer (%s: %s)", type(exc).__name__, exc)
         return response
+
+    def _cached(self, key: str) -> dict | None:
+        try:
+            return self.store.answer(key)
+        except Exception as exc:  # the cache is an optimization: a store hiccup is a miss
+            log.warning("LM answer cache: lookup failed, calling the LM (%s: %s)", type(exc).__name__, exc)
+            return None
 
     def stream(self, request):
         from dspy.lm15 import response_to_events
@@ -238,7 +270,7 @@ class Gateway:
         inner_request = request if request.model == self.inner.model else dataclasses.replace(request, model=self.inner.model)
         for attempt in range(self.config.retries + 1):
             self._wait_for_turn(estimate if attempt == 0 else 0)
-            with self.slots, dspy.context(disable_history=True):
+            with self.slots, dspy.context(disable_history=True, callbacks=[], usage_tracker=None):  # the outer LM already reports this call
                 try:
                     return self.inner(inner_request)
                 except Exception as exc:
@@ -258,7 +290,8 @@ class Gateway:
     def _wait_for_turn(self, tokens: int) -> None:
         with self._lock:
             cooling = self._cool_until - self.clock()
-        wait = max(0.0, cooling)
+            jitter = 1 + 0.1 * self._rng.random()  # threads held back by one Retry-After do not return at once
+        wait = max(0.0, cooling * jitter)
         if self.limiter is not None:
             wait = max(wait, self.limiter.acquire(tokens, self.clock()))
         self._pause(wait)

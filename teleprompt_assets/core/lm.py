@@ -254,21 +254,24 @@ def build_lm(model: str | None = None, num_retries: int | None = None, timeout_s
     ``TELEPROMPT_LM`` is a DSPy/LiteLLM model string (``openai/gpt-4o-mini``). A self-hosted,
     OpenAI-compatible server (vLLM, Ollama, a llama.cpp server) is ``openai/<model>`` with
     ``TELEPROMPT_LM_API_BASE`` set to its ``.../v1`` URL, and ``TELEPROMPT_LM_API_KEY`` if it asks
-    for one (without one, a placeholder is sent); a hosted provider's key is read by DSPy or LiteLLM from its usual variable
+    for one (only that key is sent there; without one, a placeholder); a hosted provider's key is read by DSPy or LiteLLM from its usual variable
     (``OPENAI_API_KEY``), never passed here, so it cannot end up in a pickled program.
     ``TELEPROMPT_LM_ENGINE=litellm`` sends calls through LiteLLM instead of DSPy's native client.
     Each call times out after ``TELEPROMPT_LM_TIMEOUT_S`` (else ``timeout_s``, else 60 s) and is retried
     ``num_retries`` (else ``TELEPROMPT_LM_RETRIES``, default 3) times. The pipeline itself calls
     this with no retries and puts :mod:`.gateway` in front, which owns retries, limits and caching.
     """
-    model = model if model is not None else os.environ.get(LM_ENV, "").strip()
+    configured = os.environ.get(LM_ENV, "").strip()
+    model = model if model is not None else configured
     if not model or model.startswith("offline"):
         return offline_lm()
     timeout = float(os.environ.get("TELEPROMPT_LM_TIMEOUT_S") or timeout_s or 60)
     retries = num_retries if num_retries is not None else int(os.environ.get("TELEPROMPT_LM_RETRIES", "3"))
-    client = {name: value for name, value in (("api_base", os.environ.get(API_BASE_ENV, "").strip()), ("api_key", os.environ.get(API_KEY_ENV, "").strip())) if value}
-    if "api_base" in client and "api_key" not in client and not os.environ.get(f"{model.split('/', 1)[0].upper()}_API_KEY"):
-        client["api_key"] = "unused"  # a self-hosted server without auth; DSPy's client refuses to send no key at all
+    client = {}
+    base = os.environ.get(API_BASE_ENV, "").strip()
+    if base and model == configured:  # the endpoint belongs to TELEPROMPT_LM, not to another model named in a config
+        # only this endpoint's own key goes there, never a provider's key from the environment
+        client = {"api_base": base, "api_key": os.environ.get(API_KEY_ENV, "").strip() or "unused"}
     engine = os.environ.get(ENGINE_ENV, "").strip() or "auto"
     if engine not in ("auto", "litellm", "lm15"):
         raise ValueError(f"{ENGINE_ENV}={engine!r}: use auto (DSPy's native client where it can), litellm or lm15")

@@ -64,13 +64,32 @@ def _engine(url: str) -> Engine:
                     dbapi.execute("PRAGMA synchronous=NORMAL")
 
                 @sa.event.listens_for(engine, "begin")
-                def _immediate(conn):
-                    conn.exec_driver_sql("BEGIN IMMEDIATE")  # take the write lock up front: no deadlock upgrading a read
+                def _begin(conn):  # a write takes the lock up front (no deadlock upgrading a read); a read takes none
+                    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write") else "BEGIN")
             else:
                 engine = sa.create_engine(url, pool_size=64, max_overflow=64, pool_pre_ping=True)
-            _META.create_all(engine, checkfirst=True)
+            _create_tables(engine)
             _engines[url] = engine
         return _engines[url]
+
+
+def _create_tables(engine: Engine) -> None:
+    """Several step processes may open a new store at once; a loser of the race finds the tables made."""
+    for attempt in range(3):
+        try:
+            _META.create_all(engine, checkfirst=True)
+            return
+        except (sa.exc.IntegrityError, sa.exc.ProgrammingError, sa.exc.OperationalError):
+            if attempt == 2:
+                raise
+
+
+@contextmanager
+def _writing(engine: Engine) -> Iterator[Connection]:
+    with engine.connect() as conn:
+        conn.execution_options(write=True)
+        with conn.begin():
+            yield conn
 
 
 def _insert_missing(conn: Connection, table: sa.Table, row: dict[str, Any]) -> None:
@@ -97,7 +116,7 @@ class LMStore:
         return None if found is None else json.loads(found)
 
     def keep_answer(self, key: str, model: str, record: dict) -> None:
-        with self.engine.begin() as conn:
+        with _writing(self.engine) as conn:
             _insert_missing(conn, ANSWERS, {"key": key, "model": model, "record": json.dumps(record, sort_keys=True)})
 
     def answers(self) -> int:
@@ -106,7 +125,7 @@ class LMStore:
 
     @contextmanager
     def _row(self, table: sa.Table, key: sa.Column, name: str, fresh: dict[str, Any]) -> Iterator[tuple[Connection, Any]]:
-        with self.engine.begin() as conn:
+        with _writing(self.engine) as conn:
             _insert_missing(conn, table, fresh)
             row = conn.execute(sa.select(table).where(key == name).with_for_update()).one()
             yield conn, row

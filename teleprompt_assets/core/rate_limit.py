@@ -6,8 +6,7 @@ kept in the LM state store (:mod:`.lm_store`) and updated in one transaction per
 
 The bucket holds at most one minute's allowance and refills continuously. A caller *reserves* what
 it needs and may drive the level below zero; it then waits until the refill has paid that debt.
-Reserving never loops or polls, so a thousand threads cost a thousand short transactions, and the
-order in which they reserve is the order in which they may go. Tokens are unknown until the answer
+Reserving never loops or polls, so a thousand threads cost a thousand short transactions. Tokens are unknown until the answer
 arrives: they are reserved at an estimate and the difference is settled from the response's usage.
 """
 
@@ -20,13 +19,16 @@ from teleprompt_assets.core.lm_store import LMStore
 
 def reserve(level: float, updated: float, now: float, per_minute: int, amount: float) -> tuple[float, float]:
     """The bucket after taking ``amount`` at ``now``, and how long the taker must wait (seconds).
-
-    ``updated == 0`` marks a bucket never used: it starts full.
-    """
+    A new bucket is full (the store creates it so)."""
     rate = per_minute / 60.0
-    refilled = float(per_minute) if updated == 0 else min(float(per_minute), level + max(0.0, now - updated) * rate)
+    refilled = min(float(per_minute), level + max(0.0, now - updated) * rate)
     left = refilled - amount
     return left, max(0.0, -left / rate)
+
+
+def _later(updated: float, now: float) -> float:
+    """A clock read before waiting for the row (or on a machine running behind) never moves a bucket back."""
+    return max(updated, now)
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,9 @@ class RateLimiter:
                 continue
 
             def take(level: float, updated: float, per_minute=per_minute, amount=amount) -> tuple[float, float, float]:
-                left, seconds = reserve(level, updated, now, per_minute, amount)
-                return left, now, seconds
+                at = _later(updated, now)
+                left, seconds = reserve(level, updated, at, per_minute, amount)
+                return left, at, seconds + (at - now)
 
             wait = max(wait, self.store.update_bucket(f"{self.name}:{suffix}", float(per_minute), take))
         return wait

@@ -38,11 +38,11 @@ def reward_program(context: dg.OpExecutionContext, teleprompt: TelepromptResourc
         [d["contributor"] for d in compiled["demos"] if d["contributor"]], credit, config,
     )
     rows = [{"contributor": r.contributor, "traces": r.traces, "demos": r.demos, "impact": int(r.impact), "weight_ppm": r.weight_ppm} for r in weights]
-    track(mlflow, t, metrics={"contributors": len(rows), "impact_lm_calls": measured.lm_calls, "impact_answers_reused": spent.reused})
+    track(mlflow, t, metrics={"contributors": len(rows), "impact_lm_calls": spent.calls, "impact_answers_reused": spent.reused})
     return staged(key, rows, {
         "contributors": len(rows), "weight_sum_ppm": sum(r["weight_ppm"] for r in rows),
         "impact_method": f"{measured.method} on {measured.examples_used}/{measured.examples_total} holdout examples",
-        "impact_lm_calls": measured.lm_calls, "answers_reused": spent.reused, "weights": _markdown(rows),
+        "impact_lm_calls": spent.calls, "answers_reused": spent.reused, "weights": _markdown(rows),
     }, markdown=("weights",))
 
 

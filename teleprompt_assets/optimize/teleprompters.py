@@ -237,12 +237,17 @@ def _build(config: OptimizerConfig, metric: Metric, threads: int = 1) -> Any:
 
 def reflection_lm(config: OptimizerConfig) -> dspy.LM:
     """``reflection_lm`` when configured; else the LM the compile runs with, so its calls are metered
-    with the rest (the offline LM when ``TELEPROMPT_LM`` is unset, which answers GEPA's proposer)."""
+    with the rest (the offline LM when ``TELEPROMPT_LM`` is unset, which answers GEPA's proposer).
+    A configured one goes through the same gateway settings, store and run budget as the compile's LM."""
+    from teleprompt_assets.core.gateway import gateway_lm, gateway_of
     from teleprompt_assets.core.lm import build_lm
 
-    if config.reflection_lm:
-        return build_lm(config.reflection_lm)
     current = getattr(dspy.settings, "lm", None)
+    if config.reflection_lm:
+        gateway = gateway_of(current) if current is not None else None
+        if gateway is None:
+            return build_lm(config.reflection_lm)
+        return gateway_lm(build_lm(config.reflection_lm, num_retries=0, timeout_s=gateway.config.timeout_s), gateway.config, gateway.store, gateway.run_id)
     return current if current is not None else build_lm()
 
 

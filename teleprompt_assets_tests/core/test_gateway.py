@@ -87,7 +87,7 @@ def test_a_429_is_retried_after_the_providers_retry_after_and_holds_back_the_pro
     assert ask(lm).answer == ask(offline_lm()).answer
     stats = gateway.stats()
     assert (stats.calls, stats.retries, stats.throttled, provider.sent) == (1, 2, 2, 3)
-    assert len(sleeps) == 2 and all(1.5 <= s <= 1.65 for s in sleeps), sleeps
+    assert len(sleeps) == 2 and all(1.5 <= s <= 1.5 * 1.1 * 1.1 for s in sleeps), sleeps  # Retry-After, jittered twice at most
 
 
 def test_a_5xx_is_retried_with_jittered_exponential_backoff():
@@ -240,3 +240,40 @@ def test_auto_cache_is_on_for_a_hosted_lm_and_off_for_the_offline_lm(tmp_path):
     hosted = dspy.LM("openai/some-model", api_base="http://127.0.0.1:9/v1", api_key="k", cache=False, num_retries=0)
     assert pipeline_lm(hosted, LMConfig(), tmp_path).engine.cached
     assert (tmp_path / "lm-state.sqlite").exists()
+
+
+def test_a_server_that_reports_no_usage_is_charged_the_estimate(tmp_path):
+    from dspy.lm15 import Message, Response, TextPart, Usage
+
+    class NoUsage:
+        def complete(self, request):
+            return Response(id=None, model=OFFLINE_MODEL, message=Message.assistant([TextPart("[[ ## answer ## ]]\nok")]), finish_reason="stop",
+                            usage=Usage(input_tokens=None, output_tokens=None, total_tokens=None))
+
+    store = LMStore(f"sqlite:///{tmp_path / 's.sqlite'}")
+    lm = gateway_lm(dspy.LM(OFFLINE_MODEL, engine=NoUsage(), cache=False, num_retries=0), LMConfig(budget=LMBudget(max_tokens=10**6), cache="off"), store, "r")
+    ask(lm)
+    assert store.spend("r")[1] > 0 and lm.engine.stats().input_tokens > 0
+
+
+def test_callbacks_see_each_call_once():
+    from teleprompt_assets.core.usage import Progress, metered
+
+    provider = Provider()
+    lm = gateway_lm(inner(provider), LMConfig(), None)
+    progress = Progress(lambda line: None, "test")
+    with metered(lm, progress) as used:
+        for i in range(3):
+            ask(lm, f"question {i}?")
+    assert progress.calls == provider.sent == used.calls == 3
+
+
+def test_the_cache_is_per_endpoint(tmp_path):
+    store = LMStore(f"sqlite:///{tmp_path / 's.sqlite'}")
+    provider = Provider()
+    here = dspy.LM(OFFLINE_MODEL, engine=provider, cache=False, num_retries=0)
+    ask(gateway_lm(here, LMConfig(cache="on"), store))
+    there = Gateway(here, LMConfig(cache="on"), store)
+    there.endpoint = f"{OFFLINE_MODEL}@http://another-server/v1"
+    ask(dspy.LM(OFFLINE_MODEL, engine=there, cache=False, num_retries=0))
+    assert provider.sent == 2

@@ -94,3 +94,20 @@ def test_answers_gepas_instruction_proposer_deterministically():
     with dspy.context(lm=offline_lm()):
         proposals = [proposer({"route": "Route a message. Be brief."}, {"route": examples}, ["route"]) for _ in range(2)]
     assert proposals == [{"route": "Route a message."}] * 2
+
+
+def test_a_self_hosted_endpoint_gets_its_own_key_and_only_the_configured_model(monkeypatch):
+    import pytest
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-the-provider-key")
+    monkeypatch.setenv("TELEPROMPT_LM", "openai/llama3.1")
+    monkeypatch.setenv("TELEPROMPT_LM_API_BASE", "http://gpu-box:11434/v1")
+    local = build_lm()
+    assert local.kwargs["api_base"] == "http://gpu-box:11434/v1" and local.kwargs["api_key"] == "unused"  # never the provider's key
+    monkeypatch.setenv("TELEPROMPT_LM_API_KEY", "sk-local")
+    assert build_lm().kwargs["api_key"] == "sk-local"
+    reflection = build_lm("openai/gpt-4o")  # another model named in a config goes to its provider, not to the local server
+    assert "api_base" not in reflection.kwargs and "api_key" not in reflection.kwargs
+    monkeypatch.setenv("TELEPROMPT_LM_ENGINE", "grpc")
+    with pytest.raises(ValueError, match="TELEPROMPT_LM_ENGINE='grpc': use auto"):
+        build_lm()

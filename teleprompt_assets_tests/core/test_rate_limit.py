@@ -10,7 +10,7 @@ from teleprompt_assets.core.rate_limit import RateLimiter, reserve
 
 
 def test_a_fresh_bucket_lets_one_minutes_allowance_through_then_spaces_calls_evenly():
-    level, updated, waits = 0.0, 0.0, []
+    level, updated, waits = 60.0, 0.0, []
     for _ in range(62):
         level, wait = reserve(level, updated, 100.0, 60, 1)
         updated = 100.0
@@ -23,7 +23,7 @@ def test_a_fresh_bucket_lets_one_minutes_allowance_through_then_spaces_calls_eve
 @given(per_minute=st.integers(1, 600), arrivals=st.lists(st.floats(0, 300, allow_nan=False), min_size=1, max_size=200))
 def test_no_window_admits_more_than_the_limit_allows(per_minute, arrivals):
     """Callers start when told to; in any window of T seconds at most per_minute + T * rate start."""
-    level, updated, starts = 0.0, 0.0, []
+    level, updated, starts = float(per_minute), 0.0, []
     for now in sorted(arrivals):
         level, wait = reserve(level, updated, now, per_minute, 1)
         updated = now
