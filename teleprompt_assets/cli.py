@@ -309,7 +309,9 @@ def _proof(args: argparse.Namespace) -> int:
     import tempfile
 
     settings = load_settings()
-    spec = _program(settings, _project(settings)[1], args.program, "--program")
+    project, specs = _project(settings)
+    spec = _program(settings, specs, args.program, "--program")
+    mix = project.rewards
     from teleprompt_assets.attest.merkle import StandardMerkleTree
     from teleprompt_assets.core.tracking import connect
     from teleprompt_assets.register import registry
@@ -327,13 +329,20 @@ def _proof(args: argparse.Namespace) -> int:
             return 1
         dump = json.loads((bundle / "rewards_tree.json").read_text())
         attestation = json.loads((bundle / "attestation.json").read_text())
+        components = registry.reward_components(client, version, Path(tmp) / "components").get(args.address.lower())
     tree = StandardMerkleTree.load(dump)
     for index, value in tree.entries():
         if value[0].lower() == args.address.lower():
+            why = {} if components is None else {"components": {
+                "traces": components.get("traces"), "demos": components.get("demos"), "labelFactorPpm": components.get("label_factor_ppm"),
+                "volumePpm": components.get("volume_ppm"), "qualityPpm": components.get("quality_ppm"), "impactPpm": components.get("impact_ppm"),
+                "formula": f"weight = {mix.volume} volume + {mix.quality} quality + {mix.impact} impact, each a share of its component; at most {mix.cap} per address "
+                           "(docs/attestations.md, Reward weights)",
+            }}
             print(json.dumps({
                 "program": spec.name, "modelVersion": int(version.version), "attestationUid": attestation["uid"],
                 "rewardsRoot": tree.root, "leafEncoding": dump["leafEncoding"], "account": args.address,
-                "weightPpm": int(value[1]), "proof": tree.get_proof(index),
+                "weightPpm": int(value[1]), "proof": tree.get_proof(index), **why,
             }, indent=2))
             return 0
     print(f"{args.address} has no reward weight in {spec.registered_model_name} v{version.version}", file=sys.stderr)

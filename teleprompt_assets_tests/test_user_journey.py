@@ -412,6 +412,8 @@ def test_every_contributor_gets_a_weight_and_a_proof_of_it(journey):
         assert (proof["program"], proof["modelVersion"], proof["attestationUid"], proof["account"]) == (PROGRAM, 1, uid, address)
         assert proof["rewardsRoot"] == tree.root
         assert verify_proof(proof["rewardsRoot"], proof["leafEncoding"], [address, proof["weightPpm"]], proof["proof"])
+        parts = proof["components"]  # why it earned what it earned
+        assert parts["traces"] > 0 and 0 < parts["labelFactorPpm"] <= 1_000_000 and parts["volumePpm"] > 0 and "volume" in parts["formula"], parts
         weights[who] = proof["weightPpm"]
     assert sum(weights.values()) == 1_000_000 and all(w > 0 for w in weights.values()), weights
     assert weights["night-shift"] < min(weights["emea"], weights["americas"]), weights

@@ -55,6 +55,7 @@ def attest(teleprompt: TelepromptResource, mlflow: Tracking, t: Target, compiled
         raise dg.Failure(description=f"the bundle built for {uid} does not verify, so it was not published: {'; '.join(problems)}", allow_retries=False)
     folder = bundles.publish_bundle(staged, settings.outbox / t.program / uid)
     signer = bundles.package_attester(files)  # the address the bundle names and its signature backs
+    registry.record_reward_components(client, registered["run_id"], rewards.to_dicts())
     registry.record_attestation(client, registered["name"], registered["version"], registered["run_id"], folder, uid, signer)
     track(mlflow, t, tags={"attestation_uid": uid})
     return {"attested": True, "uid": uid, "bundle": str(folder), "attester": signer, "dev_key": attester.is_dev,

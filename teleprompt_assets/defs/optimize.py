@@ -21,7 +21,7 @@ from teleprompt_assets.defs.resources import TelepromptResource, budget_stop
 from teleprompt_assets.defs.run_tracking import Tracking, track
 from teleprompt_assets.optimize import prompt_quality, teleprompters
 from teleprompt_assets.register import registry
-from teleprompt_assets.training import datasets, metrics
+from teleprompt_assets.training import datasets, label_noise, metrics
 
 ASSET = "compiled_program"
 SKIPPED = "skipped"  # the one-line reason a program of the run had nothing to optimize; every later stage passes it on
@@ -89,7 +89,7 @@ def compile_program(context: dg.OpExecutionContext, teleprompt: TelepromptResour
                            "warm_start": teacher is not None}, metrics=figures)
     compiled = {"program": t.program, "state": result.state, "program_hash": prog_hash, "demos": demos, "demo_pool": pool, "optimizer": config.optimizer.model_dump(),
                 "warm_start_from": None if teacher is None else "champion", "usage": figures, "metric": method,
-                "data_traces": table.filter(pl.col("split") == "train").select("trace_id", "trace_hash", "contributor", "feedback").to_dicts()}
+                "data_traces": label_noise.credible(table).filter(pl.col("split") == "train").select("trace_id", "trace_hash", "contributor", "feedback").to_dicts()}
     return staged(key, compiled, {"optimizer": config.optimizer.name, "program_hash": prog_hash, "lm": lm.model, **figures}) | {
         "check": {"passed": check.passed, "problems": check.problems, "prompt_tokens": check.prompt_tokens}}
 

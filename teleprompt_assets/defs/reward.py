@@ -14,9 +14,11 @@ from teleprompt_assets.defs.resources import TelepromptResource, lm_stage
 from teleprompt_assets.defs.run_tracking import Tracking, track
 from teleprompt_assets.optimize import teleprompters
 from teleprompt_assets.reward import attribution, impact
-from teleprompt_assets.training import datasets, metrics
+from teleprompt_assets.reward.attribution import PPM
+from teleprompt_assets.training import datasets, label_noise, metrics
 
-REWARDS_SCHEMA = {"contributor": pl.String, "traces": pl.Int64, "demos": pl.Int64, "impact": pl.Int64, "weight_ppm": pl.Int64}
+REWARDS_SCHEMA = {"contributor": pl.String, "traces": pl.Int64, "demos": pl.Int64, "impact": pl.Int64, "weight_ppm": pl.Int64,
+                  "label_factor_ppm": pl.Int64, "volume_ppm": pl.Int64, "quality_ppm": pl.Int64, "impact_ppm": pl.Int64}
 
 
 @dg.op
@@ -32,12 +34,17 @@ def reward_program(context: dg.OpExecutionContext, teleprompt: TelepromptResourc
     with lm_stage(lm, f"{t.program}: reward weights stopped, nothing attested") as spent:
         measured = impact.demo_impact(teleprompters.load_state(spec, compiled["state"]), datasets.examples(table, spec, "holdout"),
                                       metrics.window_metric(spec, table)[0], lm, config.impact_budget, teleprompt.project().lm.concurrency)
-    credit = attribution.demo_credit(measured.credits, compiled["demos"])
-    weights = attribution.reward_weights(
-        [(d["contributor"], d["feedback"]) for d in compiled["data_traces"]],
-        [d["contributor"] for d in compiled["demos"] if d["contributor"]], credit, config,
-    )
-    rows = [{"contributor": r.contributor, "traces": r.traces, "demos": r.demos, "impact": int(r.impact), "weight_ppm": r.weight_ppm} for r in weights]
+    credible = label_noise.credible(table)
+    checked = "label_issue" in table.columns
+    factor = attribution.label_factor(table.select("contributor", "label", "label_issue", "label_suggested").iter_rows()) if checked else {}
+    label_of = dict(table.select("trace_id", "label").iter_rows()) if "label" in table.columns else {}
+    credit = attribution.pooled_credit([(d["contributor"], label_of.get(d["trace_id"]), units) for (_, _, units), d in zip(measured.credits, compiled["demos"], strict=True)],
+                                       credible.select("contributor", pl.col("label") if "label" in credible.columns else pl.lit(None)).iter_rows(), factor)
+    weights = attribution.reward_weights(credible.select("contributor", "feedback").iter_rows(),
+                                         [d["contributor"] for d in compiled["demos"] if d["contributor"]], credit, config, factor)
+    rows = [{"contributor": r.contributor, "traces": r.traces, "demos": r.demos, "impact": int(r.impact), "weight_ppm": r.weight_ppm,
+             "label_factor_ppm": int(r.label_factor * PPM), "volume_ppm": int(r.volume_share * PPM), "quality_ppm": int(r.quality_share * PPM),
+             "impact_ppm": int(r.impact_share * PPM)} for r in weights]
     track(mlflow, t, metrics={"contributors": len(rows), "impact_lm_calls": spent.calls, "impact_answers_reused": spent.reused})
     return staged(key, rows, {
         "contributors": len(rows), "weight_sum_ppm": sum(r["weight_ppm"] for r in rows),

@@ -12,7 +12,7 @@ from teleprompt_assets.defs.partitions import Target, key_of, target_of, targets
 from teleprompt_assets.defs.resources import TelepromptResource
 from teleprompt_assets.defs.run_tracking import Tracking, track
 from teleprompt_assets.ingest import traces
-from teleprompt_assets.training import datasets
+from teleprompt_assets.training import datasets, label_noise
 
 
 def build_training_set(partitions: dg.PartitionsDefinition, group: str, window_days: int) -> dg.AssetsDefinition:
@@ -25,18 +25,23 @@ def build_training_set(partitions: dg.PartitionsDefinition, group: str, window_d
                      curated_traces: ByPartition) -> ByPartition:
         """Before reading its window, ingests and curates the window's days that were never curated
         (a first run, a gap, a day skipped by an earlier run), so no run trains on part of its window."""
-        sampling = teleprompt.project().quality.sampling
+        quality = teleprompt.project().quality
+        sampling = quality.sampling
         out = ByPartition()
         for t in targets(context):
             filled = fill_window(context, teleprompt, io_manager, t, window_days, curated_traces)
             parts = [p for p in window_of(curated_traces | filled, t, window_days) if isinstance(p, pl.DataFrame)]
             curated = pl.concat(parts, how="vertical_relaxed") if parts else pl.DataFrame(schema=ACCEPTED_SCHEMA)
-            whole = datasets.training_table(curated, teleprompt.spec(t.program))
+            spec = teleprompt.spec(t.program)
+            deduplicated = datasets.training_table(curated, spec, near=quality.dedupe_near)
+            checked = label_noise.check_labels(deduplicated, spec)
+            whole = checked.table
             out[t.key] = table = datasets.sample_train(whole, sampling, traces.day_bounds_ms(t.day)[1])
             counts = dict(table.group_by("split").len().iter_rows()) if len(table) else {}
             dataset_hash = datasets.dataset_hash(table)
             context.add_asset_metadata({
                 "window": window_label(t.day, window_days), "rows": len(table), "duplicates_removed": len(curated) - len(whole),
+                "likely_mislabeled": checked.flagged, "label_check": checked.summary, "mislabeled": dg.MetadataValue.md(label_noise.markdown(whole)),
                 "sampling": sampling.strategy, "sampled_out": len(whole) - len(table),
                 **{f"{s}_rows": counts.get(s, 0) for s in datasets.SPLITS},
                 "dataset_hash": dataset_hash, "days_filled": len(filled),

@@ -567,6 +567,25 @@ def record_attestation(client: MlflowClient, name: str, version: int, run_id: st
     client.set_model_version_tag(name, str(version), "attestation_uid", uid)
 
 
+REWARD_COMPONENTS = "rewards/components.json"
+
+
+def record_reward_components(client: MlflowClient, run_id: str, rows: list[dict[str, Any]]) -> None:
+    """Each contributor's reward components beside its weight, so ``teleprompt proof`` can say why it
+    earned what it earned. Kept with the version's run, outside the signed bundle: the bundle's
+    format is fixed (DESIGN §7) and the weight it signs is what a claim pays."""
+    client.log_dict(run_id, {"contributors": rows}, REWARD_COMPONENTS)
+
+
+def reward_components(client: MlflowClient, version: ModelVersion, dest: Path) -> dict[str, dict[str, Any]]:
+    """Components by lower-cased address; empty for versions attested before they were kept."""
+    try:
+        path = Path(client.download_artifacts(version.run_id, REWARD_COMPONENTS, str(dest)))
+    except (MlflowException, OSError):
+        return {}
+    return {str(r["contributor"]).lower(): r for r in json.loads(path.read_text()).get("contributors", [])}
+
+
 def download_attestation(client: MlflowClient, version: ModelVersion, dest: Path) -> Path:
     """The evidence bundle stored with a version (``attestation/`` artifacts of its run)."""
     if not version.tags.get("attestation_uid"):

@@ -1,7 +1,8 @@
 """Leave-one-out credit for a compiled program's demos, measured on the holdout.
 
-A demo's credit is C_full − C_without (quantized holdout score sums), floored at zero: how much
-the program loses when that one demo is taken out. It costs (demos + 1) × holdout program calls;
+A demo's credit is C_full − C_without (quantized holdout score sums): how much the program loses
+when that one demo is taken out. It is negative for a demo that hurts (the program does better
+without it); the reward weights give such a demo nothing (``attribution.pooled_credit``). It costs (demos + 1) × holdout program calls;
 when that exceeds the LM-call budget, the first k holdout examples (k as large as the budget
 allows, in holdout order) are used and the report says so.
 """
@@ -45,5 +46,5 @@ def demo_impact(program: dspy.Module, holdout: Sequence[dspy.Example], metric: M
     with dspy.context(lm=lm):
         scores = map_ordered(lambda task: quantize(run_one(variants[task[0]], task[1], metric)[0]), tasks, concurrency)
     totals = [sum(scores[v * len(examples):(v + 1) * len(examples)]) for v in range(len(variants))]
-    credits = [(name, index, max(0, totals[0] - totals[k])) for k, (name, index) in enumerate(slots, 1)]
+    credits = [(name, index, totals[0] - totals[k]) for k, (name, index) in enumerate(slots, 1)]
     return DemoImpact(credits, used, len(holdout), used * calls_per_example)

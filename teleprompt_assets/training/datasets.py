@@ -35,21 +35,26 @@ def split_of(key: str, split: SplitConfig) -> str:
     return "train" if b < split.train else "dev" if b < split.train + split.dev else "holdout"
 
 
-def training_table(curated: pl.DataFrame, spec: ProgramSpec) -> pl.DataFrame:
-    """One row per distinct normalized input, with a ``split`` column.
+def training_table(curated: pl.DataFrame, spec: ProgramSpec, near: bool = True) -> pl.DataFrame:
+    """One row per distinct input, with a ``split`` column.
 
-    Re-submissions collapse to the earliest trace. When contributors disagree on the label of the
-    same input, the label most of them gave wins (earliest trace on a tie), so a demo or a holdout
-    example never carries two answers for one question.
+    Re-submissions collapse to the earliest trace, across the whole window: identical inputs, and
+    with ``near`` (``quality.dedupe_near``) inputs equal up to case, punctuation and spacing
+    (curation's ``dedupe_key``), so a copy made on a later day earns its copier nothing and leaves
+    the first submitter's row in place. When contributors disagree on the label of one input, the
+    label most of them gave wins (earliest trace on a tie), so a demo or a holdout example never
+    carries two answers for one question. The split is a hash of the kept row's input.
     """
     if curated.is_empty():
         return curated.with_columns(pl.lit(None, pl.String).alias("input_key"), pl.lit(None, pl.String).alias("split"))
     keys = [normalized_inputs(s, spec.input_fields) for s in curated["inputs"]]
     table = curated.with_columns(pl.Series("input_key", keys, pl.String)).sort("timestamp_ms", "trace_id")
-    votes = table.group_by("input_key", "expectations").agg(pl.len().alias("votes"), pl.col("timestamp_ms").min().alias("first_seen"))
-    winners = votes.sort(["votes", "first_seen"], descending=[True, False]).unique(subset=["input_key"], keep="first")
-    table = table.join(winners.select("input_key", "expectations"), on=["input_key", "expectations"], how="semi")
-    table = table.unique(subset=["input_key"], keep="first", maintain_order=True)
+    near = near and "dedupe_key" in table.columns
+    table = table.with_columns((pl.coalesce("dedupe_key", "input_key") if near else pl.col("input_key")).alias("_group"))
+    votes = table.group_by("_group", "expectations").agg(pl.len().alias("votes"), pl.col("timestamp_ms").min().alias("first_seen"))
+    winners = votes.sort(["votes", "first_seen"], descending=[True, False]).unique(subset=["_group"], keep="first")
+    table = table.join(winners.select("_group", "expectations"), on=["_group", "expectations"], how="semi", nulls_equal=True)
+    table = table.unique(subset=["_group"], keep="first", maintain_order=True).drop("_group")
     return table.with_columns(pl.col("input_key").map_elements(lambda k: split_of(k, spec.config.split), return_dtype=pl.String).alias("split"))
 
 
@@ -89,7 +94,10 @@ def examples(table: pl.DataFrame, spec: ProgramSpec, split: str) -> list[dspy.Ex
     from_outputs = spec.config.metric.kind == "outcome_model"
     cap = {"holdout": spec.config.split.max_holdout, "dev": spec.config.split.max_dev}.get(split)
     out = []
-    for row in capped(table.filter(pl.col("split") == split), cap).iter_rows(named=True):
+    rows = table.filter(pl.col("split") == split)
+    if "label_issue" in rows.columns:  # a label the window's evidence contradicts is neither taught nor tested on
+        rows = rows.filter(pl.col("label_issue").is_null())
+    for row in capped(rows, cap).iter_rows(named=True):
         inputs = json.loads(row["inputs"])
         labels = json.loads(row["outputs"] if from_outputs else row["expectations"])
         fields = {f: inputs[f] for f in spec.input_fields}
