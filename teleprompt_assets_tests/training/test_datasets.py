@@ -37,6 +37,34 @@ def test_duplicates_collapse_to_the_earliest_and_conflicts_to_the_majority_label
     assert all(before[t] == s for t, s in zip(window_grows["trace_id"], window_grows["split"]) if t in before)
 
 
+def test_a_near_copy_on_a_later_day_collapses_to_the_first_submitter():
+    """Curation dedupes near copies within a day; the window must do it across its days (issue 17)."""
+    from teleprompt_assets.core.config import QualityConfig
+    from teleprompt_assets.curate.quality import curate
+    from teleprompt_assets.samples.ticket_traffic import contributor_address
+
+    first, copier = contributor_address("first"), contributor_address("copier")
+    day_one = [_row(i, f"Where is parcel {i}? It is late.") | {"contributor": first} for i in range(30)]
+    day_two = [_row(1000 + i, f"WHERE IS PARCEL {i} it is late!!") | {"contributor": copier, "timestamp_ms": 86_400_000 + i} for i in range(10)]
+    config = QualityConfig(max_contributor_share=None)
+    results = [curate(pl.DataFrame(day, schema=CURATED_SCHEMA), SPEC, config, now_ms=2 * 86_400_000) for day in (day_one, day_two)]
+    assert [r.reasons for r in results] == [{}, {}]
+    curated = [r.accepted for r in results]
+    window = pl.concat(curated, how="vertical_relaxed")
+    assert window.height == 40  # each day on its own had nothing to dedupe
+    table = training_table(window, SPEC)
+    assert table.height == 30 and set(table["contributor"]) == {first}
+    assert training_table(window, SPEC, near=False).height == 40  # quality.dedupe_near: false keeps them
+
+
+def test_a_likely_mislabeled_row_is_neither_taught_nor_tested_on():
+    table = training_table(pl.DataFrame([_row(i, f"text {i}") for i in range(60)], schema=CURATED_SCHEMA), SPEC)
+    flagged = table.with_columns(pl.when(pl.col("trace_id").is_in(["t1", "t2", "t3", "t4"])).then(pl.lit("likely_mislabeled")).otherwise(None).alias("label_issue"))
+    for split in ("train", "dev", "holdout"):
+        assert not {ex.trace_id for ex in examples(flagged, SPEC, split)} & {"t1", "t2", "t3", "t4"}
+    assert sum(len(examples(flagged, SPEC, s)) for s in ("train", "dev", "holdout")) == 56
+
+
 def test_examples_carry_ground_truth_and_provenance():
     table = training_table(pl.DataFrame([_row(i, f"text {i}") for i in range(30)], schema=CURATED_SCHEMA), SPEC)
     train = examples(table, SPEC, "train")
