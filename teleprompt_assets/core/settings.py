@@ -16,9 +16,23 @@ class Settings:
     config_path: Path
     pipeline_experiment: str
     mlflow_ui_url: str = "http://127.0.0.1:5000"
+    dagster_ui_url: str = "http://127.0.0.1:3000"
 
+    # Links between the two UIs (issue 18): Dagster metadata points into MLflow, MLflow tags point back.
     def model_version_url(self, name: str, version: int) -> str:
         return f"{self.mlflow_ui_url.rstrip('/')}/#/models/{name}/versions/{version}"
+
+    def mlflow_run_url(self, experiment_id: str, run_id: str) -> str:
+        return f"{self.mlflow_ui_url.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
+
+    def experiment_traces_url(self, experiment_id: str) -> str:
+        return f"{self.mlflow_ui_url.rstrip('/')}/#/experiments/{experiment_id}/traces"
+
+    def dagster_run_url(self, run_id: str) -> str:
+        return f"{self.dagster_ui_url.rstrip('/')}/runs/{run_id}"
+
+    def dagster_asset_url(self, asset: str) -> str:
+        return f"{self.dagster_ui_url.rstrip('/')}/assets/{asset}"
 
     @property
     def keystore_dir(self) -> Path:
@@ -49,6 +63,7 @@ def load_settings() -> Settings:
         config_path=Path(os.environ.get("TELEPROMPT_CONFIG", "teleprompt.yaml")).resolve(),
         pipeline_experiment=os.environ.get("TELEPROMPT_PIPELINE_EXPERIMENT", "teleprompt-pipeline"),
         mlflow_ui_url=os.environ.get("TELEPROMPT_MLFLOW_UI_URL") or "http://127.0.0.1:5000",
+        dagster_ui_url=os.environ.get("TELEPROMPT_DAGSTER_UI_URL") or "http://127.0.0.1:3000",
     )
 
 
