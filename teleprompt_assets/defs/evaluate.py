@@ -8,10 +8,10 @@ from teleprompt_assets.core.lm import build_lm
 from teleprompt_assets.defs.fanout import collector, per_program_asset, staged
 from teleprompt_assets.defs.io import ByPartition
 from teleprompt_assets.defs.optimize import SKIPPED
-from teleprompt_assets.defs.partitions import target_of, window_label
+from teleprompt_assets.defs.partitions import Target, target_of, window_label
 from teleprompt_assets.defs.resources import TelepromptResource, lm_stage
 from teleprompt_assets.defs.run_tracking import Tracking, track
-from teleprompt_assets.evaluate import deltaone, report, scoring
+from teleprompt_assets.evaluate import deltaone, history, report, scoring
 from teleprompt_assets.optimize import teleprompters
 from teleprompt_assets.register import registry
 from teleprompt_assets.training import datasets, metrics
@@ -42,19 +42,50 @@ def evaluate_program(context: dg.OpExecutionContext, teleprompt: TelepromptResou
     result = deltaone.compare(scores)
     grouping = report.for_program(spec, holdout, scores)
     ab = report.markdown(result, scores, grouping, report.inputs_of(spec, holdout))
+    today = history.Day(t.day, result.baseline_mean, result.candidate_mean, result.delta_ppm, result.deltaone, result.n,
+                        lm_calls=spent.calls, answers_reused=spent.reused)
+    days = [*earlier_days(context.instance, t), today]
+    summary = history.markdown(t.program, days)
+    mlflow.log_text(history.html_page(t.program, days), f"{t.program}/history.html")  # renders in MLflow's artifact viewer
+    settings = teleprompt.settings()
+    run = mlflow.active_run().info  # dagster-mlflow leaves mlflow_run_id unset in the step that started the run
+    links = {"mlflow_run": settings.mlflow_run_url(run.experiment_id, run.run_id),
+             "production_traces": settings.experiment_traces_url(teleprompt.experiment_id(teleprompt.client(), spec.config.experiment))}
     track(mlflow, t, metrics={"baseline_score": result.baseline_mean, "candidate_score": result.candidate_mean, "delta_ppm": result.delta_ppm,
                               "ci_low_ppm": result.ci_low_ppm, "holdout": result.n, "deltaone": int(result.deltaone),
                               "eval_lm_calls": spent.calls, "eval_answers_reused": spent.reused})
     value = {"baseline_version": baseline_version, "evaluation_method": method, "comparison": result.to_dict(), "scores": [s.__dict__ for s in scores], "ab_report": ab,
              "lm": spent.as_metadata()}
+    per_program = {f"{t.program}.{name}": v for name, v in (("baseline_score", result.baseline_mean), ("candidate_score", result.candidate_mean),
+                                                            ("delta_ppm", result.delta_ppm), ("deltaone", int(result.deltaone)))}
     return staged(key, value, {
+        "summary": summary, **links, **per_program,
         "ab_report": ab, "ab_report_by": grouping.by, "evaluation_method": method,
         "holdout": result.n, "baseline_version": baseline_version, "baseline_score": result.baseline_mean,
         "candidate_score": result.candidate_mean, "delta_ppm": result.delta_ppm, "ci_low_ppm": result.ci_low_ppm,
         "deltaone": result.deltaone, "significant": result.significant, "wins": result.wins, "losses": result.losses,
         "answers_reused": spent.reused, "baseline_answers_reused": baseline_reused, "candidate_answers_reused": spent.reused - baseline_reused,
         "lm_calls": spent.calls, "lm_retries": spent.retries, "lm_throttled": spent.throttled,
-    }, markdown=("ab_report",), as_json=("evaluation_method",))
+    }, markdown=("summary", "ab_report"), as_json=("evaluation_method",), urls=tuple(links))
+
+
+def earlier_days(instance: dg.DagsterInstance, t: Target, limit: int = 60) -> list[history.Day]:
+    """This program's previous evaluations, from the materializations Dagster keeps (latest per day)."""
+    found: dict[str, history.Day] = {}
+    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey("evaluation_report")), limit=limit * 4).records
+    for record in records:
+        mat = record.asset_materialization
+        if mat is None or mat.partition is None:
+            continue
+        other = target_of(str(mat.partition))
+        if other.program != t.program or other.day >= t.day or other.day in found:
+            continue
+        meta = {k: v.value for k, v in mat.metadata.items()}
+        if "baseline_score" not in meta:
+            continue  # a skipped day: nothing was evaluated
+        found[other.day] = history.Day(other.day, float(meta["baseline_score"]), float(meta["candidate_score"]), int(meta["delta_ppm"]),
+                                       bool(meta["deltaone"]), int(meta["holdout"]), lm_calls=meta.get("lm_calls"), answers_reused=meta.get("answers_reused"))
+    return sorted(found.values(), key=lambda d: d.day)[-limit:]
 
 
 def build_evaluation_report(partitions: dg.PartitionsDefinition, group: str) -> dg.AssetsDefinition:

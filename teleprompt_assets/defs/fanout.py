@@ -31,14 +31,14 @@ def programs_in_run(context: dg.OpExecutionContext) -> Iterator[dg.DynamicOutput
         yield dg.DynamicOutput(t.key, mapping_key=mapping_key(t.key))
 
 
-def staged(key: str, value: Any, metadata: dict[str, Any], markdown: tuple[str, ...] = (), as_json: tuple[str, ...] = ()) -> dict:
-    """A mapped op's result: the partition's value and its metadata (``markdown`` / ``as_json``: the
-    metadata keys to show as such in the Dagster UI)."""
-    return {"key": key, "value": value, "metadata": metadata, "markdown": list(markdown), "json": list(as_json)}
+def staged(key: str, value: Any, metadata: dict[str, Any], markdown: tuple[str, ...] = (), as_json: tuple[str, ...] = (), urls: tuple[str, ...] = ()) -> dict:
+    """A mapped op's result: the partition's value and its metadata (``markdown`` / ``as_json`` /
+    ``urls``: the metadata keys to show as such in the Dagster UI)."""
+    return {"key": key, "value": value, "metadata": metadata, "markdown": list(markdown), "json": list(as_json), "urls": list(urls)}
 
 
 def metadata_of(item: dict) -> dict[str, Any]:
-    wrap = {k: dg.MetadataValue.md for k in item["markdown"]} | {k: dg.MetadataValue.json for k in item["json"]}
+    wrap = {k: dg.MetadataValue.md for k in item["markdown"]} | {k: dg.MetadataValue.json for k in item["json"]} | {k: dg.MetadataValue.url for k in item.get("urls", [])}
     return {k: wrap[k](v) if k in wrap else v for k, v in item["metadata"].items()}
 
 
