@@ -30,8 +30,8 @@ def build_curate(partitions: dg.PartitionsDefinition, group: str) -> dg.AssetsDe
             day = curate_target(teleprompt, t, raw_traces[t.key])
             accepted_out[t.key], rejected_out[t.key] = day.accepted, day.quarantined
             track(mlflow, t, metrics={"traces_accepted": day.accepted.height, "traces_quarantined": day.quarantined.height, "quarantine_rate": day.rate})
-            context.add_asset_metadata(curated_metadata(day), asset_key="curated_traces", partition_key=t.key)
-            context.add_asset_metadata(quarantined_metadata(day), asset_key="quarantined_traces", partition_key=t.key)
+            context.add_asset_metadata(curated_metadata(day, t.program), asset_key="curated_traces", partition_key=t.key)
+            context.add_asset_metadata(quarantined_metadata(day, t.program), asset_key="quarantined_traces", partition_key=t.key)
             checks.append(Verdict(t, day.reconciles, day.counts))
         yield dg.Output(accepted_out, "curated_traces")
         yield dg.Output(rejected_out, "quarantined_traces")
@@ -44,9 +44,14 @@ def curate_target(teleprompt: TelepromptResource, t: Target, raw) -> CuratedDay:
     return curate_day(raw, teleprompt.spec(t.program), teleprompt.project().quality, now_ms=int(time.time() * 1000))
 
 
-def curated_metadata(day: CuratedDay) -> dict:
-    return {"accepted": day.accepted.height, "quarantine_rate": day.rate, "contributors": day.accepted["contributor"].n_unique()}
+def curated_metadata(day: CuratedDay, program: str) -> dict:
+    """Also keyed by program, so the UI plots one series per program rather than one line through all."""
+    return {"accepted": day.accepted.height, "quarantine_rate": day.rate, "contributors": day.accepted["contributor"].n_unique(),
+            f"{program}.accepted": day.accepted.height, f"{program}.quarantine_rate": day.rate}
 
 
-def quarantined_metadata(day: CuratedDay) -> dict:
-    return {"quarantined": day.quarantined.height, "reasons": dg.MetadataValue.json(day.reasons)}
+def quarantined_metadata(day: CuratedDay, program: str) -> dict:
+    """The reasons as a table and as per-program rates (``<program>.rate.<reason>``)."""
+    total = max(1, day.raw.height)
+    return {"quarantined": day.quarantined.height, "reasons": dg.MetadataValue.json(day.reasons),
+            **{f"{program}.rate.{reason}": round(n / total, 6) for reason, n in sorted(day.reasons.items())}}

@@ -43,7 +43,8 @@ def evaluate_program(context: dg.OpExecutionContext, teleprompt: TelepromptResou
     grouping = report.for_program(spec, holdout, scores)
     ab = report.markdown(result, scores, grouping, report.inputs_of(spec, holdout))
     today = history.Day(t.day, result.baseline_mean, result.candidate_mean, result.delta_ppm, result.deltaone, result.n,
-                        lm_calls=spent.calls, answers_reused=spent.reused)
+                        lm_calls=spent.calls, answers_reused=spent.reused,
+                        **extras(t.day, _latest_by_day(context.instance, "curated_traces", t.program, 16), {t.day: compiled["usage"]}, {}, t.program))
     days = [*earlier_days(context.instance, t), today]
     summary = history.markdown(t.program, days)
     mlflow.log_text(history.html_page(t.program, days), f"{t.program}/history.html")  # renders in MLflow's artifact viewer
@@ -69,23 +70,39 @@ def evaluate_program(context: dg.OpExecutionContext, teleprompt: TelepromptResou
     }, markdown=("summary", "ab_report"), as_json=("evaluation_method",), urls=tuple(links))
 
 
-def earlier_days(instance: dg.DagsterInstance, t: Target, limit: int = 60) -> list[history.Day]:
-    """This program's previous evaluations, from the materializations Dagster keeps (latest per day)."""
-    found: dict[str, history.Day] = {}
-    records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey("evaluation_report")), limit=limit * 4).records
-    for record in records:
+def _latest_by_day(instance: dg.DagsterInstance, asset: str, program: str, limit: int) -> dict[str, dict]:
+    """The latest materialization metadata of ``asset`` per day, for one program."""
+    found: dict[str, dict] = {}
+    for record in instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset)), limit=limit).records:
         mat = record.asset_materialization
         if mat is None or mat.partition is None:
             continue
         other = target_of(str(mat.partition))
-        if other.program != t.program or other.day >= t.day or other.day in found:
-            continue
-        meta = {k: v.value for k, v in mat.metadata.items()}
-        if "baseline_score" not in meta:
-            continue  # a skipped day: nothing was evaluated
-        found[other.day] = history.Day(other.day, float(meta["baseline_score"]), float(meta["candidate_score"]), int(meta["delta_ppm"]),
-                                       bool(meta["deltaone"]), int(meta["holdout"]), lm_calls=meta.get("lm_calls"), answers_reused=meta.get("answers_reused"))
-    return sorted(found.values(), key=lambda d: d.day)[-limit:]
+        if other.program == program and other.day not in found:
+            found[other.day] = {k: v.value for k, v in mat.metadata.items()}
+    return found
+
+
+def earlier_days(instance: dg.DagsterInstance, t: Target, limit: int = 60) -> list[history.Day]:
+    """This program's previous evaluations, from the materializations Dagster keeps (latest per day),
+    with the day's quarantine rate, compile cost and largest reward share beside them."""
+    evaluations = _latest_by_day(instance, "evaluation_report", t.program, limit * 4)
+    curated = _latest_by_day(instance, "curated_traces", t.program, limit * 8)
+    compiled = _latest_by_day(instance, "compiled_program", t.program, limit * 4)
+    rewards = _latest_by_day(instance, "contributor_rewards", t.program, limit * 4)
+    days = []
+    for day, meta in evaluations.items():
+        if day >= t.day or "baseline_score" not in meta:
+            continue  # today is added by the caller; a skipped day evaluated nothing
+        days.append(history.Day(day, float(meta["baseline_score"]), float(meta["candidate_score"]), int(meta["delta_ppm"]), bool(meta["deltaone"]),
+                                int(meta["holdout"]), lm_calls=meta.get("lm_calls"), answers_reused=meta.get("answers_reused"),
+                                **extras(day, curated, compiled, rewards, t.program)))
+    return sorted(days, key=lambda d: d.day)[-limit:]
+
+
+def extras(day: str, curated: dict, compiled: dict, rewards: dict, program: str) -> dict:
+    return {"quarantine_rate": curated.get(day, {}).get("quarantine_rate"), "compile_lm_calls": compiled.get(day, {}).get("lm_calls"),
+            "projected_usd": compiled.get(day, {}).get("projected_usd"), "top_share_ppm": rewards.get(day, {}).get(f"{program}.top_share_ppm")}
 
 
 def build_evaluation_report(partitions: dg.PartitionsDefinition, group: str) -> dg.AssetsDefinition:

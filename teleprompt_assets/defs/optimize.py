@@ -90,7 +90,8 @@ def compile_program(context: dg.OpExecutionContext, teleprompt: TelepromptResour
     compiled = {"program": t.program, "state": result.state, "program_hash": prog_hash, "demos": demos, "demo_pool": pool, "optimizer": config.optimizer.model_dump(),
                 "warm_start_from": None if teacher is None else "champion", "usage": figures, "metric": method,
                 "data_traces": label_noise.credible(table).filter(pl.col("split") == "train").select("trace_id", "trace_hash", "contributor", "feedback").to_dicts()}
-    return staged(key, compiled, {"optimizer": config.optimizer.name, "program_hash": prog_hash, "lm": lm.model, **figures}) | {
+    series = {f"{t.program}.{k}": figures[k] for k in ("lm_calls", "projected_usd", "demos")}  # one plotted series per program
+    return staged(key, compiled, {"optimizer": config.optimizer.name, "program_hash": prog_hash, "lm": lm.model, **figures, **series}) | {
         "check": {"passed": check.passed, "problems": check.problems, "prompt_tokens": check.prompt_tokens}}
 
 

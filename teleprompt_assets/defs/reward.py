@@ -50,6 +50,7 @@ def reward_program(context: dg.OpExecutionContext, teleprompt: TelepromptResourc
         "contributors": len(rows), "weight_sum_ppm": sum(r["weight_ppm"] for r in rows),
         "impact_method": f"{measured.method} on {measured.examples_used}/{measured.examples_total} holdout examples",
         "impact_lm_calls": spent.calls, "answers_reused": spent.reused, "weights": _markdown(rows),
+        f"{t.program}.contributors": len(rows), f"{t.program}.top_share_ppm": max((r["weight_ppm"] for r in rows), default=0),
     }, markdown=("weights",))
 
 

@@ -83,8 +83,8 @@ def fill_window(context: dg.AssetExecutionContext, teleprompt: TelepromptResourc
             raise dg.Failure(description=f"{key}: read {day.raw.height} != accepted {day.accepted.height} + quarantined {day.quarantined.height}", allow_retries=False)
         note = {"filled_for": t.key}
         for asset, value, metadata in (("raw_traces", day.raw, read_metadata(day.raw.height, spec.config.experiment)),
-                                       ("quarantined_traces", day.quarantined, quarantined_metadata(day)),
-                                       ("curated_traces", day.accepted, curated_metadata(day) | day.counts)):
+                                       ("quarantined_traces", day.quarantined, quarantined_metadata(day, target.program)),
+                                       ("curated_traces", day.accepted, curated_metadata(day, target.program) | day.counts)):
             io.store(dg.AssetKey(asset), key, value)
             context.log_event(dg.AssetMaterialization(asset_key=asset, partition=key, metadata=metadata | note))
         filled[key] = day.accepted

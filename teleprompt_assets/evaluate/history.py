@@ -23,8 +23,16 @@ class Day:
     deltaone: bool
     holdout: int
     promoted: bool | None = None
-    lm_calls: int | None = None
+    lm_calls: int | None = None  # the evaluation's
     answers_reused: int | None = None
+    quarantine_rate: float | None = None  # the day's traffic, in [0, 1]
+    compile_lm_calls: int | None = None
+    projected_usd: float | None = None  # the compile's, at the configured cost model
+    top_share_ppm: int | None = None  # the largest contributor's reward weight
+
+
+def _cell(value: object, fmt: str = "{}") -> str:
+    return "" if value is None else fmt.format(value)
 
 
 def badge(day: Day) -> str:
@@ -42,10 +50,12 @@ def markdown(program: str, days: Sequence[Day], limit: int = 14) -> str:
     if not days:
         return f"**{program}**: no evaluation yet"
     ordered = sorted(days, key=lambda d: d.day, reverse=True)
-    lines = [verdict(program, ordered[0]), "", "| day | baseline | candidate | change | DeltaOne | held-out | LM calls | reused |", "|---|---|---|---|---|---|---|---|"]
+    lines = [verdict(program, ordered[0]), "", "| day | baseline | candidate | change | DeltaOne | held-out | quarantined | LM calls (eval / compile) | reused | cost | top share |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for d in ordered[:limit]:
         lines.append(f"| {d.day} | {d.baseline:.3f} | {d.candidate:.3f} | {d.delta_ppm / 10_000:+.1f}% | {'✅' if d.deltaone else '❌'} | {d.holdout} | "
-                     f"{'' if d.lm_calls is None else d.lm_calls} | {'' if d.answers_reused is None else d.answers_reused} |")
+                     f"{_cell(d.quarantine_rate, '{:.1%}')} | {_cell(d.lm_calls)} / {_cell(d.compile_lm_calls)} | {_cell(d.answers_reused)} | "
+                     f"{_cell(d.projected_usd, '${:.4f}')} | {_cell(None if d.top_share_ppm is None else d.top_share_ppm / 10_000, '{:.1f}%')} |")
     return "\n".join(lines)
 
 
@@ -71,7 +81,9 @@ def html_page(program: str, days: Sequence[Day]) -> str:
     grid = "".join(f'<line x1="{pad}" x2="{width - pad}" y1="{xy(0, v)[1]:.1f}" y2="{xy(0, v)[1]:.1f}" stroke="#ddd"/>'
                    f'<text x="4" y="{xy(0, v)[1] + 3:.1f}" font-size="10">{v:.1f}</text>' for v in (0, 0.25, 0.5, 0.75, 1))
     rows = "".join(f"<tr><td>{html.escape(d.day)}</td><td>{d.baseline:.3f}</td><td>{d.candidate:.3f}</td><td>{d.delta_ppm / 10_000:+.1f}%</td>"
-                   f"<td>{'✅' if d.deltaone else '❌'}</td><td>{d.holdout}</td><td>{'' if d.lm_calls is None else d.lm_calls}</td></tr>"
+                   f"<td>{'✅' if d.deltaone else '❌'}</td><td>{d.holdout}</td><td>{_cell(d.quarantine_rate, '{:.1%}')}</td>"
+                   f"<td>{_cell(d.lm_calls)} / {_cell(d.compile_lm_calls)}</td><td>{_cell(d.projected_usd, '${:.4f}')}</td>"
+                   f"<td>{_cell(None if d.top_share_ppm is None else d.top_share_ppm / 10_000, '{:.1f}%')}</td></tr>"
                    for d in reversed(ordered))
     latest = html.escape(verdict(program, ordered[-1]).replace("**", "")) if ordered else "no evaluation yet"
     return f"""<!doctype html>
@@ -81,6 +93,7 @@ def html_page(program: str, days: Sequence[Day]) -> str:
 <svg width="{width}" height="{height}" role="img" aria-label="held-out scores per day">{grid}
 {_polyline(base, "#888")}{_polyline(cand, "#0969da")}{marks}{labels}</svg>
 <p><span style="color:#888">■</span> baseline (the serving program) <span style="color:#0969da">■</span> candidate <span style="color:#1a7f37">●</span> DeltaOne</p>
-<table><tr><th>day</th><th>baseline</th><th>candidate</th><th>change</th><th>DeltaOne</th><th>held-out</th><th>LM calls</th></tr>{rows}</table>
+<table><tr><th>day</th><th>baseline</th><th>candidate</th><th>change</th><th>DeltaOne</th><th>held-out</th><th>quarantined</th>
+<th>LM calls (eval / compile)</th><th>compile cost</th><th>top contributor share</th></tr>{rows}</table>
 </body></html>
 """

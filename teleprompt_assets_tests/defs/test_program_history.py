@@ -28,6 +28,8 @@ def test_two_days_of_one_program_read_as_its_history(fast_tmp):
         summary = meta["summary"].value
         assert summary.startswith(f"**{PROGRAM}** {END}: ") and ("✅ DeltaOne" in summary or "❌ no DeltaOne" in summary)
         assert [line.split(" | ")[0] for line in summary.splitlines() if line.startswith("| 20")] == [f"| {END}", f"| {END - timedelta(days=1)}"]
+        yesterday = next(line for line in summary.splitlines() if line.startswith(f"| {END - timedelta(days=1)}")).split(" | ")
+        assert yesterday[6].endswith("%") and yesterday[9].startswith("$") and yesterday[10].rstrip(" |").endswith("%"), yesterday  # quarantined, cost, top share
         assert meta[f"{PROGRAM}.candidate_score"].value == meta["candidate_score"].value  # a series of its own per program
         assert isinstance(meta["mlflow_run"], dg.UrlMetadataValue) and meta["mlflow_run"].value.startswith("http://mlflow.example:5000/#/experiments/")
         assert meta["production_traces"].value.endswith("/traces")
