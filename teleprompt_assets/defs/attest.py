@@ -26,6 +26,8 @@ def build_deltaone_attestation(partitions: dg.PartitionsDefinition, group: str) 
         for t in targets(context):
             out[t.key] = result = attest(teleprompt, mlflow, t, compiled_program[t.key], evaluation_report[t.key], registered_version[t.key], contributor_rewards[t.key])
             shown = {k: result[k] for k in ("attested", "reason", "uid", "attester", "verifies") if k in result}
+            shown["summary"] = dg.MetadataValue.md(f"**{t.program}** {t.day}: " + (f"✅ DeltaOne attested, uid `{result['uid']}`" if result.get("attested")
+                                                                                 else f"❌ not attested: {result.get('reason', 'no DeltaOne')}"))
             if result.get("attested"):
                 shown |= {"dev_key": result["dev_key"], "bundle": dg.MetadataValue.path(result["bundle"]), "explorer": dg.MetadataValue.url(result["share_url"])}
             context.add_asset_metadata(shown, partition_key=t.key)

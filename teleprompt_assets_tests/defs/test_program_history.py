@@ -33,6 +33,9 @@ def test_two_days_of_one_program_read_as_its_history(fast_tmp):
         assert meta[f"{PROGRAM}.candidate_score"].value == meta["candidate_score"].value  # a series of its own per program
         assert isinstance(meta["mlflow_run"], dg.UrlMetadataValue) and meta["mlflow_run"].value.startswith("http://mlflow.example:5000/#/experiments/")
         assert meta["production_traces"].value.endswith("/traces")
+        [attested] = instance.fetch_materializations(dg.AssetKey("deltaone_attestation"), limit=1).records
+        badge = attested.asset_materialization.metadata["summary"].value
+        assert badge.startswith(f"**{PROGRAM}** {END}: ") and ("✅ DeltaOne attested, uid `0x" in badge or "❌ not attested: " in badge), badge
         run_id = meta["mlflow_run"].value.rsplit("/", 1)[-1]
         mlflow.set_tracking_uri(load_settings().tracking_uri)
         page = mlflow.artifacts.load_text(f"runs:/{run_id}/{PROGRAM}/history.html")
