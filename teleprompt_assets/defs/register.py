@@ -3,12 +3,13 @@ lineage, and the ``champion`` alias moved when the promotion rules allow (regist
 
 import dagster as dg
 
+from teleprompt_assets.core import tracking
 from teleprompt_assets.defs.checks import Verdict, combined_check
 from teleprompt_assets.defs.io import ByPartition
 from teleprompt_assets.defs.optimize import SKIPPED
 from teleprompt_assets.defs.partitions import targets, window_label
 from teleprompt_assets.defs.resources import TelepromptResource
-from teleprompt_assets.defs.run_tracking import Tracking
+from teleprompt_assets.defs.run_tracking import Tracking, link_run
 from teleprompt_assets.optimize.teleprompters import load_state
 from teleprompt_assets.register import lineage, registry
 from teleprompt_assets.reward import attribution
@@ -32,7 +33,8 @@ def build_registered_version(partitions: dg.PartitionsDefinition, group: str, wi
         """The candidate as an MLflow model version with lineage (registered whatever its score)."""
         settings, client = teleprompt.settings(), teleprompt.client()
         experiment = teleprompt.experiment_id(client, settings.pipeline_experiment)
-        out, verdicts = ByPartition(), []
+        out, verdicts, described = ByPartition(), [], set()
+        link_run(mlflow, settings, context.run.run_id)
         for t in targets(context):
             spec, compiled, evaluation, table = teleprompt.spec(t.program), compiled_program[t.key], evaluation_report[t.key], training_set[t.key]
             if SKIPPED in compiled:
@@ -41,20 +43,29 @@ def build_registered_version(partitions: dg.PartitionsDefinition, group: str, wi
                 verdicts.append(Verdict(t, True, {SKIPPED: compiled[SKIPPED]}))
                 continue
             window = window_label(t.day, window_days)
-            tags = lineage.version_tags(spec, t.key, datasets.dataset_hash(table), context.run.run_id, compiled, evaluation)
+            data_hash = datasets.dataset_hash(table)
+            tags = lineage.version_tags(spec, t.key, data_hash, context.run.run_id, compiled, evaluation, settings=settings)
             contributors = attribution.contributor_summary(compiled["data_traces"], compiled["demos"])
             artifacts = lineage.version_artifacts(evaluation, datasets.sample_input(table, spec), contributors)
             version = registry.register(client, spec, load_state(spec, compiled["state"]), compiled["state"], window, experiment, tags, artifacts,
-                                        lock_dir=settings.home / "locks")
+                                        lock_dir=settings.home / "locks", params=lineage.version_params(spec, t.key, data_hash, compiled, evaluation),
+                                        metrics=lineage.version_metrics(evaluation["comparison"]),
+                                        description=lineage.version_description(spec, window, evaluation, context.run.run_id, settings))
+            described.add(spec.config.experiment)
             out[t.key] = {"name": version.name, "version": version.version, "run_id": version.run_id, "program_hash": version.program_hash,
                           "created": version.created, "window": window}
             context.add_asset_metadata({
                 "model": version.name, "version": version.version, "created": version.created,
                 "mlflow": dg.MetadataValue.url(settings.model_version_url(version.name, version.version)),
+                "mlflow_run": dg.MetadataValue.url(settings.mlflow_run_url(client.get_run(version.run_id).info.experiment_id, version.run_id)),
             }, partition_key=t.key)
             comparison = evaluation["comparison"]
             problem = lineage.regression(comparison, version.version)
             verdicts.append(Verdict(t, problem is None, {"baseline_sum": comparison["baseline_sum"], "candidate_sum": comparison["candidate_sum"]}, problem))
+        # the production experiments the versions learned from say which programs' traces they hold
+        programs = teleprompt.project().programs
+        for name in sorted(described):
+            tracking.experiment_id(client, settings, name, programs=[p for p, c in programs.items() if c.experiment == name])
         yield dg.Output(out)
         # With several programs in the step, one regression must not hold back the others' promotion:
         # champion_alias applies the same rule per program (registry.promote_if_better).

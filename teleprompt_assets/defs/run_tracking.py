@@ -3,6 +3,7 @@
 import dagster as dg
 from dagster_mlflow.resources import MlFlow
 
+from teleprompt_assets.core.settings import Settings
 from teleprompt_assets.defs.partitions import Target
 
 Tracking = dg.ResourceParam[MlFlow]
@@ -16,3 +17,8 @@ def track(tracking: MlFlow, target: Target, tags: dict | None = None, metrics: d
         tracking.set_tags({prefix + k: str(v)[:500] for k, v in tags.items()})
     if metrics:
         tracking.log_metrics({prefix + k: float(v) for k, v in metrics.items()})
+
+
+def link_run(tracking: MlFlow, settings: Settings, run_id: str) -> None:
+    """The Dagster run's MLflow run links back to it (dagster-mlflow tags ``dagster_run_id`` only)."""
+    tracking.set_tags({"dagster_run_url": settings.dagster_run_url(run_id)})

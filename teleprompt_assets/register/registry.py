@@ -49,6 +49,7 @@ from mlflow.types.schema import AnyType, ColSpec, Schema
 
 from teleprompt_assets.core.encoding import canonical_bytes
 from teleprompt_assets.core.spec import ProgramSpec
+from teleprompt_assets.core.tracking import NOTE_TAG
 from teleprompt_assets.evaluate.deltaone import SCALE
 from teleprompt_assets.optimize.teleprompters import load_state
 from teleprompt_assets.register import promotion
@@ -238,6 +239,9 @@ def register(
     artifacts: dict[str, str] | None = None,
     run_name: str | None = None,
     lock_dir: Path | None = None,
+    params: dict[str, str] | None = None,
+    metrics: dict[str, float] | None = None,
+    description: str | None = None,
 ) -> RegisteredVersion:
     """Log the program (mlflow.dspy flavor + JSON state) and register it, unless already registered.
 
@@ -251,6 +255,11 @@ def register(
     settings but the callbacks key (:class:`_ServedDspyFlavor`): the LM is the serving app's.
     ``lock_dir`` (default ``TELEPROMPT_HOME/locks``) holds the registration locks; see
     :func:`registration_lock`.
+
+    The run also gets ``params`` (the optimizer's settings; ``program``, ``program_hash`` and
+    ``window`` always), ``metrics`` (held-out means in [0, 1], ``lineage.version_metrics``) and
+    ``description``, which is the version's description and its run's note. All are written once,
+    when the version is created: a re-run that finds it writes nothing (MLflow params are write-once).
     """
     name = spec.registered_model_name
     prog_hash = program_hash(state)
@@ -266,14 +275,18 @@ def register(
         active = mlflow.active_run()
         parent = {"experiment_id": active.info.experiment_id, "nested": True} if active is not None else {"experiment_id": experiment_id}
         with mlflow.start_run(run_name=run_name or f"{spec.name}:{window}", **parent) as run:
-            mlflow.set_tags(all_tags)
+            mlflow.set_tags(all_tags | ({NOTE_TAG: description} if description else {}))
+            mlflow.log_params((params or {}) | {"program": spec.name, "program_hash": prog_hash, "window": window})
+            if metrics:
+                mlflow.log_metrics(metrics)
             with dspy.context(lm=None):
                 info = _log_program(spec, program, _sample(artifacts))
             mlflow.log_text(canonical_bytes(state).decode("utf-8"), STATE_ARTIFACT)
             for file_name, text in (artifacts or {}).items():
                 mlflow.log_text(text, file_name)
             # one registry transaction: the version and all its lineage tags, or nothing
-            version = client.create_model_version(name, info.model_uri, run_id=run.info.run_id, tags=all_tags, model_id=info.model_id)
+            version = client.create_model_version(name, info.model_uri, run_id=run.info.run_id, tags=all_tags, description=description,
+                                                  model_id=info.model_id)
         winner = find_version(client, name, prog_hash, window)
         if winner is not None and int(winner.version) != int(version.version):  # raced a writer on another machine: the lowest wins
             client.delete_model_version(name, str(version.version))
