@@ -64,7 +64,9 @@ class TelepromptResource(dg.ConfigurableResource):
         return self._project()[1][name]
 
     def experiment_id(self, client: MlflowClient, name: str) -> str:
-        return experiment_id(client, self.settings(), name)
+        """Get or create, tagged with the programs that log to it (so it says whose traces it holds)."""
+        programs = [p for p, c in self.project().programs.items() if c.experiment == name]
+        return experiment_id(client, self.settings(), name, programs=programs)
 
     def lm(self, run_id: str, build: Callable[..., dspy.LM]) -> dspy.LM:
         """The LM a step calls, behind the gateway (``core/gateway.py``) with the project's ``lm`` settings;

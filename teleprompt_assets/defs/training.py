@@ -37,7 +37,8 @@ def build_training_set(partitions: dg.PartitionsDefinition, group: str, window_d
             checked = label_noise.check_labels(deduplicated, spec)
             whole = checked.table
             out[t.key] = table = datasets.sample_train(whole, sampling, traces.day_bounds_ms(t.day)[1])
-            counts = dict(table.group_by("split").len().iter_rows()) if len(table) else {}
+            usable = label_noise.credible(table)  # what each split gives the optimizer and the evaluation
+            counts = dict(usable.group_by("split").len().iter_rows()) if len(usable) else {}
             dataset_hash = datasets.dataset_hash(table)
             context.add_asset_metadata({
                 "window": window_label(t.day, window_days), "rows": len(table), "duplicates_removed": len(curated) - len(whole),

@@ -68,6 +68,21 @@ def test_version_has_lineage_and_is_champion(pipeline):
     assert int(client.get_model_version_by_alias(reg["name"], CHAMPION).version) == reg["version"]
 
 
+def test_version_follows_mlflow_conventions_and_links_back_to_dagster(pipeline):
+    """Issue 18: params, 0-1 metrics, scores named with their unit, links to the Dagster run, and
+    experiments that say whose traces they hold."""
+    _, first, _, client, _ = pipeline
+    reg = first["registered_version"]
+    version = client.get_model_version(reg["name"], str(reg["version"]))
+    run = client.get_run(version.run_id)
+    for tags in (version.tags, run.data.tags):
+        assert tags["dagster_run_url"].endswith(f"/runs/{first['run_id']}") and 0 <= float(tags["baseline_mean"]) <= 1, tags
+    assert run.data.params["optimizer"] == "BootstrapFewShot" and "optimizer.max_labeled_demos" in run.data.params
+    assert 0 <= run.data.metrics["candidate_mean"] <= 1 and run.data.metrics["eval_count"] > 0
+    production = client.get_experiment_by_name("teleprompt-production")
+    assert production.tags.get("program") == "ticket_router" and production.tags.get("mlflow.note.content")
+
+
 def test_deltaone_attestation_signature_and_uid(pipeline):
     _, first, _, client, _ = pipeline
     report = first["evaluation_report"]["comparison"]
