@@ -45,11 +45,10 @@ check: install
 	$(BIN)/dagster definitions validate -w workspace.yaml
 	$(BIN)/dg check defs
 
+# Both UIs over the same state, each its own process group; Ctrl-C (or SIGTERM to make) stops both and
+# everything they started (teleprompt_assets/ui.py). Ports: TELEPROMPT_DAGSTER_UI_PORT (3000), TELEPROMPT_MLFLOW_UI_PORT (5000).
 ui: install
-	mkdir -p $(DAGSTER_HOME)
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(TELEPROMPT_HOME)/mlflow.db --host 127.0.0.1 --port 5000 & \
-	trap 'kill $$!' EXIT INT TERM; \
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	$(BIN)/python -m teleprompt_assets.ui
 
 clean:
 	rm -rf $(TELEPROMPT_HOME)
