@@ -4,7 +4,8 @@
 # never used: the test points Playwright at this executable.
 #
 #   scripts/chromium.sh install   install the Debian package `chromium` if missing, with `fonts-liberation` (its
-#                                 recommended fonts: screenshots show text on a bare machine); apt, root or sudo
+#                                 recommended fonts: screenshots show text on a bare machine) and
+#                                 `fonts-noto-color-emoji` (the DeltaOne badges); apt, root or sudo
 #   scripts/chromium.sh path      print the executable's path (exit 1 if not installed)
 set -euo pipefail
 
@@ -16,7 +17,7 @@ installed() {
 
 case "${1:-}" in
 install)
-    if installed; then
+    if installed && fc-list 2>/dev/null | grep -qi "color emoji"; then
         exit 0
     fi
     sudo=()
@@ -32,9 +33,9 @@ install)
         echo "chromium.sh: Chromium is not installed and there is no apt-get to install it with" >&2
         exit 2
     fi
-    echo "chromium.sh: installing the Debian packages chromium and fonts-liberation" >&2
+    echo "chromium.sh: installing the Debian packages chromium, fonts-liberation and fonts-noto-color-emoji" >&2
     "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null
+    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-liberation fonts-noto-color-emoji >/dev/null
     installed || { echo "chromium.sh: apt-get installed chromium but $CHROMIUM is missing" >&2; exit 1; }
     ;;
 path)
