@@ -23,8 +23,11 @@ $(VENV)/.synced: pyproject.toml uv.lock
 	$(BIN)/uv sync --locked --inexact --python $(BIN)/python
 	touch $@
 
+# The demo's partitions start where its data starts: `make demo` fixes that day in
+# $(TELEPROMPT_HOME)/partitions_start (TELEPROMPT_START_DATE=auto), and `make ui` uses it when the
+# demo made one there. Set TELEPROMPT_START_DATE (a day) to override; unset, the config's start_date.
 demo: install
-	$(BIN)/teleprompt demo
+	TELEPROMPT_START_DATE=$${TELEPROMPT_START_DATE:-auto} $(BIN)/teleprompt demo
 
 # In-process tests (real MLflow store, Dagster instance and DSPy programs); the end-to-end tests that
 # start servers or separate processes are `make test-e2e`. CI runs both.
@@ -48,7 +51,7 @@ check: install
 # Both UIs over the same state, each its own process group; Ctrl-C (or SIGTERM to make) stops both and
 # everything they started (teleprompt_assets/ui.py). Ports: TELEPROMPT_DAGSTER_UI_PORT (3000), TELEPROMPT_MLFLOW_UI_PORT (5000).
 ui: install
-	$(BIN)/python -m teleprompt_assets.ui
+	TELEPROMPT_START_DATE=$${TELEPROMPT_START_DATE:-$$(cat $(TELEPROMPT_HOME)/partitions_start 2>/dev/null)} $(BIN)/python -m teleprompt_assets.ui
 
 clean:
 	rm -rf $(TELEPROMPT_HOME)

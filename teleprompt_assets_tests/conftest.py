@@ -13,7 +13,7 @@ def tp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     home = tmp_path / "tp"
     monkeypatch.setenv("TELEPROMPT_HOME", str(home))
     monkeypatch.setenv("TELEPROMPT_CONFIG", str(REPO / "teleprompt.yaml"))
-    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TELEPROMPT_LM", "TELEPROMPT_ATTESTER_KEY", "TELEPROMPT_KEYSTORE", "TELEPROMPT_ARTIFACT_ROOT"):
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TELEPROMPT_LM", "TELEPROMPT_ATTESTER_KEY", "TELEPROMPT_KEYSTORE", "TELEPROMPT_ARTIFACT_ROOT", "TELEPROMPT_START_DATE"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("MLFLOW_ENABLE_ASYNC_TRACE_LOGGING", "false")
     return home
@@ -30,7 +30,7 @@ def set_env(home: Path) -> dict[str, str]:
     os.environ["TELEPROMPT_HOME"] = str(home)
     os.environ["TELEPROMPT_CONFIG"] = str(REPO / "teleprompt.yaml")
     os.environ["MLFLOW_ENABLE_ASYNC_TRACE_LOGGING"] = "false"
-    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TELEPROMPT_LM", "TELEPROMPT_ATTESTER_KEY", "TELEPROMPT_KEYSTORE", "TELEPROMPT_ARTIFACT_ROOT"):
+    for var in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TELEPROMPT_LM", "TELEPROMPT_ATTESTER_KEY", "TELEPROMPT_KEYSTORE", "TELEPROMPT_ARTIFACT_ROOT", "TELEPROMPT_START_DATE"):
         os.environ.pop(var, None)
     return saved
 

@@ -53,7 +53,7 @@ SIGNER = Account.from_key(ATTESTER_KEY).address
 LINEAGE_TAGS = ("program", "program_hash", "window", "dataset_hash", "base_version", "optimizer", "optimizer_config", "dagster_run_id",
                 "baseline_score", "candidate_score", "delta_ppm", "eval_count", "contributor_count")
 FAST_RETRY = {"TELEPROMPT_COMPILE_RETRIES": "1", "TELEPROMPT_COMPILE_RETRY_DELAY_S": "0"}
-UNSET = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TELEPROMPT_LM", "TELEPROMPT_KEYSTORE", "TELEPROMPT_ARTIFACT_ROOT", "TELEPROMPT_PIPELINE_EXPERIMENT")
+UNSET = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "TELEPROMPT_LM", "TELEPROMPT_KEYSTORE", "TELEPROMPT_ARTIFACT_ROOT", "TELEPROMPT_PIPELINE_EXPERIMENT", "TELEPROMPT_START_DATE")
 SHM = Path("/dev/shm")
 
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -150,8 +152,38 @@ def _validate_entry(name: str, config: ProgramConfig) -> ProgramSpec:
     return spec
 
 
+START_ENV = "TELEPROMPT_START_DATE"
+START_ANCHOR = "partitions_start"
+
+
+def start_override(value: str, home: Path, window_days: int, today: date | None = None) -> date:
+    """``TELEPROMPT_START_DATE``: a date, or ``auto``. ``auto`` is the first day of the window that ends
+    yesterday, fixed the first time it is asked in this ``TELEPROMPT_HOME`` (a file there), so the
+    demo's partitions start where its data starts and every process agrees on it, today and later."""
+    if value != "auto":
+        try:
+            return date.fromisoformat(value)
+        except ValueError:
+            raise ConfigError(f"{START_ENV}={value!r}: use a day (YYYY-MM-DD) or auto") from None
+    anchor = home / START_ANCHOR
+    if anchor.exists():
+        return date.fromisoformat(anchor.read_text().strip())
+    start = (today or datetime.now(UTC).date()) - timedelta(days=window_days)
+    home.mkdir(parents=True, exist_ok=True)
+    staging = anchor.with_suffix(f".{os.getpid()}")
+    staging.write_text(start.isoformat())
+    try:
+        os.link(staging, anchor)  # the first writer wins; a racing process reads what it wrote
+    except FileExistsError:
+        pass
+    finally:
+        staging.unlink()
+    return date.fromisoformat(anchor.read_text().strip())
+
+
 def load_project(path: Path | str) -> tuple[ProjectConfig, dict[str, ProgramSpec]]:
-    """Parse and validate the config file; raises :class:`ConfigError` naming the bad entry."""
+    """Parse and validate the config file; raises :class:`ConfigError` naming the bad entry.
+    ``TELEPROMPT_START_DATE`` overrides ``start_date`` (:func:`start_override`)."""
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
@@ -163,4 +195,8 @@ def load_project(path: Path | str) -> tuple[ProjectConfig, dict[str, ProgramSpec
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"{path}: {where}: {first['msg']}") from exc
+    if override := os.environ.get(START_ENV, "").strip():
+        from teleprompt_assets.core.settings import load_settings
+
+        project = project.model_copy(update={"start_date": start_override(override, load_settings().home, project.window_days)})
     return project, {name: _validate_entry(name, cfg) for name, cfg in project.programs.items()}

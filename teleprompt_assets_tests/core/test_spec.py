@@ -43,3 +43,26 @@ def test_bad_entries_name_the_entry_and_field(tmp_path, kwargs, message):
     with pytest.raises(ConfigError, match=None) as info:
         _load(tmp_path, **kwargs)
     assert message in str(info.value)
+
+
+def test_the_demos_partitions_start_where_its_data_starts(tmp_path, monkeypatch):
+    """TELEPROMPT_START_DATE=auto: the first day of the window ending yesterday, fixed in the home the
+    first time, so a later day (or another process) sees the same start (issue 18)."""
+    from datetime import date
+
+    import pytest
+
+    from teleprompt_assets.core.config import ConfigError
+    from teleprompt_assets.core.spec import START_ANCHOR, load_project, start_override
+
+    assert start_override("auto", tmp_path, 7, today=date(2026, 12, 7)) == date(2026, 11, 30)
+    assert (tmp_path / START_ANCHOR).read_text() == "2026-11-30"
+    assert start_override("auto", tmp_path, 7, today=date(2027, 3, 1)) == date(2026, 11, 30)  # fixed, not moving
+    assert start_override("2026-05-01", tmp_path, 7) == date(2026, 5, 1)
+    with pytest.raises(ConfigError, match="TELEPROMPT_START_DATE='yesterday': use a day"):
+        start_override("yesterday", tmp_path, 7)
+    monkeypatch.setenv("TELEPROMPT_HOME", str(tmp_path))
+    monkeypatch.setenv("TELEPROMPT_START_DATE", "auto")
+    assert load_project(Path(__file__).resolve().parents[2] / "teleprompt.yaml")[0].start_date == date(2026, 11, 30)
+    monkeypatch.delenv("TELEPROMPT_START_DATE")
+    assert load_project(Path(__file__).resolve().parents[2] / "teleprompt.yaml")[0].start_date == date(2026, 1, 1)
