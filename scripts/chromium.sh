@@ -20,22 +20,7 @@ install)
     if installed && fc-list 2>/dev/null | grep -qi "color emoji"; then
         exit 0
     fi
-    sudo=()
-    if [[ $(id -u) -ne 0 ]]; then
-        if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-            sudo=(sudo -n)
-        else
-            echo "chromium.sh: Chromium is not installed and installing it needs root (apt-get install chromium)" >&2
-            exit 2
-        fi
-    fi
-    if ! command -v apt-get >/dev/null; then
-        echo "chromium.sh: Chromium is not installed and there is no apt-get to install it with" >&2
-        exit 2
-    fi
-    echo "chromium.sh: installing the Debian packages chromium, fonts-liberation and fonts-noto-color-emoji" >&2
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-liberation fonts-noto-color-emoji >/dev/null
+    "$(dirname "$0")/apt-install.sh" chromium.sh chromium fonts-liberation fonts-noto-color-emoji
     installed || { echo "chromium.sh: apt-get installed chromium but $CHROMIUM is missing" >&2; exit 1; }
     ;;
 path)

@@ -33,22 +33,7 @@ install)
     if bindir >/dev/null; then
         exit 0
     fi
-    sudo=()
-    if [[ $(id -u) -ne 0 ]]; then
-        if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
-            sudo=(sudo -n)
-        else
-            echo "postgres.sh: PostgreSQL is not installed and installing it needs root (apt-get install postgresql)" >&2
-            exit 2
-        fi
-    fi
-    if ! command -v apt-get >/dev/null; then
-        echo "postgres.sh: PostgreSQL is not installed and there is no apt-get to install it with" >&2
-        exit 2
-    fi
-    echo "postgres.sh: installing the Debian package postgresql" >&2
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-    "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql >/dev/null
+    "$(dirname "$0")/apt-install.sh" postgres.sh postgresql
     bindir >/dev/null
     ;;
 bindir)
