@@ -50,8 +50,9 @@ check: install
 
 # Both UIs over the same state, each its own process group; Ctrl-C (or SIGTERM to make) stops both and
 # everything they started (teleprompt_assets/ui.py). Ports: TELEPROMPT_DAGSTER_UI_PORT (3000), TELEPROMPT_MLFLOW_UI_PORT (5000).
+# `exec`: the shell this line runs in gives way to the launcher, so make's SIGTERM reaches it.
 ui: install
-	TELEPROMPT_START_DATE=$${TELEPROMPT_START_DATE:-$$(cat $(TELEPROMPT_HOME)/partitions_start 2>/dev/null)} $(BIN)/python -m teleprompt_assets.ui
+	TELEPROMPT_START_DATE=$${TELEPROMPT_START_DATE:-$$(cat $(TELEPROMPT_HOME)/partitions_start 2>/dev/null)} exec $(BIN)/python -m teleprompt_assets.ui
 
 clean:
 	rm -rf $(TELEPROMPT_HOME)
