@@ -238,7 +238,7 @@ class Gateway:
             raise LMBudgetExceeded(self.exhausted)
         if self.store is None or (budget.max_calls is None and budget.max_tokens is None and budget.max_usd is None):
             return
-        cost = micro_usd(estimate, 0, self.config) + micro_usd(0, estimate, self.config)  # either side of the price, at most
+        cost = self._reserved_usd(estimate)
 
         def take(calls: int, tokens: int, micro: int) -> tuple[int, int, int]:
             over = []
@@ -255,13 +255,17 @@ class Gateway:
 
         self.store.update_spend(self.run_id, take)
 
+    def _reserved_usd(self, estimate: int) -> int:
+        """The estimate priced at whichever side costs more, at most: the reservation never undercharges."""
+        return micro_usd(estimate, 0, self.config) + micro_usd(0, estimate, self.config)
+
     def _settle(self, estimate: int, used_in: int, used_out: int) -> None:
         budget = self.config.budget
         if self.limiter is not None:
             self.limiter.settle_tokens(estimate, used_in + used_out)
         if self.store is None or (budget.max_calls is None and budget.max_tokens is None and budget.max_usd is None):
             return
-        cost = micro_usd(estimate, 0, self.config) + micro_usd(0, estimate, self.config)
+        cost = self._reserved_usd(estimate)
         actual = micro_usd(used_in, used_out, self.config)
         self.store.update_spend(self.run_id, lambda calls, tokens, micro: (calls, tokens - estimate + used_in + used_out, micro - cost + actual))
 

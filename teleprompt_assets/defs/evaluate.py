@@ -42,10 +42,9 @@ def evaluate_program(context: dg.OpExecutionContext, teleprompt: TelepromptResou
     result = deltaone.compare(scores)
     grouping = report.for_program(spec, holdout, scores)
     ab = report.markdown(result, scores, grouping, report.inputs_of(spec, holdout))
-    today = history.Day(t.day, result.baseline_mean, result.candidate_mean, result.delta_ppm, result.deltaone, result.n,
-                        lm_calls=spent.calls, answers_reused=spent.reused,
-                        **extras(t.day, _latest_by_day(context.instance, "curated_traces", t.program, 16), {t.day: compiled["usage"]}, {}, t.program))
-    days = [*earlier_days(context.instance, t), today]
+    today = {"baseline": result.baseline_mean, "candidate": result.candidate_mean, "delta_ppm": result.delta_ppm, "deltaone": result.deltaone,
+             "holdout": result.n, "lm_calls": spent.calls, "answers_reused": spent.reused}
+    days = program_days(context.instance, t, today, compiled["usage"])
     summary = history.markdown(t.program, days)
     mlflow.log_text(history.html_page(t.program, days), f"{t.program}/history.html")  # renders in MLflow's artifact viewer
     settings = teleprompt.settings()
@@ -83,21 +82,23 @@ def _latest_by_day(instance: dg.DagsterInstance, asset: str, program: str, limit
     return found
 
 
-def earlier_days(instance: dg.DagsterInstance, t: Target, limit: int = 60) -> list[history.Day]:
-    """This program's previous evaluations, from the materializations Dagster keeps (latest per day),
-    with the day's quarantine rate, compile cost and largest reward share beside them."""
+def program_days(instance: dg.DagsterInstance, t: Target, today: dict, compile_usage: dict, limit: int = 60) -> list[history.Day]:
+    """This program's evaluations, from the materializations Dagster keeps (latest per day), then
+    today's, each with the day's quarantine rate, compile cost and largest reward share beside it.
+    Each asset's records are read once."""
     evaluations = _latest_by_day(instance, "evaluation_report", t.program, limit * 4)
     curated = _latest_by_day(instance, "curated_traces", t.program, limit * 8)
-    compiled = _latest_by_day(instance, "compiled_program", t.program, limit * 4)
+    compiled = _latest_by_day(instance, "compiled_program", t.program, limit * 4) | {t.day: compile_usage}
     rewards = _latest_by_day(instance, "contributor_rewards", t.program, limit * 4)
     days = []
     for day, meta in evaluations.items():
         if day >= t.day or "baseline_score" not in meta:
-            continue  # today is added by the caller; a skipped day evaluated nothing
+            continue  # today is added below; a skipped day evaluated nothing
         days.append(history.Day(day, float(meta["baseline_score"]), float(meta["candidate_score"]), int(meta["delta_ppm"]), bool(meta["deltaone"]),
                                 int(meta["holdout"]), lm_calls=meta.get("lm_calls"), answers_reused=meta.get("answers_reused"),
                                 **extras(day, curated, compiled, rewards, t.program)))
-    return sorted(days, key=lambda d: d.day)[-limit:]
+    days = sorted(days, key=lambda d: d.day)[-(limit - 1):]
+    return [*days, history.Day(t.day, **today, **extras(t.day, curated, compiled, {}, t.program))]
 
 
 def extras(day: str, curated: dict, compiled: dict, rewards: dict, program: str) -> dict:
