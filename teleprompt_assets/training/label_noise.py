@@ -4,8 +4,8 @@ Rewards pay for labels, so a contributor that labels carelessly must not earn li
 well, and a wrong label must never become a demo. The evidence is every other label in the window:
 
 1. A multinomial naive Bayes model over the input's content words (``core.lm.tokens``) predicts the
-   label field. It is *cross-fitted*: the window's labeled rows are cut into five folds by trace
-   hash, and each row is scored by the model trained on the other four, so a row never vouches for
+   label field. It is *cross-fitted*: the window's labeled rows are cut into five folds by a hash
+   of the input, and each row is scored by the model trained on the other four, so a row never vouches for
    itself. Naive Bayes because it needs no LM call, trains in one pass over 100k rows, and is
    deterministic; it only has to be better than chance per class, not good.
 2. Confident learning (Northcutt et al., 2021): a class's threshold is the mean predicted
@@ -31,6 +31,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import polars as pl
+from eth_utils import keccak
 
 from teleprompt_assets.core.lm import tokens
 from teleprompt_assets.core.spec import ProgramSpec
@@ -53,8 +54,10 @@ class LabelCheck:
         return f"{self.flagged} likely mislabeled (confident learning, {FOLDS}-fold naive Bayes)" if not self.applied else f"not applied: {self.applied}"
 
 
-def _fold(trace_hash: str) -> int:
-    return int(trace_hash[2:10], 16) % FOLDS
+def _fold(text: str) -> int:
+    """By the input's content, not the trace id: MLflow mints trace ids at random, and the same
+    traffic in two stores must get the same flags."""
+    return int.from_bytes(keccak(text="fold\x1f" + text)[:8], "big") % FOLDS
 
 
 class _NaiveBayes:
@@ -99,9 +102,9 @@ def check_labels(table: pl.DataFrame, spec: ProgramSpec) -> LabelCheck:
     if not 2 <= len(counts) <= MAX_CLASSES or min(counts.values()) < 2:
         return LabelCheck(unflagged, f"{len(counts)} label values: not a categorical label (2 to {MAX_CLASSES} values, each seen twice)", 0)
     classes = sorted(counts)
-    rows = labeled.select("_row", "inputs", "label", "trace_hash").to_dicts()
+    rows = labeled.select("_row", "inputs", "label").to_dicts()
     docs = [tokens(_input_text(r["inputs"], spec.input_fields)) for r in rows]
-    folds = [_fold(r["trace_hash"]) for r in rows]
+    folds = [_fold(_input_text(r["inputs"], spec.input_fields)) for r in rows]
     proba: list[dict[str, float]] = [{}] * len(rows)
     for k in range(FOLDS):
         train = [i for i, f in enumerate(folds) if f != k]
