@@ -70,8 +70,3 @@ def build_definitions() -> dg.Definitions:
 
 defs = build_definitions()
 
-
-def optimize_job() -> dg.JobDefinition:
-    """The optimization job for ``dg.reconstructable``: runs launched outside the daemon (the CLI, the
-    demo) need it to re-create the job in each step process of the multiprocess executor."""
-    return defs.resolve_job_def(OPTIMIZE_JOB)

@@ -28,6 +28,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
+from teleprompt_assets_tests.conftest import REPO
 from teleprompt_assets_tests.reliability import END, MODEL, PROGRAM, environment, fresh_store, pipeline_env, run_job, scratch_root, single
 from teleprompt_assets_tests.servers import free_port, unavailable
 from teleprompt_assets_tests.test_ui import dagster_location_loaded, http_get, wait_until
@@ -108,7 +109,7 @@ def uis(chromium: Path) -> Iterator[Uis]:
                 servers.append(_start([str(bin_dir / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}", "--host", "127.0.0.1",
                                        "--port", str(mlflow_port), "--workers", "1"], server_env | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
                                       dest, dest / "mlflow-server.log"))
-                servers.append(_start([str(bin_dir / "dagster-webserver"), "-m", "teleprompt_assets.definitions", "-h", "127.0.0.1", "-p", str(dagster_port)],
+                servers.append(_start([str(bin_dir / "dagster-webserver"), "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(dagster_port)],
                                       server_env, dest, dest / "dagster-webserver.log"))
                 result = run_job(instance)
                 assert result.success, "the pipeline run failed"

@@ -331,6 +331,22 @@ def test_the_first_run_registers_promotes_and_attests(journey):
     assert journey.state["run"].uids == [found["uid"]]
 
 
+def test_the_run_came_from_the_code_location_the_ui_serves(journey):
+    """Issue 18: ``teleprompt run`` launches from ``workspace.yaml``'s code location, as the UI and
+    the daemon do, so Dagster's "Re-execute" finds the run's job instead of warning that it came
+    from somewhere else. (Before, the run had only a Python origin: no location, no repository.)"""
+    import dagster as dg
+    import yaml
+
+    run_id = _run_line(journey.steps["run"])["run"]
+    served = yaml.safe_load((Path(__file__).resolve().parents[1] / "workspace.yaml").read_text())["load_from"][0]["python_module"]
+    with dg.DagsterInstance.from_config(str(journey.dagster_home)) as instance:
+        run = instance.get_run_by_id(run_id)
+    origin = run.remote_job_origin
+    assert origin is not None and origin.location_name == served["location_name"], origin
+    assert origin.repository_origin.repository_name == "__repository__" and origin.job_name == run.job_name
+
+
 def test_the_run_trained_on_its_whole_window_not_only_its_day(journey):
     """Only DAY was run, yet the window's earlier days were ingested and curated by that run (days
     without traffic included), and its holdout alone is larger than all of DAY's traffic."""
