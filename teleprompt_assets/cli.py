@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from teleprompt_assets.core.settings import Settings, load_settings
+from teleprompt_assets.core.settings import Settings, SettingsError, load_settings
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -260,12 +260,44 @@ def _registered_hash(bundle: Path) -> str | None:
     return version.tags.get("program_hash")
 
 
+def _registered_bundle(uri: str, dest: Path) -> Path:
+    """The bundle stored with a model version (``models:/<name>/<version>`` or ``models:/<name>@<alias>``),
+    downloaded from the tracking server: a host without the run's outbox verifies what the registry holds."""
+    from mlflow.exceptions import MlflowException
+
+    from teleprompt_assets.core.tracking import connect
+    from teleprompt_assets.register.registry import download_attestation
+
+    ref = uri.removeprefix("models:/")
+    name, alias = ref.split("@", 1) if "@" in ref else (ref.rsplit("/", 1)[0], None)
+    number = None if alias else ref.rsplit("/", 1)[-1] if "/" in ref else None
+    if not name or not (alias or (number and number.isdigit())):
+        raise UsageError(f"bundle {uri}: write models:/<name>/<version> or models:/<name>@<alias>, e.g. models:/teleprompt-ticket_router@champion")
+    client = connect(load_settings())
+    try:
+        version = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, number)
+    except MlflowException:
+        raise UsageError(f"bundle {uri}: no such model version in {load_settings().tracking_uri}; `teleprompt status` lists them") from None
+    try:
+        return download_attestation(client, version, dest)
+    except LookupError as exc:
+        raise UsageError(f"bundle {uri}: {exc} (only DeltaOne versions are attested)") from None
+
+
 def _verify(args: argparse.Namespace) -> int:
+    if not args.bundle.startswith("models:/"):
+        return _verify_folder(args, _bundle(args.bundle))
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="teleprompt-verify-") as tmp:
+        return _verify_folder(args, _registered_bundle(args.bundle, Path(tmp)))
+
+
+def _verify_folder(args: argparse.Namespace, bundle: Path) -> int:
     from mlflow.exceptions import MlflowException
 
     from teleprompt_assets.attest.bundles import verify_bundle
 
-    bundle = _bundle(args.bundle)
     domain = _domain()
     registered = None
     if not args.offline and (bundle / "attestation.json").is_file():  # without it, the bundle check below says what is wrong
@@ -551,7 +583,7 @@ def build_parser() -> argparse.ArgumentParser:
     seed.add_argument("--seed", type=_count(0), default=0)
     seed.set_defaults(func=_seed)
     verify = command("verify", "verify an attestation bundle end to end")
-    verify.add_argument("bundle", help="the bundle's folder")
+    verify.add_argument("bundle", help="the bundle's folder, or the model version it attests: models:/<name>/<version> or models:/<name>@<alias>")
     verify.add_argument("--signer", type=_address, help="expected attester address (EIP-55 checksummed)")
     verify.add_argument("--offline", action="store_true", help="skip the check against the registered model version")
     verify.set_defaults(func=_verify)
@@ -592,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
     with _quiet(args.verbose):
         try:
             return args.func(args)
-        except UsageError as exc:
+        except (UsageError, SettingsError) as exc:
             _fail(args.command, str(exc))
             return 2
         except Exception as exc:

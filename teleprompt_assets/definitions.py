@@ -13,7 +13,7 @@ from teleprompt_assets.core.spec import load_project
 from teleprompt_assets.defs.alerting import ALERT_RESOURCE, AlertingResource, build_alerting
 from teleprompt_assets.defs.assets import build_assets
 from teleprompt_assets.defs.automation import build_automation
-from teleprompt_assets.defs.io import LocalTableIOManager
+from teleprompt_assets.defs.io import TableIOManager
 from teleprompt_assets.defs.jobs import rollback_job
 from teleprompt_assets.defs.partitions import program_day_partitions
 from teleprompt_assets.defs.resources import TelepromptResource, pipeline_tracking
@@ -63,7 +63,7 @@ def build_definitions() -> dg.Definitions:
             "teleprompt": TelepromptResource(),
             ALERT_RESOURCE: AlertingResource(),
             "mlflow": pipeline_tracking.configured({"experiment_name": settings.pipeline_experiment, "mlflow_tracking_uri": settings.tracking_uri}),
-            "io_manager": LocalTableIOManager(base_dir=str(settings.storage)),
+            "io_manager": TableIOManager(base_url=str(settings.storage)),
         },
     )
 

@@ -25,7 +25,7 @@ from dagster._core.workspace.load_target import ModuleTarget
 from teleprompt_assets.attest.bundles import verify_bundle
 from teleprompt_assets.core.settings import Settings, ensure_home
 from teleprompt_assets.core.spec import load_project
-from teleprompt_assets.defs.io import LocalTableIOManager
+from teleprompt_assets.defs.io import TableIOManager
 from teleprompt_assets.defs.partitions import contiguous, key_of, run_tags
 
 LOCATION = "teleprompt_assets"  # workspace.yaml's location_name
@@ -132,7 +132,7 @@ def _optimize(workspace: WorkspaceRequestContext, programs: list[str], day: str,
         raise ValueError(f"one run holds a range of the sorted programs; {', '.join(programs)} is not one (run {groups} separately)")
     [group] = groups
     run_id = launch_and_wait(workspace, job_def.name, run_tags(job_def.partitions_def, group, day), run_config)
-    io: LocalTableIOManager = defs.resources["io_manager"]
+    io: TableIOManager = defs.resources["io_manager"]
     assets = [key.path[-1] for key in job_def.asset_layer.executable_asset_keys]
     return {program: {name: io.load(dg.AssetKey(name), key_of(program, day)) for name in assets} | {"run_id": run_id} for program in group}
 

@@ -111,3 +111,18 @@ def config_with_sections(dest: Path, **sections) -> Path:
     path = dest / "teleprompt.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory: pytest.TempPathFactory):
+    """An S3-compatible server (moto) for the module, with bucket ``teleprompt`` and its AWS_* settings in the environment."""
+    from teleprompt_assets_tests.servers import s3_server
+
+    with s3_server(tmp_path_factory.mktemp("s3")) as server:
+        saved = dict(os.environ)
+        os.environ.update(server.env())
+        try:
+            yield server
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)

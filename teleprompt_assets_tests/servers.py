@@ -315,3 +315,65 @@ def killable_mlflow_server(backend_store_uri: str, workdir: Path, timeout_s: flo
         zygote.wait(timeout=10)
         zygote.stdin.close()
         zygote.stdout.close()
+
+
+@dataclass(frozen=True)
+class S3Server:
+    """An S3-compatible server (moto's, from PyPI) and the AWS settings a client of it needs."""
+
+    endpoint: str
+    log: Path
+
+    def env(self) -> dict[str, str]:
+        """What boto3 (and MLflow's S3 artifact repository) read: the endpoint, dummy credentials, a region."""
+        return {"AWS_ENDPOINT_URL": self.endpoint, "MLFLOW_S3_ENDPOINT_URL": self.endpoint, "AWS_ACCESS_KEY_ID": "teleprompt-test",
+                "AWS_SECRET_ACCESS_KEY": "teleprompt-test-secret", "AWS_DEFAULT_REGION": "us-east-1"}
+
+    def client(self):
+        import boto3
+
+        env = self.env()
+        return boto3.client("s3", endpoint_url=self.endpoint, aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+                            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"], region_name=env["AWS_DEFAULT_REGION"])
+
+    def bytes_under(self, bucket: str, prefix: str) -> tuple[int, int]:
+        """(objects, bytes) stored under ``prefix``."""
+        count = size = 0
+        for page in self.client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            for item in page.get("Contents", []):
+                count, size = count + 1, size + item["Size"]
+        return count, size
+
+
+@contextmanager
+def s3_server(workdir: Path, buckets: tuple[str, ...] = ("teleprompt",), timeout_s: float = 60) -> Iterator[S3Server]:
+    """``moto_server`` from this virtualenv on 127.0.0.1:<free port>, in its own process, with
+    ``buckets`` created; stopped afterwards (its state lives in memory only)."""
+    moto = Path(sys.executable).with_name("moto_server")
+    if not moto.exists():
+        unavailable(f"{moto} is missing: `make install` installs the dev dependencies (moto)")
+    port = free_port()
+    log = workdir / "s3-server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(moto), "-H", "127.0.0.1", "-p", str(port)], stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    server = S3Server(f"http://127.0.0.1:{port}", log)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                urllib.request.urlopen(server.endpoint, timeout=2).close()
+                break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"moto_server did not start:\n{log.read_text()[-2000:]}") from None
+                time.sleep(0.1)
+        for bucket in buckets:
+            server.client().create_bucket(Bucket=bucket)
+        yield server
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)

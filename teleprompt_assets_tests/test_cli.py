@@ -87,6 +87,8 @@ CASES = {
     "verify, no bundle": Case(["verify", "/nonexistent/bundle"], ["/nonexistent/bundle", "no such folder", "outbox"]),
     "verify offline, no bundle": Case(["verify", "/nonexistent/bundle", "--offline"], ["/nonexistent/bundle", "no such folder"]),
     "verify, a file for a bundle": Case(["verify", str(REPO / "teleprompt.yaml")], ["not a folder"]),
+    "verify, a model without version": Case(["verify", "models:/teleprompt-ticket_router"], ["models:/<name>/<version>", "@champion"]),
+    "verify, no such model version": Case(["verify", "models:/teleprompt-ticket_router/7"], ["models:/teleprompt-ticket_router/7", "no such model version", "teleprompt status"]),
     "submit, no bundle": Case(["submit", "/nonexistent/bundle", "--rpc", "http://127.0.0.1:8545", "--eas", ADDRESS], ["/nonexistent/bundle"]),
     "submit, folder without attestation": Case(["submit", "BUNDLE", "--rpc", "http://127.0.0.1:8545", "--eas", ADDRESS], ["attestation.json"]),
     "submit, not an RPC URL": Case(["submit", "ATTESTED", "--rpc", "ftp://user:secret@host", "--eas", ADDRESS], ["--rpc", "http"]),
@@ -95,6 +97,8 @@ CASES = {
     "proof, unchecksummed address": Case(["proof", ADDRESS.lower(), "--program", "ticket_router"], ["address", "checksummed"]),
     "run, bad EAS contract": Case(["run"], ["TELEPROMPT_EAS_CONTRACT"], env={"TELEPROMPT_EAS_CONTRACT": "0x12"}),
     "run, bad chain id": Case(["run"], ["TELEPROMPT_EAS_CHAIN_ID"], env={"TELEPROMPT_EAS_CHAIN_ID": "sepolia"}),
+    "run, unsupported storage": Case(["run"], ["TELEPROMPT_STORAGE_URL", "'gs'", "s3://"], env={"TELEPROMPT_STORAGE_URL": "gs://bucket/x"}),
+    "status, storage without bucket": Case(["status"], ["TELEPROMPT_STORAGE_URL", "no bucket"], env={"TELEPROMPT_STORAGE_URL": "s3://"}),
     # the command line itself
     "no command": Case([], ["command", "--help"]),
     "unknown command": Case(["serve"], ["serve", "--help"]),

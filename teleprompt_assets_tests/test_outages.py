@@ -160,7 +160,7 @@ def _runner(server: KillableMlflowServer, instance: dg.DagsterInstance, home: Pa
         restart_s = server.start() if not server.running else None
         failed = {node_of(e.step_key) for e in result.all_events if e.is_step_failure}
         succeeded = {node_of(e.step_key) for e in result.all_events if e.event_type_value == "STEP_SUCCESS"} - failed
-        storage = load_settings().storage
+        storage = Path(load_settings().storage)
         staging = home / "staging"
         return Outcome(
             selected={step for step, keys in STEP_ASSETS.items() if assets is None or set(keys) <= set(assets)},

@@ -90,7 +90,7 @@ def experiment_id(client: MlflowClient, settings: Settings, name: str, programs:
     defaults = {NOTE_TAG: traces_note()}
     found = client.get_experiment_by_name(name)
     if found is None:
-        location = (settings.artifact_root / name).as_uri()
+        location = f"{settings.artifact_root.rstrip('/')}/{name}" if settings.artifact_root else None
         try:
             return client.create_experiment(name, artifact_location=location, tags=defaults | tags)
         except mlflow.exceptions.MlflowException:

@@ -15,7 +15,7 @@ from datetime import date, timedelta
 import dagster as dg
 
 from teleprompt_assets.core import alerts as core
-from teleprompt_assets.defs.io import LocalTableIOManager
+from teleprompt_assets.defs.io import TableIOManager
 from teleprompt_assets.defs.partitions import DATE, PROGRAM, run_label
 from teleprompt_assets.defs.resources import TelepromptResource
 
@@ -97,7 +97,7 @@ def _finish(sent: int, errors: list[str], initialized: bool, cursor: dict) -> dg
 
 def outcome_window_stats(storage: str, program: str, day: str, window_days: int) -> tuple[dict, dict]:
     """(day, other window days) outcome stats from the stored ``curated_traces`` partitions."""
-    io = LocalTableIOManager(base_dir=storage)
+    io = TableIOManager(base_url=storage)
     end = date.fromisoformat(day)
     day_stats: dict = {}
     window: dict[str, tuple[float, int]] = {}

@@ -1,4 +1,6 @@
-"""Stores asset outputs under ``TELEPROMPT_HOME/storage``: polars tables as parquet, the rest as JSON.
+"""Stores asset outputs in an object store (``TELEPROMPT_STORAGE_URL``: a folder, by default
+``$TELEPROMPT_HOME/storage``, or ``s3://bucket/prefix`` when steps run on several hosts): polars
+tables as parquet, the rest as JSON, one object per asset partition.
 
 A partitioned asset's step may materialize several partitions (a run's programs), so partitioned
 outputs and inputs travel as ``ByPartition``: one value per partition key. Window inputs hold the
@@ -6,40 +8,36 @@ upstream partitions that exist, so a window reaching back before the first seede
 """
 
 
+import io
 import json
-import os
-from collections.abc import Callable
-from pathlib import Path
+from functools import lru_cache
 from typing import Any
 
 import dagster as dg
 import polars as pl
+
+from teleprompt_assets.core.object_store import ObjectStore, open_store
 
 
 class ByPartition(dict[str, Any]):
     """A partitioned asset's value per partition key of the step (one key, or a run's range)."""
 
 
-def publish(path: Path, write: Callable[[Path], None]) -> None:
-    """Write beside ``path``, fsync, then rename over it: a run killed mid-write leaves the previous
-    output (or none), never a truncated file a later step would fail to read."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staged = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
-        write(staged)
-        with open(staged, "rb") as handle:
-            os.fsync(handle.fileno())
-        os.replace(staged, path)
-    finally:
-        staged.unlink(missing_ok=True)
+@lru_cache(maxsize=16)
+def _store(location: str) -> ObjectStore:
+    return open_store(location)  # one S3 client per process, not one per output
 
 
-class LocalTableIOManager(dg.ConfigurableIOManager):
-    base_dir: str
+class TableIOManager(dg.ConfigurableIOManager):
+    base_url: str
 
-    def _path(self, asset_key: dg.AssetKey, partition: str | None, suffix: str) -> Path:
+    @property
+    def objects(self) -> ObjectStore:
+        return _store(self.base_url)
+
+    def _object(self, asset_key: dg.AssetKey, partition: str | None, suffix: str) -> str:
         name = (partition or "__all__").replace("|", "__").replace("/", "_")
-        return Path(self.base_dir, *asset_key.path, f"{name}.{suffix}")
+        return "/".join([*asset_key.path, f"{name}.{suffix}"])
 
     def _key(self, context: dg.OutputContext) -> dg.AssetKey:
         """Asset outputs by asset key; plain op outputs (operational jobs) by run and step."""
@@ -70,20 +68,20 @@ class LocalTableIOManager(dg.ConfigurableIOManager):
         if obj is None:
             return
         if isinstance(obj, pl.DataFrame):
-            publish(self._path(key, partition, "parquet"), obj.write_parquet)
+            buffer = io.BytesIO()
+            obj.write_parquet(buffer)
+            self.objects.put(self._object(key, partition, "parquet"), buffer.getvalue())
         else:
-            text = json.dumps(obj, sort_keys=True, indent=1, default=str)
-            publish(self._path(key, partition, "json"), lambda staged: staged.write_text(text))
+            self.objects.put(self._object(key, partition, "json"), json.dumps(obj, sort_keys=True, indent=1, default=str).encode())
 
     def load(self, asset_key: dg.AssetKey, partition: str | None) -> Any:
         """A stored output (a partition of it), or None if it was never written."""
-        parquet = self._path(asset_key, partition, "parquet")
-        if parquet.exists():
-            return pl.read_parquet(parquet)
-        as_json = self._path(asset_key, partition, "json")
-        if as_json.exists():
-            return json.loads(as_json.read_text())
-        return None
+        store = self.objects
+        parquet = store.get(self._object(asset_key, partition, "parquet"))
+        if parquet is not None:
+            return pl.read_parquet(io.BytesIO(parquet))
+        as_json = store.get(self._object(asset_key, partition, "json"))
+        return json.loads(as_json) if as_json is not None else None
 
     def load_input(self, context: dg.InputContext) -> Any:
         if not context.has_asset_key:

@@ -7,7 +7,7 @@ import polars as pl
 from teleprompt_assets.curate.quality import ACCEPTED_SCHEMA
 from teleprompt_assets.defs.curate import curate_target, curated_metadata, quarantined_metadata
 from teleprompt_assets.defs.ingest import read_metadata
-from teleprompt_assets.defs.io import ByPartition, LocalTableIOManager
+from teleprompt_assets.defs.io import ByPartition, TableIOManager
 from teleprompt_assets.defs.partitions import Target, key_of, target_of, targets, window_days_of, window_label, window_mapping, window_of
 from teleprompt_assets.defs.resources import TelepromptResource
 from teleprompt_assets.defs.run_tracking import Tracking, track
@@ -21,7 +21,7 @@ def build_training_set(partitions: dg.PartitionsDefinition, group: str, window_d
         description=f"The last {window_days} days of curated traces, deduplicated and split train / dev / holdout by a hash of the inputs.",
         ins={"curated_traces": dg.AssetIn(partition_mapping=window_mapping(window_days), metadata={"allow_missing_partitions": True})},
     )
-    def training_set(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, mlflow: Tracking, io_manager: dg.ResourceParam[LocalTableIOManager],
+    def training_set(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, mlflow: Tracking, io_manager: dg.ResourceParam[TableIOManager],
                      curated_traces: ByPartition) -> ByPartition:
         """Before reading its window, ingests and curates the window's days that were never curated
         (a first run, a gap, a day skipped by an earlier run), so no run trains on part of its window."""
@@ -54,7 +54,7 @@ def build_training_set(partitions: dg.PartitionsDefinition, group: str, window_d
     return training_set
 
 
-def fill_window(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, io: LocalTableIOManager, t: Target, window_days: int,
+def fill_window(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, io: TableIOManager, t: Target, window_days: int,
                 loaded: ByPartition) -> ByPartition:
     """The days of ``t``'s window missing from ``loaded`` (the step's input). A day another run
     curated since this step started is read from storage; a day never curated is ingested and

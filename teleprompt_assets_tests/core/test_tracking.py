@@ -15,7 +15,7 @@ def test_the_pipeline_experiment_is_described_and_links_to_dagster(tp_home, monk
     tags = _tags(client, experiment_id(client, settings, settings.pipeline_experiment))
     assert "model version" in tags[NOTE_TAG] and "https://dagster.example/assets/registered_version" in tags[NOTE_TAG]
     assert tags["teleprompt.role"] == "pipeline"
-    assert client.get_experiment_by_name(settings.pipeline_experiment).artifact_location.startswith(settings.artifact_root.as_uri())
+    assert client.get_experiment_by_name(settings.pipeline_experiment).artifact_location.startswith(settings.artifact_root)
 
 
 def test_a_programs_experiment_names_its_program(tp_home):

@@ -1,6 +1,7 @@
 """Alerting sensors against a real Dagster instance and a webhook on 127.0.0.1 (no MLflow store needed)."""
 
 from datetime import date, timedelta
+from pathlib import Path
 
 import dagster as dg
 import polars as pl
@@ -48,7 +49,7 @@ def _materialize(instance, asset, partition, **metadata):
 
 
 def _curated(day: str, values: list[bool]):
-    path = load_settings().storage / "curated_traces" / f"{day}__ticket_router.parquet"
+    path = Path(load_settings().storage) / "curated_traces" / f"{day}__ticket_router.parquet"
     path.parent.mkdir(parents=True, exist_ok=True)
     pl.DataFrame({"feedback": [f'{{"resolved_first_touch": {str(v).lower()}, "csat": 0.8}}' for v in values]}).write_parquet(path)
 

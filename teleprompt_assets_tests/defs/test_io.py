@@ -2,7 +2,8 @@ import dagster as dg
 import polars as pl
 import pytest
 
-from teleprompt_assets.defs.io import ByPartition, LocalTableIOManager
+from teleprompt_assets.core import object_store
+from teleprompt_assets.defs.io import ByPartition, TableIOManager
 
 
 def _write(manager, obj):
@@ -14,7 +15,7 @@ def _read(manager):
 
 
 def test_outputs_round_trip_and_leave_no_staging_files(tmp_path):
-    manager = LocalTableIOManager(base_dir=str(tmp_path))
+    manager = TableIOManager(base_url=str(tmp_path))
     frame = pl.DataFrame({"trace_id": ["a", "b"], "n": [1, 2]})
     _write(manager, frame)
     assert _read(manager).equals(frame)
@@ -24,16 +25,14 @@ def test_outputs_round_trip_and_leave_no_staging_files(tmp_path):
 
 
 def test_a_write_that_dies_midway_keeps_the_previous_output(tmp_path, monkeypatch):
-    manager = LocalTableIOManager(base_dir=str(tmp_path))
+    manager = TableIOManager(base_url=str(tmp_path))
     before = pl.DataFrame({"trace_id": ["a"], "n": [1]})
     _write(manager, before)
 
-    def half_then_crash(self, path, *args, **kwargs):
-        with open(path, "wb") as handle:
-            handle.write(b"PAR1 truncated")
+    def crash(fd):  # the new bytes are written but not yet durable: the disk fills up
         raise OSError("disk full")
 
-    monkeypatch.setattr(pl.DataFrame, "write_parquet", half_then_crash)
+    monkeypatch.setattr(object_store.os, "fsync", crash)
     with pytest.raises(OSError, match="disk full"):
         _write(manager, pl.DataFrame({"trace_id": ["b", "c"], "n": [2, 3]}))
     monkeypatch.undo()
@@ -57,7 +56,7 @@ def _range_output_context(keys, partitions):
 
 
 def test_partitioned_values_travel_one_file_per_partition(tmp_path):
-    manager = LocalTableIOManager(base_dir=str(tmp_path))
+    manager = TableIOManager(base_url=str(tmp_path))
     _partitioned(manager, ["a", "b"], ByPartition({"a": pl.DataFrame({"n": [1]}), "b": {"x": 2}}))
     assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["a.parquet", "b.json"]
     loaded = _partitioned(manager, ["a", "b"])
@@ -65,10 +64,20 @@ def test_partitioned_values_travel_one_file_per_partition(tmp_path):
 
 
 def test_a_partition_must_be_returned_and_must_exist_unless_missing_ones_are_allowed(tmp_path):
-    manager = LocalTableIOManager(base_dir=str(tmp_path))
+    manager = TableIOManager(base_url=str(tmp_path))
     with pytest.raises(TypeError, match=r"t must return ByPartition with keys \['a', 'b'\], got \['a'\]"):
         _partitioned(manager, ["a", "b"], ByPartition({"a": 1}))
     _partitioned(manager, ["a"], ByPartition({"a": 1}))
     with pytest.raises(FileNotFoundError, match="t partition b has not been materialized"):
         _partitioned(manager, ["a", "b"])
     assert _partitioned(manager, ["a", "b"], allow_missing=True) == {"a": 1}
+
+
+def test_partitions_round_trip_through_s3(s3):
+    """The same manager on an S3 bucket (moto's server): what a second host reads is what the first wrote."""
+    writer, reader = TableIOManager(base_url="s3://teleprompt/io-test"), TableIOManager(base_url="s3://teleprompt/io-test")
+    _partitioned(writer, ["a", "b"], ByPartition({"a": pl.DataFrame({"n": [1, 2]}), "b": {"x": 2}}))
+    loaded = _partitioned(reader, ["a", "b"])
+    assert loaded["b"] == {"x": 2} and loaded["a"]["n"].to_list() == [1, 2]
+    assert s3.bytes_under("teleprompt", "io-test/t/")[0] == 2
+    assert _partitioned(reader, ["a", "b"], allow_missing=True).keys() == {"a", "b"}

@@ -142,7 +142,7 @@ def test_no_secret_in_any_file_the_run_wrote(pipeline):
 def test_each_dagster_run_is_a_finished_mlflow_run_holding_the_version(pipeline):
     settings, first, _, client, _ = pipeline
     experiment = client.get_experiment_by_name(settings.pipeline_experiment)
-    assert experiment.artifact_location.startswith(settings.artifact_root.as_uri())
+    assert experiment.artifact_location.startswith(settings.artifact_root)
     runs = client.search_runs([experiment.experiment_id], f"tags.dagster_run_id = '{first['run_id']}'")
     [run] = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert run.info.status == "FINISHED"
@@ -168,6 +168,10 @@ def test_cli_verify_checks_the_registered_model_and_proof_verifies(pipeline, cap
     att = first["deltaone_attestation"]
     assert main(["verify", att["bundle"], "--signer", att["attester"]]) == 0
     assert "and registered model" in capsys.readouterr().out
+    name, version = first["registered_version"]["name"], first["registered_version"]["version"]
+    for uri in (f"models:/{name}/{version}", f"models:/{name}@{CHAMPION}"):  # the copy the registry holds, from any host
+        assert main(["verify", uri, "--signer", att["attester"]]) == 0
+        assert capsys.readouterr().out.startswith(f"OK {att['uid']}: ")
     address = first["contributor_rewards"].sort("weight_ppm", descending=True)["contributor"][0]
     assert main(["proof", address, "--program", "ticket_router"]) == 0
     proof = json.loads(capsys.readouterr().out)

@@ -71,14 +71,14 @@ def test_a_day_another_run_curated_after_this_step_started_is_read_not_lost(wind
     """Two runs at once (test_day_order): the step's input was loaded before the other run curated
     a day of the window; the day is then materialized but absent from the input. It is read from
     storage (before: neither loaded nor filled, so the window was silently short)."""
-    from teleprompt_assets.defs.io import ByPartition, LocalTableIOManager
+    from teleprompt_assets.defs.io import ByPartition, TableIOManager
     from teleprompt_assets.defs.partitions import target_of
     from teleprompt_assets.defs.resources import TelepromptResource
     from teleprompt_assets.defs.training import fill_window
 
     first, _, instance = window_run
     settings = load_settings()
-    io = LocalTableIOManager(base_dir=str(settings.storage))
+    io = TableIOManager(base_url=str(settings.storage))
     key = key_of("ticket_router", END.isoformat())
     events = lambda: len(instance.fetch_materializations(dg.AssetKey("curated_traces"), limit=1000).records)  # noqa: E731
     before = events()

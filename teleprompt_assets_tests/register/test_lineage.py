@@ -34,7 +34,7 @@ def _settings():
 
     from teleprompt_assets.core.settings import Settings
 
-    return Settings(home=Path("/h"), tracking_uri="sqlite:///x", registry_uri="sqlite:///x", artifact_root=Path("/a"), config_path=Path("/c"),
+    return Settings(home=Path("/h"), tracking_uri="sqlite:///x", registry_uri="sqlite:///x", artifact_root="file:///a", config_path=Path("/c"),
                     pipeline_experiment="teleprompt-pipeline", dagster_ui_url="https://dagster.example/")
 
 
