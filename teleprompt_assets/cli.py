@@ -41,6 +41,7 @@ QUIET_ENV = {
     "MLFLOW_LOGGING_LEVEL": "ERROR",
     "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
     "TQDM_DISABLE": "1",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # "🏃 View run … at:" per run ended, with a tracking server
 }
 # Dagster's console logger prints every event at DEBUG; warnings and errors (alerts, failures) stay.
 QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}

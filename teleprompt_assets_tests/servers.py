@@ -163,19 +163,21 @@ def _server_env(**extra: str) -> dict[str, str]:
 
 
 @contextmanager
-def mlflow_server(backend_store_uri: str, workdir: Path, timeout_s: float = 180) -> Iterator[MlflowServer]:
+def mlflow_server(backend_store_uri: str, workdir: Path, timeout_s: float = 180, artifacts_destination: str | None = None,
+                  env: dict[str, str] | None = None) -> Iterator[MlflowServer]:
     """``mlflow server`` from this virtualenv on 127.0.0.1:<free port>, one worker, proxied artifacts
-    under ``workdir/artifacts``. The store URI (it holds a password) is passed in the environment
-    (``MLFLOW_BACKEND_STORE_URI``), not on the command line where ``ps`` would show it."""
+    under ``workdir/mlflow-artifacts`` or at ``artifacts_destination`` (e.g. ``s3://…``, with the
+    bucket's AWS settings in ``env``). The store URI (it holds a password) is passed in the
+    environment (``MLFLOW_BACKEND_STORE_URI``), not on the command line where ``ps`` would show it."""
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     artifacts = workdir / "mlflow-artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
     log = workdir / "mlflow-server.log"
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    env = _server_env(MLFLOW_BACKEND_STORE_URI=backend_store_uri)
+    env = _server_env(MLFLOW_BACKEND_STORE_URI=backend_store_uri, **(env or {}))
     cmd = [str(mlflow_bin), "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-           "--serve-artifacts", "--artifacts-destination", artifacts.as_uri()]
+           "--serve-artifacts", "--artifacts-destination", artifacts_destination or artifacts.as_uri()]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True)
     try:
