@@ -109,7 +109,9 @@ def test_make_demo_twice_then_reexecute_its_runs_from_make_ui(tmp_path: Path):
         from mlflow import MlflowClient
 
         client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
-        assert all([v.version for v in client.search_model_versions(f"name = 'teleprompt-{p}'")] == [1] for p in PROGRAMS)
+        versions = {p: [(v.version, v.tags.get("window"), v.tags.get("dagster_run_id", "")[:8], v.tags.get("program_hash", "")[:10])
+                        for v in client.search_model_versions(f"name = 'teleprompt-{p}'")] for p in PROGRAMS}
+        assert all(len(v) == 1 for v in versions.values()), f"{versions}; the re-execution was {child}"
         print(f"make demo {first_s:.0f} s, again {second_s:.0f} s; re-executed {parent[:8]} from the UI's API in {time.monotonic() - mark:.0f} s")
     finally:
         if ui.poll() is None:
