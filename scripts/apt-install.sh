@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install Debian packages for a test dependency, quietly, as root or through passwordless sudo.
-# Shared by scripts/postgres.sh and scripts/chromium.sh.
+# Shared by scripts/postgres.sh, scripts/chromium.sh and scripts/redis.sh.
 #
 #   scripts/apt-install.sh <who> <package>...    <who> names the caller in messages
 set -euo pipefail

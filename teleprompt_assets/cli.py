@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from teleprompt_assets.core.settings import Settings, SettingsError, load_settings
+from teleprompt_assets.core.settings import Settings, SettingsError, executor_setting, load_settings
 
 if TYPE_CHECKING:
     import dagster as dg
@@ -447,6 +447,7 @@ def _run(args: argparse.Namespace) -> int:
     programs = sorted({_program(settings, specs, name, "--program").name for name in args.program}) if args.program else sorted(specs)
     day = _partition_day(args.date, project, "--date", settings).isoformat()
     _domain()  # a bad TELEPROMPT_EAS_CONTRACT fails here, not in the run's last step
+    executor_setting()  # likewise a bad TELEPROMPT_EXECUTOR, not the code server's load
     from teleprompt_assets.defs.partitions import contiguous
 
     groups = contiguous(list(specs), programs)
@@ -519,6 +520,7 @@ def _demo(args: argparse.Namespace) -> int:
     if _today() - timedelta(days=1) < project.start_date:
         raise UsageError(f"start_date {project.start_date} in {settings.config_path} is after yesterday, the day the demo optimizes; set an earlier start_date")
     _domain()
+    executor_setting()
     from teleprompt_assets.launch import demo, ensure_dagster_home
 
     ensure_dagster_home(settings.dagster_home)

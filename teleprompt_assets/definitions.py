@@ -8,7 +8,7 @@ import dagster as dg
 from dagster_mlflow import end_mlflow_on_run_finished
 
 from teleprompt_assets.attest.bundles import default_domain
-from teleprompt_assets.core.settings import load_settings
+from teleprompt_assets.core.settings import executor_setting, load_settings
 from teleprompt_assets.core.spec import load_project
 from teleprompt_assets.defs.alerting import ALERT_RESOURCE, AlertingResource, build_alerting
 from teleprompt_assets.defs.assets import build_assets
@@ -25,6 +25,26 @@ INGEST_JOB = "ingest_traces"
 
 
 def step_executor() -> dg.ExecutorDefinition:
+    """Where the optimization job's steps run: ``TELEPROMPT_EXECUTOR`` (``multiprocess``, the default,
+    or ``celery``). The same definitions serve one host and a cluster; only the environment differs."""
+    return celery_steps() if executor_setting() == "celery" else forkserver_steps()
+
+
+def celery_steps() -> dg.ExecutorDefinition:
+    """Each step a Celery task, taken by ``dagster-celery`` workers on any machine (deploy/dagster-celery.yaml).
+
+    The broker and result backend come from ``TELEPROMPT_CELERY_BROKER`` and
+    ``TELEPROMPT_CELERY_BACKEND``, which the workers read too (deploy/dagster-celery.yaml). Steps hand their outputs
+    over through the IO manager, so with workers on several machines ``TELEPROMPT_STORAGE_URL`` must
+    be object storage. ``task_acks_late``: a task whose worker died is delivered again.
+    """
+    from dagster_celery import celery_executor
+
+    config = {"broker": {"env": "TELEPROMPT_CELERY_BROKER"}, "backend": {"env": "TELEPROMPT_CELERY_BACKEND"}, "config_source": {"task_acks_late": True}}
+    return celery_executor.configured(config, name="celery")
+
+
+def forkserver_steps() -> dg.ExecutorDefinition:
     """The multiprocess executor, forking steps from a server that has imported this module once:
     spawning would import dagster, mlflow and dspy again for every step (PITFALLS). Parallel steps
     are the per-program compiles; ``TELEPROMPT_MAX_PARALLEL_STEPS`` caps them (default: CPU count)."""

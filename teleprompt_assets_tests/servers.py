@@ -379,3 +379,41 @@ def s3_server(workdir: Path, buckets: tuple[str, ...] = ("teleprompt",), timeout
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+
+
+@contextmanager
+def redis_server(workdir: Path, timeout_s: float = 30) -> Iterator[str]:
+    """Debian's ``redis-server`` (``scripts/redis.sh install``) on 127.0.0.1:<free port>, in memory
+    only; yields its ``redis://`` URL. Skipped without it locally, failed on CI."""
+    found = subprocess.run(["bash", str(REPO / "scripts" / "redis.sh"), "path"], capture_output=True, text=True, check=False)
+    if found.returncode != 0:
+        installed = subprocess.run(["bash", str(REPO / "scripts" / "redis.sh"), "install"], capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S, check=False)
+        if installed.returncode != 0:
+            unavailable(f"redis-server is not installed and `scripts/redis.sh install` failed: {installed.stderr.strip()[-500:]}")
+        found = subprocess.run(["bash", str(REPO / "scripts" / "redis.sh"), "path"], capture_output=True, text=True, check=False)
+    port = free_port()
+    log = workdir / "redis.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([found.stdout.strip(), "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "no", "--save", "", "--appendonly", "no"],
+                                stdout=out, stderr=subprocess.STDOUT, cwd=workdir, start_new_session=True)
+    try:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start:\n{log.read_text()[-2000:]}")
+            time.sleep(0.05)
+        yield f"redis://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)

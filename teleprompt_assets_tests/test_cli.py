@@ -97,6 +97,8 @@ CASES = {
     "proof, unchecksummed address": Case(["proof", ADDRESS.lower(), "--program", "ticket_router"], ["address", "checksummed"]),
     "run, bad EAS contract": Case(["run"], ["TELEPROMPT_EAS_CONTRACT"], env={"TELEPROMPT_EAS_CONTRACT": "0x12"}),
     "run, bad chain id": Case(["run"], ["TELEPROMPT_EAS_CHAIN_ID"], env={"TELEPROMPT_EAS_CHAIN_ID": "sepolia"}),
+    "run, unknown executor": Case(["run"], ["TELEPROMPT_EXECUTOR='dask'", "multiprocess, celery"], env={"TELEPROMPT_EXECUTOR": "dask"}),
+    "run, celery without a broker": Case(["run"], ["TELEPROMPT_EXECUTOR=celery", "TELEPROMPT_CELERY_BROKER"], env={"TELEPROMPT_EXECUTOR": "celery"}),
     "run, unsupported storage": Case(["run"], ["TELEPROMPT_STORAGE_URL", "'gs'", "s3://"], env={"TELEPROMPT_STORAGE_URL": "gs://bucket/x"}),
     "status, storage without bucket": Case(["status"], ["TELEPROMPT_STORAGE_URL", "no bucket"], env={"TELEPROMPT_STORAGE_URL": "s3://"}),
     # the command line itself

@@ -112,3 +112,20 @@ def ensure_home(settings: Settings) -> None:
         folders.append(Path(settings.storage))
     for path in folders:
         path.mkdir(parents=True, exist_ok=True)
+
+
+EXECUTOR_ENV = "TELEPROMPT_EXECUTOR"
+EXECUTORS = ("multiprocess", "celery")
+CELERY_ENV = (("TELEPROMPT_CELERY_BROKER", "redis://host:6379/0"), ("TELEPROMPT_CELERY_BACKEND", "redis://host:6379/1"))
+
+
+def executor_setting() -> str:
+    """Where the optimization job's steps run (``TELEPROMPT_EXECUTOR``), checked with what it needs."""
+    chosen = os.environ.get(EXECUTOR_ENV) or "multiprocess"
+    if chosen not in EXECUTORS:
+        raise SettingsError(f"{EXECUTOR_ENV}={chosen!r}: not an executor; use one of {', '.join(EXECUTORS)}")
+    if chosen == "celery":
+        for var, example in CELERY_ENV:
+            if not os.environ.get(var):
+                raise SettingsError(f"{EXECUTOR_ENV}=celery needs {var}, which every worker reads too (e.g. {example}; deploy/dagster-celery.yaml)")
+    return chosen
