@@ -64,7 +64,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
             common = base | s3.env() | {
                 "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # dagster-celery starts `celery`
                 "DAGSTER_PG_HOST": pg.host, "DAGSTER_PG_PORT": str(pg.port), "DAGSTER_PG_DB": "dagster",
-                "DAGSTER_PG_USERNAME": "dagster", "DAGSTER_PG_PASSWORD": pg.passwords["dagster"], "MLFLOW_TRACKING_URI": server.url,
+                "DAGSTER_PG_USERNAME": "dagster", "DAGSTER_PG_PASSWORD": pg.passwords["dagster"], "MLFLOW_TRACKING_URI": server.url, "TELEPROMPT_LOCK_URL": pg.url("dagster"),
                 "TELEPROMPT_STORAGE_URL": f"s3://{BUCKET}/storage", "TELEPROMPT_ATTESTER_KEY": ATTESTER_KEY, "TELEPROMPT_EXECUTOR": "celery",
                 "TELEPROMPT_CELERY_BROKER": f"{redis}/0", "TELEPROMPT_CELERY_BACKEND": f"{redis}/1",
             }

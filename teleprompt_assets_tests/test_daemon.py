@@ -137,7 +137,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
             base = {k: v for k, v in os.environ.items() if k not in UNSET and not k.startswith(("AWS_", "MLFLOW_S3", "TELEPROMPT_", "DAGSTER_"))}
             env = base | s3.env() | {
                 "DAGSTER_HOME": str(dagster_home), "DAGSTER_PG_HOST": pg.host, "DAGSTER_PG_PORT": str(pg.port), "DAGSTER_PG_DB": "dagster",
-                "DAGSTER_PG_USERNAME": "dagster", "DAGSTER_PG_PASSWORD": pg.passwords["dagster"], "MLFLOW_TRACKING_URI": server.url,
+                "DAGSTER_PG_USERNAME": "dagster", "DAGSTER_PG_PASSWORD": pg.passwords["dagster"], "MLFLOW_TRACKING_URI": server.url, "TELEPROMPT_LOCK_URL": pg.url("dagster"),
                 "TELEPROMPT_HOME": str(work / "tp"), "TELEPROMPT_CONFIG": str(small_window_config(work)),
                 "TELEPROMPT_STORAGE_URL": f"s3://{BUCKET}/storage", "TELEPROMPT_ATTESTER_KEY": ATTESTER_KEY,
                 "TELEPROMPT_DAGSTER_UI_URL": f"http://127.0.0.1:{web_port}",

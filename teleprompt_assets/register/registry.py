@@ -20,13 +20,9 @@ Crashes and concurrent runs (issue 8):
 
 from __future__ import annotations
 
-import fcntl
-import hashlib
 import importlib
 import json
-import os
 import tempfile
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -53,19 +49,12 @@ from teleprompt_assets.core.tracking import NOTE_TAG
 from teleprompt_assets.evaluate.deltaone import SCALE
 from teleprompt_assets.optimize.teleprompters import load_state
 from teleprompt_assets.register import promotion
+from teleprompt_assets.register.locks import LOCK_TIMEOUT_ENV, RegistryBusy, registration_lock  # noqa: F401 (LOCK_TIMEOUT_ENV, RegistryBusy: callers')
 
 CHAMPION = "champion"
 STATE_ARTIFACT = "program_state.json"
 MODEL_ARTIFACT = "program"
 SAMPLE_ARTIFACT = "sample_input.json"
-LOCK_TIMEOUT_ENV = "TELEPROMPT_REGISTRY_LOCK_TIMEOUT_S"
-DEFAULT_LOCK_TIMEOUT_S = 600.0
-
-
-class RegistryBusy(TimeoutError):
-    """Another run kept the registration lock of this program and window past the timeout; nothing was written."""
-
-
 def program_hash(state: dict[str, Any]) -> str:
     """keccak256 of the canonical JSON state: the programHash of DESIGN §7 and §9."""
     return "0x" + keccak(canonical_bytes(state)).hex()
@@ -175,33 +164,6 @@ def find_versions(client: MlflowClient, name: str, prog_hash: str, window: str) 
 def find_version(client: MlflowClient, name: str, prog_hash: str, window: str) -> ModelVersion | None:
     found = find_versions(client, name, prog_hash, window)
     return found[0] if found else None
-
-
-@contextmanager
-def registration_lock(lock_dir: Path, name: str, window: str, timeout_s: float | None = None) -> Iterator[None]:
-    """Hold the lock of (registered model, window): one registering writer at a time per machine.
-
-    An ``flock`` on a file: the kernel releases it when the holder exits or is killed, so a crash
-    never leaves it stuck. Waits up to ``timeout_s`` (``TELEPROMPT_REGISTRY_LOCK_TIMEOUT_S``,
-    default 600), then raises :class:`RegistryBusy`.
-    """
-    timeout = float(os.environ.get(LOCK_TIMEOUT_ENV, DEFAULT_LOCK_TIMEOUT_S)) if timeout_s is None else timeout_s
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    path = lock_dir / f"{name}.{hashlib.sha256(window.encode('utf-8')).hexdigest()[:16]}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise RegistryBusy(f"{name} window {window}: another run is registering it (lock {path} held for over {timeout:g} s); nothing written") from None
-                time.sleep(0.05)
-        yield
-    finally:
-        os.close(fd)
 
 
 def champion(client: MlflowClient, name: str) -> ModelVersion | None:
@@ -559,16 +521,23 @@ def rollback(client: MlflowClient, spec: ProgramSpec, lm: dspy.LM, to_version: i
         raise RollbackRefused("; ".join(objections) + "; pass --force to move it anyway")
     warnings = ("forced: " + "; ".join(objections),) if objections else ()
     smoke_test(client, spec, target, lm)
-    now = datetime.now(UTC).isoformat(timespec="seconds")
-    # Record first, move last: a crash in between leaves the old champion serving with the rollback
-    # on record (it is never re-promoted), and repeating the command completes the move.
-    client.set_model_version_tag(name, str(current.version), "rolled_back_at", now)
-    client.set_model_version_tag(name, str(current.version), "rollback_reason", reason)
-    if warnings:
-        client.set_model_version_tag(name, str(target_number), "forced", warnings[0])
-    client.set_model_version_tag(name, str(target_number), "restored_at", now)
-    client.set_model_version_tag(name, str(target_number), "restored_from", str(current.version))
-    client.set_registered_model_alias(name, CHAMPION, str(target_number))
+    # Under the promotion lock, as promotions move the alias: a run promoting meanwhile (on any host,
+    # with TELEPROMPT_LOCK_URL) either finished first, and the champion check below sees it, or waits.
+    with registration_lock(_default_lock_dir(), name, CHAMPION):
+        now_serving = champion(client, name)
+        if now_serving is None or now_serving.version != current.version:
+            raise RollbackRefused(f"{name}: the champion moved to v{now_serving.version if now_serving else '-'} while v{target_number} was "
+                                  f"being checked; look at `teleprompt status` and run the rollback again")
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        # Record first, move last: a crash in between leaves the old champion serving with the rollback
+        # on record (it is never re-promoted), and repeating the command completes the move.
+        client.set_model_version_tag(name, str(current.version), "rolled_back_at", now)
+        client.set_model_version_tag(name, str(current.version), "rollback_reason", reason)
+        if warnings:
+            client.set_model_version_tag(name, str(target_number), "forced", warnings[0])
+        client.set_model_version_tag(name, str(target_number), "restored_at", now)
+        client.set_model_version_tag(name, str(target_number), "restored_from", str(current.version))
+        client.set_registered_model_alias(name, CHAMPION, str(target_number))
     return Rollback(name, int(current.version), target_number, warnings)
 
 
