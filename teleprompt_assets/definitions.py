@@ -22,6 +22,11 @@ OPTIMIZE_JOB = "optimize_program"
 PRELOAD = ["mlflow.store.tracking.sqlalchemy_store", "mlflow.store.model_registry.sqlalchemy_store", "alembic.command", "alembic.migration",
            "mlflow.dspy", "dagster._core.storage.sqlite_storage"]
 INGEST_JOB = "ingest_traces"
+# A run the daemon retries (deploy/dagster.yaml's run_retries: its worker died) runs every step again,
+# not only those after the failure: every step is idempotent and the LM answer cache makes the repeat
+# cheap, while resuming "from failure" once handed the per-program fan-in step no compiled programs
+# (a fresh-clone CI run of test_daemon, its worker killed early in the run; not reproduced locally).
+RETRY_ALL_STEPS = {"dagster/retry_strategy": "ALL_STEPS"}
 
 
 def step_executor() -> dg.ExecutorDefinition:
@@ -63,12 +68,12 @@ def build_definitions() -> dg.Definitions:
     assets = build_assets(partitions, project.window_days)
     job = dg.define_asset_job(
         OPTIMIZE_JOB, selection=dg.AssetSelection.assets(*assets),
-        executor_def=step_executor(), hooks={end_mlflow_on_run_finished},
+        executor_def=step_executor(), hooks={end_mlflow_on_run_finished}, tags=RETRY_ALL_STEPS,
         description="Ingest, curate, optimize, evaluate, register and attest the run's programs for one day; each program compiles in its own step.",
     )
     ingest = dg.define_asset_job(
         INGEST_JOB, selection=dg.AssetSelection.assets("raw_traces").downstream(depth=1) - dg.AssetSelection.assets("training_set"),
-        executor_def=dg.in_process_executor, hooks={end_mlflow_on_run_finished},
+        executor_def=dg.in_process_executor, hooks={end_mlflow_on_run_finished}, tags=RETRY_ALL_STEPS,
         description="Ingest and curate one program's traces for one day (backfills of the training window).",
     )
     automation = project.automation

@@ -101,6 +101,7 @@ def _cmdline(pid: int) -> str:
         return ""
 
 
+STEPS = """query($id: ID!) { logsForRun(runId: $id) { ... on EventConnection { events { __typename ... on StepEvent { stepKey } } } } }"""
 RUNS = """{ runsOrError { ... on Runs { results { runId status tags { key value } } } } }"""
 EVENTS = """query($id: ID!) { logsForRun(runId: $id) { ... on EventConnection { events { __typename ... on MessageEvent { message } } } } }"""
 
@@ -182,8 +183,10 @@ def test_the_sensor_runs_the_days_through_the_daemon_and_survives_kills(stack):
     runs = _runs(url)
     assert len(runs) == 2 and {r["status"] for r in runs} == {"STARTED", "QUEUED"}, runs
 
-    # mid-run: the daemon dies, then the machine running the run (worker and its step processes)
-    time.sleep(8)
+    # mid-run, inside the per-program fan-out (the hardest place to resume): the daemon dies, then the
+    # machine running the run (worker and its step processes)
+    _wait("a compile step running", lambda: any("compile_program" in (e.get("stepKey") or "") for e in graphql(url, STEPS, id=first["runId"])["logsForRun"]["events"]
+                                               if e["__typename"] == "ExecutionStepStartEvent"), 240, 0.25)
     procs["daemon"].send_signal(signal.SIGKILL)
     procs["daemon"].wait(timeout=10)
     workers = [p for p in _children(procs["code server"].pid) if "resource_tracker" not in _cmdline(p)]
@@ -207,6 +210,8 @@ def test_the_sensor_runs_the_days_through_the_daemon_and_survives_kills(stack):
     total_s = time.perf_counter() - mark
     retries = [r for r in done if r["tags"].get("dagster/parent_run_id") == first["runId"]]
     assert len(retries) == 1 and retries[0]["status"] == "SUCCESS", done
+    rerun = {e.get("stepKey") for e in graphql(url, STEPS, id=retries[0]["runId"])["logsForRun"]["events"] if e["__typename"] == "ExecutionStepStartEvent"}
+    assert retries[0]["tags"].get("dagster/retry_strategy") == "ALL_STEPS" and "raw_traces" in rerun, (retries[0]["tags"], rerun)  # every step again
     assert not [r for r in done if r["status"] not in ("SUCCESS", "FAILURE")], done
 
     client = MlflowClient(tracking_uri=stack["server"].url, registry_uri=stack["server"].url)
