@@ -70,12 +70,15 @@ def hosts(tmp_path_factory: pytest.TempPathFactory):
             mark = time.perf_counter()
             _ok(_cli(env_a, host_a, "seed", "--program", PROGRAM, "--end", END.isoformat(), "--days", "3", "--per-day", "20"))
             timings["seed"] = time.perf_counter() - mark
-            runs = []
+            runs, written = [], []
             for day in DAYS:
                 mark = time.perf_counter()
+                before = (s3.bytes_under(BUCKET, "storage/"), s3.bytes_under(BUCKET, "mlflow/"))
                 runs.append(_ok(_cli(env_a, host_a, "run", "--program", PROGRAM, "--date", day)))
                 timings[f"run {day}"] = time.perf_counter() - mark
-            yield {"s3": s3, "server": server, "a": (host_a, env_a), "b": (host_b, env_b), "runs": runs, "timings": timings}
+                after = (s3.bytes_under(BUCKET, "storage/"), s3.bytes_under(BUCKET, "mlflow/"))
+                written.append({kind: (a[0] - b[0], a[1] - b[1]) for kind, b, a in zip(("outputs", "artifacts"), before, after, strict=True)})
+            yield {"s3": s3, "server": server, "a": (host_a, env_a), "b": (host_b, env_b), "runs": runs, "timings": timings, "written": written}
     print(f"\nobject storage timings (s): {', '.join(f'{k} {v:.1f}' for k, v in timings.items())}, total {time.perf_counter() - started:.1f}")
 
 
@@ -89,8 +92,11 @@ def test_host_a_keeps_no_artifacts_or_outputs_of_its_own(hosts):
     assert outputs[0] > 0 and artifacts[0] > 0
     for asset in ("raw_traces", "curated_traces", "training_set", "compiled_program", "evaluation_report", "registered_version"):
         assert s3.bytes_under(BUCKET, f"storage/{asset}/")[0] >= 1, asset
+    per_run = "; ".join(f"run {day}: asset outputs {w['outputs'][0]} objects, {w['outputs'][1]} bytes, MLflow artifacts {w['artifacts'][0]} objects, "
+                        f"{w['artifacts'][1]} bytes" for day, w in zip(DAYS, hosts["written"], strict=True))
+    assert all(w["outputs"][0] > 0 and w["artifacts"][0] > 0 for w in hosts["written"]), hosts["written"]
     print(f"\nin the bucket after {len(DAYS)} runs: asset outputs {outputs[0]} objects, {outputs[1]} bytes; "
-          f"MLflow artifacts {artifacts[0]} objects, {artifacts[1]} bytes")
+          f"MLflow artifacts {artifacts[0]} objects, {artifacts[1]} bytes ({per_run})")
 
 
 def test_each_run_prints_its_one_summary_line(hosts):
