@@ -417,3 +417,39 @@ def redis_server(workdir: Path, timeout_s: float = 30) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def graphql(base_url: str, query: str, **variables) -> dict:
+    """One query to a Dagster webserver's GraphQL API (what its UI sends); fails the test on an error."""
+    import json
+
+    request = urllib.request.Request(f"{base_url}/graphql", data=json.dumps({"query": query, "variables": variables}).encode(),
+                                     headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            body = json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        pytest.fail(f"graphql {query[:60]!r}: HTTP {error.code}: {error.read()[:2000]!r}")
+    assert "errors" not in body, body
+    return body["data"]
+
+
+def start_group(cmd: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen:
+    """A server in a process group of its own, its output appended to ``log``."""
+    with open(log, "ab") as out:
+        return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM to the server's process group, then SIGKILL to whatever the leader left behind."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=20)
+        except (subprocess.TimeoutExpired, ProcessLookupError):
+            pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait(timeout=10)

@@ -23,8 +23,8 @@ import pytest
 
 from teleprompt_assets_tests.conftest import REPO, small_window_config
 from teleprompt_assets_tests.reliability import UNSET
-from teleprompt_assets_tests.servers import mlflow_server, postgres, redis_server, s3_server
-from teleprompt_assets_tests.test_daemon import BIN, _descendants, _start, _stop
+from teleprompt_assets_tests.servers import mlflow_server, postgres, redis_server, s3_server, start_group, stop_group
+from teleprompt_assets_tests.test_daemon import BIN, _descendants
 
 pytestmark = pytest.mark.e2e  # starts servers or separate processes: `make test-e2e`
 
@@ -73,8 +73,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
                 for i in (1, 2):
                     folder, env = _host(work, f"worker-{i}", common)
                     hosts[f"worker-{i}"] = folder
-                    workers.append(_start([str(BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app", "-y", str(REPO / "deploy" / "dagster-celery.yaml"),
-                                           "--name", f"teleprompt-{i}", "-l", "info", "--", "--concurrency=1"], env, folder / "worker.log", folder))
+                    workers.append(start_group([str(BIN / "dagster-celery"), "worker", "start", "-A", "dagster_celery.app", "-y", str(REPO / "deploy" / "dagster-celery.yaml"),
+                                           "--name", f"teleprompt-{i}", "-l", "info", "--", "--concurrency=1"], env, folder, folder / "worker.log"))
                 for i, proc in enumerate(workers, 1):
                     log = hosts[f"worker-{i}"] / "worker.log"
                     deadline = time.monotonic() + 120
@@ -93,7 +93,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
                        "ready_s": ready_s, "run_s": run_s, "pg": pg}
             finally:
                 for proc in workers:
-                    _stop(proc)
+                    stop_group(proc)
 
 
 def _step_starts(cluster, run_id: str) -> dict[str, int]:

@@ -13,15 +13,12 @@ one model version each and no second attestation.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,7 +26,7 @@ import pytest
 
 from teleprompt_assets_tests.conftest import REPO, small_window_config
 from teleprompt_assets_tests.reliability import UNSET
-from teleprompt_assets_tests.servers import free_port, mlflow_server, postgres, s3_server
+from teleprompt_assets_tests.servers import free_port, graphql, mlflow_server, postgres, s3_server, start_group, stop_group
 from teleprompt_assets_tests.test_ui import dagster_location_loaded, wait_until
 
 pytestmark = pytest.mark.e2e  # starts servers or separate processes: `make test-e2e`
@@ -43,36 +40,6 @@ TODAY = datetime.now(UTC).date()
 DAYS = [(TODAY - timedelta(days=i)).isoformat() for i in (2, 1)]  # two closed days within the sensor's lookback
 TIMEOUT_S = 420
 SENSOR = {"repositoryLocationName": "teleprompt_assets", "repositoryName": "__repository__", "sensorName": "new_traces_sensor"}
-
-
-def graphql(url: str, query: str, **variables) -> dict:
-    request = urllib.request.Request(f"{url}/graphql", data=json.dumps({"query": query, "variables": variables}).encode(),
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            body = json.loads(response.read())
-    except urllib.error.HTTPError as error:
-        pytest.fail(f"graphql {query[:60]!r}: HTTP {error.code}: {error.read()[:2000]!r}")
-    assert "errors" not in body, body
-    return body["data"]
-
-
-def _start(cmd: list[str], env: dict[str, str], log: Path, cwd: Path) -> subprocess.Popen:
-    with open(log, "ab") as out:
-        return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=20)
-        except (subprocess.TimeoutExpired, ProcessLookupError):
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=10)
 
 
 def _children(pid: int) -> list[int]:
@@ -145,21 +112,20 @@ def stack(tmp_path_factory: pytest.TempPathFactory):
             }
             workspace = str(work / "workspace.yaml")
             try:
-                procs["code server"] = _start([str(BIN / "dagster"), "api", "grpc", "-m", "teleprompt_assets.definitions", "-a", "defs",
+                procs["code server"] = start_group([str(BIN / "dagster"), "api", "grpc", "-m", "teleprompt_assets.definitions", "-a", "defs",
                                                "-h", "127.0.0.1", "-p", str(code_port), "--location-name", "teleprompt_assets"],
-                                              env, work / "code-server.log", work)
-                procs["webserver"] = _start([str(BIN / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1", "-p", str(web_port)],
-                                            env, work / "webserver.log", work)
+                                              env, work, work / "code-server.log")
+                procs["webserver"] = start_group([str(BIN / "dagster-webserver"), "-w", workspace, "-h", "127.0.0.1", "-p", str(web_port)], env, work, work / "webserver.log")
                 url = f"http://127.0.0.1:{web_port}"
                 wait_until(lambda: dagster_location_loaded(url), lambda: None, "webserver and code server",
                            lambda: (work / "webserver.log").read_text() + (work / "code-server.log").read_text(), TIMEOUT_S)
                 daemon = [str(BIN / "dagster-daemon"), "run", "-w", workspace]
-                procs["daemon"] = _start(daemon, env, work / "daemon.log", work)
+                procs["daemon"] = start_group(daemon, env, work, work / "daemon.log")
                 yield {"work": work, "env": env, "url": url, "procs": procs, "daemon_cmd": daemon, "s3": s3, "server": server,
                        "started": started, "ready_s": time.perf_counter() - started}
             finally:
                 for proc in procs.values():
-                    _stop(proc)
+                    stop_group(proc)
 
 
 def test_the_sensor_runs_the_days_through_the_daemon_and_survives_kills(stack):
@@ -203,7 +169,7 @@ def test_the_sensor_runs_the_days_through_the_daemon_and_survives_kills(stack):
     messages = [e.get("message", "") for e in graphql(url, EVENTS, id=failed["runId"])["logsForRun"]["events"]]
     assert any("exited with code -9" in m or "was killed" in m for m in messages), [m for m in messages if "xit" in m or "ail" in m or "kill" in m]
 
-    procs["daemon"] = _start(stack["daemon_cmd"], env, work / "daemon.log", work)
+    procs["daemon"] = start_group(stack["daemon_cmd"], env, work, work / "daemon.log")
     done = _wait("both days done", lambda: (lambda rs: rs if sum(r["status"] == "SUCCESS" for r in rs) == 2 else None)(_runs(url)),
                  state=lambda: f"runs {[(r['runId'][:8], r['status'], r['tags'].get('dagster/parent_run_id', '')[:8]) for r in _runs(url)]}; "
                                f"daemon log: {(work / 'daemon.log').read_text()[-3000:]}")

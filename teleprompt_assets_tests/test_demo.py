@@ -8,20 +8,18 @@ button sends it) runs them again instead of warning that they came from another 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
 import signal
 import subprocess
 import time
-import urllib.request
 import uuid
 from pathlib import Path
 
 import pytest
 
-from teleprompt_assets_tests.servers import free_port
+from teleprompt_assets_tests.servers import free_port, graphql
 from teleprompt_assets_tests.test_ui import REPO, START_TIMEOUT_S, TOKEN_VAR, UNSET, dagster_location_loaded, kill_all, wait_until
 
 pytestmark = pytest.mark.e2e  # starts servers or separate processes: `make test-e2e`
@@ -35,15 +33,6 @@ REEXECUTE = """mutation($parent: String!) {
 }"""
 RUNS = "{ runsOrError { ... on Runs { results { runId jobName status repositoryOrigin { repositoryLocationName repositoryName } } } } }"
 STATUS = "query($id: ID!) { runOrError(runId: $id) { ... on Run { status } } }"
-
-
-def graphql(base_url: str, query: str, **variables) -> dict:
-    request = urllib.request.Request(f"{base_url}/graphql", data=json.dumps({"query": query, "variables": variables}).encode(),
-                                     headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=30) as response:
-        body = json.loads(response.read())
-    assert "errors" not in body, body
-    return body["data"]
 
 
 def _make(target: str, env: dict[str, str], log: Path) -> subprocess.CompletedProcess:

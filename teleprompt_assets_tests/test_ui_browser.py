@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,7 @@ import pytest
 
 from teleprompt_assets_tests.conftest import REPO
 from teleprompt_assets_tests.reliability import END, MODEL, PROGRAM, environment, fresh_store, pipeline_env, run_job, scratch_root, single
-from teleprompt_assets_tests.servers import free_port, unavailable
+from teleprompt_assets_tests.servers import free_port, start_group, stop_group, unavailable
 from teleprompt_assets_tests.test_ui import dagster_location_loaded, http_get, wait_until
 
 pytestmark = pytest.mark.browser
@@ -56,26 +55,6 @@ class Uis:
 def _latest_metadata(instance: dg.DagsterInstance, asset: str) -> dict:
     [record] = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[PARTITION]), limit=1).records
     return {key: value.value for key, value in record.asset_materialization.metadata.items()}
-
-
-def _start(cmd: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen:
-    with open(log, "wb") as out:
-        return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """The server and what it started (uvicorn; the webserver's code server): its own process group."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # whatever the leader left behind
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -106,10 +85,10 @@ def uis(chromium: Path) -> Iterator[Uis]:
         with environment(env):
             with dg.DagsterInstance.get() as instance:  # creates the instance's storage before the webserver opens it
                 # both servers import while the pipeline runs (the other core); neither writes what the run writes
-                servers.append(_start([str(bin_dir / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}", "--host", "127.0.0.1",
+                servers.append(start_group([str(bin_dir / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{home / 'mlflow.db'}", "--host", "127.0.0.1",
                                        "--port", str(mlflow_port), "--workers", "1"], server_env | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
                                       dest, dest / "mlflow-server.log"))
-                servers.append(_start([str(bin_dir / "dagster-webserver"), "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(dagster_port)],
+                servers.append(start_group([str(bin_dir / "dagster-webserver"), "-w", str(REPO / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(dagster_port)],
                                       server_env, dest, dest / "dagster-webserver.log"))
                 result = run_job(instance)
                 assert result.success, "the pipeline run failed"
@@ -125,7 +104,7 @@ def uis(chromium: Path) -> Iterator[Uis]:
         yield Uis(dagster_url, mlflow_url, result.run_id, int(version), evaluation, registered)
     finally:
         for proc in servers:
-            _stop(proc)
+            stop_group(proc)
         shutil.rmtree(dest, ignore_errors=True)
 
 
