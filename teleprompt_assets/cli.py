@@ -99,9 +99,9 @@ def _day(value: str) -> date:
     raise argparse.ArgumentTypeError(f"{value!r} is not a day; write it YYYY-MM-DD (UTC)")
 
 
-def _count(least: int) -> Callable[[str], int]:
-    """argparse type: a whole number from ``least``; argparse's own message would name the
-    function, not the fix."""
+def _count(least: int, most: int | None = None) -> Callable[[str], int]:
+    """argparse type: a whole number from ``least`` (to ``most``); argparse's own message would name
+    the function, not the fix."""
 
     def parse(value: str) -> int:
         try:
@@ -110,9 +110,16 @@ def _count(least: int) -> Callable[[str], int]:
             number = least - 1
         if number < least:
             raise argparse.ArgumentTypeError(f"{value!r} is not a whole number >= {least}")
+        if most is not None and number > most:
+            raise argparse.ArgumentTypeError(f"{value!r} is more than {most:,}; pass a whole number from {least} to {most:,}")
         return number
 
     return parse
+
+
+# Days of synthetic traffic one command seeds: ten years. More has no use (the window is at most 366
+# days) and went past the calendar: 100,000,000 days back from 2026 is before year 1.
+MAX_SEED_DAYS = 3660
 
 
 def _bundle(value: str) -> Path:
@@ -580,7 +587,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     seed = command("seed", "log synthetic labeled production traffic into MLflow")
     seed.add_argument("--program", help="a sample program (default: the only one the config registers)")
-    seed.add_argument("--days", type=_count(1), default=7)
+    seed.add_argument("--days", type=_count(1, MAX_SEED_DAYS), default=7, help=f"days of traffic, ending --end (1 to {MAX_SEED_DAYS:,})")
     seed.add_argument("--per-day", type=_count(1), default=40)
     seed.add_argument("--end", type=_day, help="last day (YYYY-MM-DD, UTC, from start_date to yesterday); default yesterday")
     seed.add_argument("--seed", type=_count(0), default=0)
@@ -616,7 +623,7 @@ def build_parser() -> argparse.ArgumentParser:
     back.add_argument("--reason", default="manual rollback")
     back.set_defaults(func=_rollback)
     demo = command("demo", "seed a week of traffic and run the whole graph for the latest day")
-    demo.add_argument("--days", type=_count(1), default=7)
+    demo.add_argument("--days", type=_count(1, MAX_SEED_DAYS), default=7, help=f"days of traffic, ending yesterday (1 to {MAX_SEED_DAYS:,})")
     demo.add_argument("--per-day", type=_count(1), default=40)
     demo.set_defaults(func=_demo)
     return parser

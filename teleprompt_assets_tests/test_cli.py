@@ -78,6 +78,8 @@ CASES = {
     "seed, no days": Case(["seed", "--program", "ticket_router", "--days", "0"], ["--days", ">= 1"]),
     "seed, negative per day": Case(["seed", "--program", "ticket_router", "--per-day", "-3"], ["--per-day", ">= 1"]),
     "seed, words for days": Case(["seed", "--program", "ticket_router", "--days", "seven"], ["--days", "'seven'"]),
+    "seed, days past the calendar": Case(["seed", "--program", "ticket_router", "--days", "100000000"], ["--days", "'100000000'", "1 to 3,660"]),
+    "demo, days past the calendar": Case(["demo", "--days", "100000000"], ["--days", "1 to 3,660"]),
     "demo, no days": Case(["demo", "--days", "0"], ["--days", ">= 1"]),
     "proof, version zero": Case(["proof", ADDRESS, "--program", "ticket_router", "--version", "0"], ["--version", ">= 1"]),
     "proof, no such version": Case(["proof", ADDRESS, "--program", "ticket_router", "--version", "9"], ["--version 9", "teleprompt-ticket_router"]),

@@ -46,7 +46,7 @@ from eth_utils import keccak
 
 from teleprompt_assets.attest import eas
 from teleprompt_assets.attest.merkle import StandardMerkleTree
-from teleprompt_assets.core.addresses import address_problem, checksummed
+from teleprompt_assets.core.addresses import address_problem, checksummed, contributor, contributor_problem
 from teleprompt_assets.core.encoding import ZERO_ADDRESS, ZERO_BYTES32, canonical_bytes, canonical_json
 from teleprompt_assets.evaluate.deltaone import bootstrap_ci, delta_ppm, is_deltaone
 
@@ -142,7 +142,7 @@ def build_bundle(evidence: Evidence, private_key: bytes, domain: eas.EasDomain |
     domain = domain or default_domain()
     eval_tree = _tree(evidence.eval_leaves, EVAL_LEAF)
     data_tree = _tree([(h,) for h in sorted(set(evidence.data_leaves))], DATA_LEAF)
-    rewards_tree = _tree([(checksummed(a, f"reward leaf {i}"), w) for i, (a, w) in enumerate(evidence.reward_leaves)], REWARD_LEAF)
+    rewards_tree = _tree([(contributor(a, f"reward leaf {i}"), w) for i, (a, w) in enumerate(evidence.reward_leaves)], REWARD_LEAF)
     qb = [b for _, b, _ in evidence.eval_leaves]
     qc = [c for _, _, c in evidence.eval_leaves]
     b, c, n = sum(qb), sum(qc), len(qb)
@@ -551,7 +551,7 @@ def _check_trees(docs: Mapping[str, Any], data: dict[str, Any]) -> list[str]:
     rewards = trees.get("rewardsRoot")
     if rewards is not None:
         values = [v["value"] for v in docs["rewards_tree.json"]["values"]]
-        problems += [f"rewards_tree.json: leaf {i}: {p}" for i, (account, _) in enumerate(values) if (p := address_problem(account))]
+        problems += [f"rewards_tree.json: leaf {i}: {p}" for i, (account, _) in enumerate(values) if (p := contributor_problem(account))]
         weights = [int(weight) for _, weight in values]
         if sum(weights) != 1_000_000:
             problems.append(f"rewards: weights sum to {sum(weights)}, not 1000000")

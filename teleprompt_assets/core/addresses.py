@@ -9,6 +9,10 @@ carries no checksum to check. Contributor tags on traces are checked at ingestio
 
 Errors never suggest the checksummed spelling: for a mistyped address that is the valid-looking
 address of someone else.
+
+A contributor (someone paid a reward weight) must also be an address someone can hold a key for:
+:func:`contributor_problem` refuses the zero address and the precompile range, where a reward
+would burn (no key signs for them, and a claim contract would pay tokens nobody can move).
 """
 
 from __future__ import annotations
@@ -35,9 +39,38 @@ def address_problem(value: Any) -> str | None:
     return None
 
 
+# The zero address and the precompiles: 0x01-0x0a (since Cancun), 0x0b-0x11 (BLS12-381, since
+# Prague) and 0x100 (P256VERIFY, RIP-7212 on several L2s). Everything up to 0x…0100 is refused, so a
+# precompile added in that range later is refused already.
+RESERVED_ADDRESS_MAX = 0x100
+
+
+def reserved_address_problem(value: str) -> str | None:
+    """Why the well-formed address ``value`` cannot receive a reward (the zero address, a precompile), or None."""
+    number = int(value, 16)
+    if number == 0:
+        return f"{value} is the zero address: a reward paid to it burns"
+    if number <= RESERVED_ADDRESS_MAX:
+        return f"{value} is a precompile address (0x…01 to 0x…{RESERVED_ADDRESS_MAX:04x} are reserved): a reward paid to it burns"
+    return None
+
+
+def contributor_problem(value: Any) -> str | None:
+    """Why ``value`` cannot be a contributor: not a checksummed address, or one nobody holds a key for."""
+    return address_problem(value) or reserved_address_problem(value)
+
+
 def checksummed(value: Any, where: str) -> str:
     """``value`` itself when it is an EIP-55 checksummed address; raises :class:`AddressError` naming ``where``."""
     problem = address_problem(value)
+    if problem is not None:
+        raise AddressError(f"{where}: {problem}")
+    return value
+
+
+def contributor(value: Any, where: str) -> str:
+    """``value`` when it may be paid a reward (:func:`contributor_problem`); raises :class:`AddressError` naming ``where``."""
+    problem = contributor_problem(value)
     if problem is not None:
         raise AddressError(f"{where}: {problem}")
     return value

@@ -13,7 +13,7 @@ from fractions import Fraction
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from teleprompt_assets.core.usage import CostModel
 
@@ -59,19 +59,20 @@ class SplitConfig(BaseModel):
     """Percentages of a window's traces going to each split, by a hash of the trace id."""
 
     model_config = ConfigDict(extra="forbid")
-    train: int = 50
-    dev: int = 10
-    holdout: int = 40
+    train: int = Field(default=50, ge=1, le=100, description="percent; at least 1: a program with no train split never learns")
+    dev: int = Field(default=10, ge=0, le=100, description="percent; 0 gives validating optimizers no dev set")
+    holdout: int = Field(default=40, ge=1, le=100, description="percent; at least 1: nothing is measured without a holdout")
     max_holdout: int | None = Field(default=5000, ge=30, description="held-out examples scored; a larger holdout is sampled by trace hash (None: all)")
     max_dev: int | None = Field(default=2000, ge=1, description="dev examples given to optimizers that validate; sampled likewise (None: all)")
     min_holdout: int = Field(default=DEFAULT_MIN_HOLDOUT, ge=1, description="fewest held-out examples a candidate may be promoted or attested on (see promotion.py)")
 
-    @field_validator("holdout")
-    @classmethod
-    def _sums_to_100(cls, holdout: int, info) -> int:
-        if info.data.get("train", 0) + info.data.get("dev", 0) + holdout != 100:
-            raise ValueError("train + dev + holdout must be 100")
-        return holdout
+    @model_validator(mode="after")
+    def _sums_to_100(self) -> SplitConfig:
+        """Each part is checked on its own first (a negative part could balance another to 100)."""
+        if self.train + self.dev + self.holdout != 100:
+            raise ValueError(f"train + dev + holdout must be 100 (percent), got {self.train} + {self.dev} + {self.holdout} = "
+                             f"{self.train + self.dev + self.holdout}")
+        return self
 
 
 class ProgramConfig(BaseModel):
@@ -225,12 +226,35 @@ class LMConfig(BaseModel):
         return budget
 
 
+MAX_WINDOW_DAYS = 366
+EARLIEST_START = date(2000, 1, 1)
+LATEST_START = date.max - timedelta(days=MAX_WINDOW_DAYS + 1)  # a window and the day after it must still be dates
+
+
+def start_date_problem(day: date) -> str | None:
+    """Why ``day`` cannot be the first daily partition, or None. Traces carry Unix-epoch milliseconds
+    and windows reach back ``window_days`` from a day: a start in year 1 failed inside ``raw_traces``
+    (date arithmetic overflowed), one near 9999-12-31 would when a window reaches past it."""
+    if day < EARLIEST_START:
+        return f"{day} is before {EARLIEST_START}; set the first day your traces were logged"
+    if day > LATEST_START:
+        return f"{day} is after {LATEST_START} (9999-12-31 less the longest window); set the first day your traces were logged"
+    return None
+
+
 class ProjectConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     start_date: date = date(2026, 1, 1)
-    window_days: int = Field(default=7, ge=1, le=366)
+    window_days: int = Field(default=7, ge=1, le=MAX_WINDOW_DAYS)
     rewards: RewardsConfig = Field(default_factory=RewardsConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig, description="data-quality rules (docs/data-quality.md)")
     automation: AutomationConfig = Field(default_factory=AutomationConfig, description="schedules, trigger conditions and alerts (docs/operations.md)")
     lm: LMConfig = Field(default_factory=LMConfig, description="concurrency, rate limits, retries, budget and answer cache of the LM calls (docs/hosted-lm.md)")
     programs: dict[str, ProgramConfig]
+
+    @field_validator("start_date")
+    @classmethod
+    def _plausible_start(cls, start: date) -> date:
+        if problem := start_date_problem(start):
+            raise ValueError(problem)
+        return start

@@ -22,7 +22,7 @@ import dspy
 import yaml
 from pydantic import ValidationError
 
-from teleprompt_assets.core.config import ConfigError, MetricConfig, ProgramConfig, ProjectConfig
+from teleprompt_assets.core.config import ConfigError, MetricConfig, ProgramConfig, ProjectConfig, start_date_problem
 from teleprompt_assets.core.optimizers import validate_optimizer
 
 Metric = Callable[[dspy.Example, Any, Any], float]
@@ -162,9 +162,12 @@ def start_override(value: str, home: Path, window_days: int, today: date | None 
     demo's partitions start where its data starts and every process agrees on it, today and later."""
     if value != "auto":
         try:
-            return date.fromisoformat(value)
+            day = date.fromisoformat(value)
         except ValueError:
             raise ConfigError(f"{START_ENV}={value!r}: use a day (YYYY-MM-DD) or auto") from None
+        if problem := start_date_problem(day):
+            raise ConfigError(f"{START_ENV}={value!r}: {problem}")
+        return day
     anchor = home / START_ANCHOR
     if anchor.exists():
         return date.fromisoformat(anchor.read_text().strip())

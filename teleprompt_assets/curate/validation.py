@@ -20,7 +20,7 @@ import polars as pl
 from Crypto.Hash import keccak as _Keccak
 from eth_utils import is_address, is_checksum_address, keccak
 
-from teleprompt_assets.core.addresses import address_problem
+from teleprompt_assets.core.addresses import address_problem, reserved_address_problem
 from teleprompt_assets.core.config import MAX_PAYLOAD_CHARS
 from teleprompt_assets.core.encoding import canonical_bytes
 from teleprompt_assets.ingest.traces import RAW_SCHEMA
@@ -58,6 +58,7 @@ REASONS: dict[str, str] = {
     "missing_contributor": f"no {CONTRIBUTOR_TAG} tag",
     "invalid_contributor": "the contributor tag is not an Ethereum address",
     "contributor_not_checksummed": "the contributor address is not EIP-55 checksummed",
+    "reserved_contributor": "the contributor address is the zero address or a precompile: a reward paid to it burns",
     "future_timestamp": "the trace starts after ingestion time",
     "unreadable_payload": "the spans could not be read from MLflow",
     "malformed_payload": "inputs, outputs or assessments are not (complete) JSON",
@@ -83,6 +84,8 @@ def _address_problem(address: str | None) -> tuple[str, str] | None:
         return "invalid_contributor", f"{address[:64]!r} is not an Ethereum address"
     if not is_checksum_address(address):
         return "contributor_not_checksummed", address_problem(address) or f"{address} is not EIP-55 checksummed"
+    if reserved := reserved_address_problem(address):
+        return "reserved_contributor", reserved
     return None
 
 

@@ -193,3 +193,56 @@ def test_cli_address_arguments_are_checked_before_anything_runs(argv, capsys, tp
     err = capsys.readouterr().err
     assert "EIP-55" in err or "20-byte" in err
     assert not tp_home.exists()  # no key generated, no store opened
+
+
+# --- contributors: addresses nobody holds a key for (issue 25, item 4) ---------------------------------
+
+RESERVED = [to_checksum_address(n.to_bytes(20, "big")) for n in (0, 1, 2, 9, 10, 0x11, 0x100)]
+
+
+@pytest.mark.parametrize("value", RESERVED, ids=lambda v: v[-4:])
+def test_the_zero_address_and_precompiles_cannot_be_contributors(value):
+    """They are well-formed and their own checksum (no letters), so the address check alone let them
+    through and their rewards burned."""
+    from teleprompt_assets.core.addresses import contributor, contributor_problem
+
+    assert checksummed(value, "x") == value
+    assert "zero address" in contributor_problem(value) or "precompile" in contributor_problem(value)
+    with pytest.raises(AddressError, match=r"^reward leaf 0: .*(zero address|precompile)"):
+        contributor(value, "reward leaf 0")
+
+
+def test_the_first_address_past_the_reserved_range_is_a_contributor():
+    from teleprompt_assets.core.addresses import contributor_problem
+
+    assert contributor_problem(to_checksum_address((0x101).to_bytes(20, "big"))) is None
+    assert contributor_problem(SIGNER) is None
+    assert "EIP-55" in contributor_problem(SIGNER.lower())
+
+
+@pytest.mark.parametrize("value", [RESERVED[0], RESERVED[1], RESERVED[5]], ids=["zero", "ecrecover", "bls"])
+def test_curation_quarantines_a_reserved_contributor_with_its_reason(value):
+    from teleprompt_assets.curate.validation import REASONS, _address_problem
+
+    reason, detail = _address_problem(value)
+    assert reason == "reserved_contributor" and reason in REASONS
+    assert value in detail
+    assert _address_problem(SIGNER) is None
+
+
+def test_rewards_are_never_signed_for_a_reserved_address():
+    contributor = EVIDENCE.reward_leaves[0][0]
+    burned = dataclasses.replace(EVIDENCE, reward_leaves=[(bundles.ZERO_ADDRESS, 600_000), *[(a, w) for a, w in EVIDENCE.reward_leaves[1:]]])
+    assert contributor != bundles.ZERO_ADDRESS
+    with pytest.raises(AddressError, match="reward leaf 0: .*zero address"):
+        bundles.build_bundle(burned, KEY)
+
+
+def test_a_bundle_paying_the_zero_address_does_not_verify(tmp_path, monkeypatch):
+    """Signed by the attester's own key (built with the signing-side check switched off): the verifier
+    names the leaf all the same."""
+    monkeypatch.setattr(bundles, "contributor", lambda value, where: value)
+    burned = dataclasses.replace(EVIDENCE, reward_leaves=[(bundles.ZERO_ADDRESS, 600_000), *EVIDENCE.reward_leaves[1:]])
+    folder = bundles.write_bundle(bundles.build_bundle(burned, KEY), tmp_path / "burned")
+    problems = bundles.verify_bundle(folder, SIGNER)
+    assert [p for p in problems if p.startswith("rewards_tree.json: leaf 0: ")] == [f"rewards_tree.json: leaf 0: {bundles.ZERO_ADDRESS} is the zero address: a reward paid to it burns"], problems

@@ -66,3 +66,56 @@ def test_the_demos_partitions_start_where_its_data_starts(tmp_path, monkeypatch)
     assert load_project(Path(__file__).resolve().parents[2] / "teleprompt.yaml")[0].start_date == date(2026, 11, 30)
     monkeypatch.delenv("TELEPROMPT_START_DATE")
     assert load_project(Path(__file__).resolve().parents[2] / "teleprompt.yaml")[0].start_date == date(2026, 1, 1)
+
+
+# --- nonsensical splits and start dates fail at load (issue 25, item 4) --------------------------------
+
+def _load_with(tmp_path: Path, extra: str, split: str | None = None):
+    """The one-program config with ``split`` on the entry and ``extra`` top-level lines."""
+    body = ENTRY.format(module="teleprompt_assets.samples.ticket_router:TicketRouter", kind="exact_match", field="queue",
+                        optimizer="BootstrapFewShot", params="")
+    if split is not None:
+        body += f"    split: {split}\n"
+    path = tmp_path / "teleprompt.yaml"
+    path.write_text(extra + body)
+    return load_project(path)
+
+
+@pytest.mark.parametrize(("split", "message"), [
+    ("{train: -50, dev: 50, holdout: 100}", "programs.ticket_router.split.train: Input should be greater than or equal to 1"),
+    ("{train: 0, dev: 50, holdout: 50}", "programs.ticket_router.split.train: Input should be greater than or equal to 1"),
+    ("{train: 60, dev: -10, holdout: 50}", "programs.ticket_router.split.dev: Input should be greater than or equal to 0"),
+    ("{train: 50, dev: 10, holdout: 0}", "programs.ticket_router.split.holdout: Input should be greater than or equal to 1"),
+    ("{train: 150, dev: 0, holdout: 50}", "programs.ticket_router.split.train: Input should be less than or equal to 100"),
+    ("{train: 50, dev: 10, holdout: 30}", "programs.ticket_router.split: Value error, train + dev + holdout must be 100 (percent), got 50 + 10 + 30 = 90"),
+], ids=["negative train balanced by holdout", "train 0", "negative dev", "holdout 0", "train over 100", "sum 90"])
+def test_a_nonsensical_split_fails_at_load_naming_the_entry_and_field(tmp_path, split, message):
+    """``{train: -50, dev: 50, holdout: 100}`` sums to 100 and passed: the program never trained."""
+    with pytest.raises(ConfigError) as info:
+        _load_with(tmp_path, "", split)
+    assert message in str(info.value), str(info.value)
+    assert len(str(info.value).splitlines()) == 1
+
+
+def test_a_split_without_dev_loads(tmp_path):
+    assert _load_with(tmp_path, "", "{train: 60, dev: 0, holdout: 40}")[1]["ticket_router"].config.split.dev == 0
+
+
+@pytest.mark.parametrize(("start", "message"), [
+    ("0001-01-01", "start_date: Value error, 0001-01-01 is before 2000-01-01"),
+    ("1999-12-31", "start_date: Value error, 1999-12-31 is before 2000-01-01"),
+    ("9999-12-30", "start_date: Value error, 9999-12-30 is after 9998-12-29"),
+])
+def test_an_absurd_start_date_fails_at_load(tmp_path, start, message):
+    """``start_date: 0001-01-01`` loaded, and failed later inside ``raw_traces``."""
+    with pytest.raises(ConfigError) as info:
+        _load_with(tmp_path, f"start_date: {start}\n")
+    assert message in str(info.value), str(info.value)
+
+
+def test_an_absurd_start_date_override_fails_at_load(tmp_path, monkeypatch):
+    from teleprompt_assets.core.spec import start_override
+
+    with pytest.raises(ConfigError, match=r"TELEPROMPT_START_DATE='0001-01-01': 0001-01-01 is before 2000-01-01"):
+        start_override("0001-01-01", tmp_path, 7)
+    assert _load_with(tmp_path, "start_date: 2000-01-01\n")[0].start_date.year == 2000
