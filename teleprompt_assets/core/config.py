@@ -48,7 +48,7 @@ class MetricConfig(BaseModel):
 
 class OptimizerConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str = "BootstrapFewShot"
+    name: str = Field(default="auto", description="a teleprompter, or auto: a portfolio scored on the dev split (docs/optimizers.md)")
     params: dict[str, Any] = Field(default_factory=dict, description="passed to the teleprompter's constructor")
     warm_start: bool = Field(default=False, description="use the current champion as the teacher, so a daily run refines it")
     reflection_lm: str | None = Field(default=None, description="LiteLLM model string for GEPA's reflection LM (unset: the LM the compile runs with)")
@@ -56,7 +56,8 @@ class OptimizerConfig(BaseModel):
 
 
 class SplitConfig(BaseModel):
-    """Percentages of a window's traces going to each split, by a hash of the trace id."""
+    """Percentages of a window's distinct inputs going to each split: per label, the oldest to train,
+    the newest to holdout (``training/datasets.py``, docs/optimizers.md)."""
 
     model_config = ConfigDict(extra="forbid")
     train: int = Field(default=50, ge=1, le=100, description="percent; at least 1: a program with no train split never learns")

@@ -9,7 +9,11 @@ In order, a call
 1. is answered from the **answer cache** when the same model at the same endpoint already answered
    the same rendered request with the same parameters. A request that asks for a sample
    (``temperature > 0``, as optimizers do for another try) is never cached; one at the provider's
-   default temperature is, as DSPy's own cache does: its first answer is the answer;
+   default temperature is, as DSPy's own cache does: its first answer is the answer. Within one
+   process the answers are also kept in memory (unless ``lm.cache: off``), so the optimizer
+   portfolio, its dev scoring and the demo-impact ablations never pay twice for one prompt, even
+   with the offline LM, whose answers are not stored; two threads asking the same question at
+   once make one call;
 2. reserves one call and its estimated tokens and cost against the **run's budget**, and stops the
    run with :class:`LMBudgetExceeded` before a call whose reservation does not fit (calls are exact;
    tokens and cost are estimates until the response's usage settles them);
@@ -33,6 +37,7 @@ import random
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -49,6 +54,7 @@ from teleprompt_assets.core.rate_limit import RateLimiter
 log = logging.getLogger(__name__)
 
 ESTIMATED_OUTPUT_TOKENS = 1_000  # reserved per call when the request sets no max_tokens
+RECENT_ANSWERS = 50_000  # answers a process keeps in memory (a few hundred bytes each)
 
 
 class LMBudgetExceeded(RuntimeError):
@@ -147,11 +153,15 @@ class Gateway:
     """A DSPy engine in front of ``inner`` (any ``dspy.LM``); see the module docstring."""
 
     def __init__(self, inner: dspy.LM, config: LMConfig, store: LMStore | None, run_id: str | None = None,
-                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep, seed: int | None = None):
+                 clock: Callable[[], float] = time.time, sleep: Callable[[float], None] = time.sleep, seed: int | None = None,
+                 reuse: bool | None = None):
         self.inner, self.config, self.store = inner, config, store
         self.run_id = run_id or f"process-{uuid.uuid4().hex}"
         self.clock, self.sleep = clock, sleep
         self.cached = store is not None and config.cache != "off"
+        self.reuse = config.cache != "off" if reuse is None else reuse
+        self._recent: OrderedDict[str, dict] = OrderedDict()
+        self._inflight: dict[str, threading.Event] = {}
         self.endpoint = f"{inner.model}@{inner.kwargs.get('api_base') or ''}"  # one model served by two servers is two LMs
         self.limiter = None
         if store is not None and (config.requests_per_minute or config.tokens_per_minute):
@@ -185,10 +195,45 @@ class Gateway:
             self._stats = dataclasses.replace(self._stats, **{k: getattr(self._stats, k) + v for k, v in delta.items()})
 
     def complete(self, request) -> Response:
-        key = cache_key(self.endpoint, request) if self.cached else None
-        if key is not None and (record := self._cached(key)) is not None:
-            self._count(reused=1)
-            return _response(record)
+        key = cache_key(self.endpoint, request) if self.cached or self.reuse else None
+        if key is None:
+            return self._answer(request, None)
+        while True:
+            with self._lock:
+                record = self._recent.get(key)
+                waiting = self._inflight.get(key) if record is None else None
+                if record is None and waiting is None:
+                    self._inflight[key] = threading.Event()
+            if record is not None:
+                self._count(reused=1)
+                return _response(record)
+            if waiting is None:
+                break
+            waiting.wait()  # another thread is asking the same question: its answer is this one's
+        try:
+            if self.cached and (record := self._cached(key)) is not None:
+                self._remember(key, record)
+                self._count(reused=1)
+                return _response(record)
+            response = self._answer(request, key)
+            if response.finish_reason == "stop" and _text_only(response):
+                self._remember(key, _record(response))
+            return response
+        finally:
+            with self._lock:
+                self._inflight.pop(key).set()
+
+    def _remember(self, key: str, record: dict) -> None:
+        if not self.reuse:
+            return
+        with self._lock:
+            self._recent[key] = record
+            self._recent.move_to_end(key)
+            while len(self._recent) > RECENT_ANSWERS:
+                self._recent.popitem(last=False)
+
+    def _answer(self, request, key: str | None) -> Response:
+        """One call to the LM: reserved against the budget, sent with retries, settled, and kept in the store."""
         estimate = _estimate_tokens(request)
         try:
             self._reserve(estimate)
@@ -209,7 +254,7 @@ class Gateway:
             used_in, used_out = int(usage.input_tokens or 0), int(usage.output_tokens or 0)
         self._settle(estimate, used_in, used_out)
         self._count(calls=1, input_tokens=used_in, output_tokens=used_out, micro_usd=micro_usd(used_in, used_out, self.config))
-        if key is not None and response.finish_reason == "stop" and _text_only(response):
+        if key is not None and self.cached and response.finish_reason == "stop" and _text_only(response):
             try:
                 self.store.keep_answer(key, self.endpoint, _record(response))
             except Exception as exc:  # an answer paid for is returned even when it cannot be kept
@@ -322,9 +367,9 @@ def _response(record: dict) -> Response:
                     usage=Usage(input_tokens=0, output_tokens=0, total_tokens=0))
 
 
-def gateway_lm(inner: dspy.LM, config: LMConfig, store: LMStore | None, run_id: str | None = None) -> dspy.LM:
+def gateway_lm(inner: dspy.LM, config: LMConfig, store: LMStore | None, run_id: str | None = None, reuse: bool | None = None) -> dspy.LM:
     """``inner`` behind a gateway, as a ``dspy.LM`` carrying the same model name."""
-    return dspy.LM(inner.model, engine=Gateway(inner, config, store, run_id), cache=False, num_retries=0)
+    return dspy.LM(inner.model, engine=Gateway(inner, config, store, run_id, reuse=reuse), cache=False, num_retries=0)
 
 
 def gateway_of(lm: dspy.LM) -> Gateway | None:
@@ -335,7 +380,7 @@ def gateway_of(lm: dspy.LM) -> Gateway | None:
 def pipeline_lm(inner: dspy.LM, config: LMConfig, home: Path, run_id: str | None = None) -> dspy.LM:
     """The gateway a pipeline step calls its LM through. The state store is opened only when
     something needs it: the answer cache (on by default for a hosted LM, off for the offline LM,
-    whose answers cost nothing), a rate limit or a budget."""
+    whose answers cost nothing to recompute, so only its in-process reuse is on), a rate limit or a budget."""
     from teleprompt_assets.core.lm import is_offline
     from teleprompt_assets.core.lm_store import default_url
 
@@ -344,4 +389,4 @@ def pipeline_lm(inner: dspy.LM, config: LMConfig, home: Path, run_id: str | None
     needed = cached or config.requests_per_minute or config.tokens_per_minute or any(v is not None for v in (budget.max_calls, budget.max_tokens, budget.max_usd))
     store = LMStore(config.store_url or default_url(home)) if needed else None
     settings = config if cached else config.model_copy(update={"cache": "off"})
-    return gateway_lm(inner, settings, store, run_id)
+    return gateway_lm(inner, settings, store, run_id, reuse=config.cache != "off")

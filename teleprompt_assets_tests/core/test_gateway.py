@@ -277,3 +277,25 @@ def test_the_cache_is_per_endpoint(tmp_path):
     there.endpoint = f"{OFFLINE_MODEL}@http://another-server/v1"
     ask(dspy.LM(OFFLINE_MODEL, engine=there, cache=False, num_retries=0))
     assert provider.sent == 2
+
+
+def test_one_process_never_pays_twice_for_one_prompt_even_without_a_store(tmp_path):
+    """The offline LM's answers are not stored (cache: auto), yet a portfolio of optimizers and the
+    impact ablations ask the same prompts again: the gateway answers those from memory, and two
+    threads asking one question at once make one call."""
+    provider = Provider(delay_s=0.05)
+    lm = gateway_lm(inner(provider), LMConfig(concurrency=8), None)
+    gateway = lm.engine
+    questions = [f"question {i % 5}: where is parcel {i % 5}?" for i in range(40)]
+    answers = map_ordered(lambda q: ask(lm, q).answer, questions, 8)
+    assert provider.sent == 5 and gateway.stats().calls == 5 and gateway.stats().reused == 35
+    assert answers == [ask(lm, q).answer for q in questions]
+    assert ask(lm, "a sampled one", temperature=1.0, rollout_id=1) and ask(lm, "a sampled one", temperature=1.0, rollout_id=1)
+    assert provider.sent == 7  # samples are never reused
+
+    off = gateway_lm(inner(provider), LMConfig(cache="off"), None)
+    ask(off, questions[0]), ask(off, questions[0])
+    assert off.engine.stats().calls == 2 and off.engine.stats().reused == 0
+    offline = pipeline_lm(offline_lm(), LMConfig(), tmp_path)
+    ask(offline, questions[0]), ask(offline, questions[0])
+    assert offline.engine.stats().calls == 1 and offline.engine.stats().reused == 1 and offline.engine.store is None
