@@ -1,8 +1,17 @@
 """Turning a window of curated traces into train / dev / holdout examples.
 
-The split is a pure function of the trace's normalized inputs (keccak of the text, mod 100), so a
-trace never moves between splits as the window slides, and re-submissions of a message land in the
-same split as the original: they cannot leak the holdout into training.
+The window is first reduced to one row per distinct input (copies collapse to their first
+submission), so no input can straddle two splits. The split then follows time within each label:
+of each label's distinct inputs, ordered by when they were first seen, the earliest go to train,
+the next to dev, the latest to holdout (the configured percentages, exact integer rounding). Why
+(docs/optimizers.md, "How the window is split", measured by ``benchmarks/peer.py``):
+
+- a question that keeps coming back was first seen early, so it is taught; a hash of the input
+  put each frequent fixed-text question in one split forever, and a quarter of the questions of the
+  sample traffic were never taught;
+- every label with more than one distinct input has training rows;
+- the held-out inputs are the newest ones, which none of the earlier rows repeat: what they score
+  estimates how the program does on the inputs it has not seen, the next days' new traffic.
 """
 
 from __future__ import annotations
@@ -26,24 +35,32 @@ def normalized_inputs(inputs_json: str, fields: tuple[str, ...]) -> str:
     return "\x1f".join(" ".join(str(inputs.get(f, "")).lower().split()) for f in fields)
 
 
-def bucket(key: str) -> int:
-    return int.from_bytes(keccak(text=key)[:8], "big") % 100
+def split_at(rank: int, size: int, split: SplitConfig) -> str:
+    """The split of the ``rank``-th (0-based, oldest first) of ``size`` distinct inputs of one label:
+    train while ``rank / size < train%``, then dev, then holdout, compared in integers."""
+    if rank * 100 < split.train * size:
+        return "train"
+    return "dev" if rank * 100 < (split.train + split.dev) * size else "holdout"
 
 
-def split_of(key: str, split: SplitConfig) -> str:
-    b = bucket(key)
-    return "train" if b < split.train else "dev" if b < split.train + split.dev else "holdout"
+def assign_splits(table: pl.DataFrame, split: SplitConfig) -> pl.DataFrame:
+    """``table`` (one row per distinct input, in time order) with its ``split`` column, per label."""
+    stratum = pl.col("label").fill_null("") if "label" in table.columns else pl.lit("")
+    ranked = table.with_columns(pl.int_range(pl.len()).over(stratum).alias("_rank"), pl.len().over(stratum).alias("_size"))
+    splits = [split_at(r, n, split) for r, n in ranked.select("_rank", "_size").iter_rows()]
+    return ranked.drop("_rank", "_size").with_columns(pl.Series("split", splits, pl.String))
 
 
 def training_table(curated: pl.DataFrame, spec: ProgramSpec, near: bool = True) -> pl.DataFrame:
-    """One row per distinct input, with a ``split`` column.
+    """One row per distinct input, with a ``split`` column (:func:`assign_splits`).
 
     Re-submissions collapse to the earliest trace, across the whole window: identical inputs, and
     with ``near`` (``quality.dedupe_near``) inputs equal up to case, punctuation and spacing
     (curation's ``dedupe_key``), so a copy made on a later day earns its copier nothing and leaves
     the first submitter's row in place. When contributors disagree on the label of one input, the
     label most of them gave wins (earliest trace on a tie), so a demo or a holdout example never
-    carries two answers for one question. The split is a hash of the kept row's input.
+    carries two answers for one question. The kept row keeps the group's first-seen time, which
+    orders the split.
     """
     if curated.is_empty():
         return curated.with_columns(pl.lit(None, pl.String).alias("input_key"), pl.lit(None, pl.String).alias("split"))
@@ -53,9 +70,11 @@ def training_table(curated: pl.DataFrame, spec: ProgramSpec, near: bool = True) 
     table = table.with_columns((pl.coalesce("dedupe_key", "input_key") if near else pl.col("input_key")).alias("_group"))
     votes = table.group_by("_group", "expectations").agg(pl.len().alias("votes"), pl.col("timestamp_ms").min().alias("first_seen"))
     winners = votes.sort(["votes", "first_seen"], descending=[True, False]).unique(subset=["_group"], keep="first")
+    first_seen = table.group_by("_group").agg(pl.col("timestamp_ms").min().alias("_first_seen"))
     table = table.join(winners.select("_group", "expectations"), on=["_group", "expectations"], how="semi", nulls_equal=True)
-    table = table.unique(subset=["_group"], keep="first", maintain_order=True).drop("_group")
-    return table.with_columns(pl.col("input_key").map_elements(lambda k: split_of(k, spec.config.split), return_dtype=pl.String).alias("split"))
+    table = table.unique(subset=["_group"], keep="first", maintain_order=True).join(first_seen, on="_group", how="left")
+    table = table.sort("_first_seen", "timestamp_ms", "trace_id").drop("_group", "_first_seen")
+    return assign_splits(table, spec.config.split)
 
 
 def sample_train(table: pl.DataFrame, sampling: SamplingConfig, now_ms: int) -> pl.DataFrame:
@@ -108,10 +127,10 @@ def examples(table: pl.DataFrame, spec: ProgramSpec, split: str) -> list[dspy.Ex
     return out
 
 
-def training_examples(table: pl.DataFrame, spec: ProgramSpec) -> list[dspy.Example]:
-    """What the optimizer learns from: the train split; for outcome-only programs, only the traces
+def training_examples(table: pl.DataFrame, spec: ProgramSpec, split: str = "train") -> list[dspy.Example]:
+    """What the optimizer may learn from in ``split``; for outcome-only programs, only the traces
     whose outcome was good (≥ 0.5), so demos show what worked rather than everything that was sent."""
-    train = examples(table, spec, "train")
+    train = examples(table, spec, split)
     if spec.config.metric.kind != "outcome_model":
         return train
     return [ex for ex in train if isinstance(ex.get("outcome"), (bool, int, float)) and float(ex.get("outcome")) >= 0.5]
