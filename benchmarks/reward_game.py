@@ -148,8 +148,8 @@ def play(per_party: int = 60, seed: int = 0) -> Game:
     from teleprompt_assets.core.spec import load_project
     from teleprompt_assets.curate.quality import curate_day
     from teleprompt_assets.ingest.traces import RAW_SCHEMA, day_bounds_ms
-    from teleprompt_assets.optimize import teleprompters
-    from teleprompt_assets.reward import attribution, impact
+    from teleprompt_assets.optimize import selection
+    from teleprompt_assets.reward import weigh
     from teleprompt_assets.training import datasets, label_noise, metrics
 
     began = time.perf_counter()
@@ -168,19 +168,12 @@ def play(per_party: int = 60, seed: int = 0) -> Game:
     table = checked.table
     metric, _ = metrics.window_metric(spec, table)
     with dspy.context(lm=offline_lm()):
-        result = teleprompters.compile_program(spec, datasets.training_examples(table, spec), metric, datasets.examples(table, spec, "dev"))
-        measured = impact.demo_impact(result.program, datasets.examples(table, spec, "holdout"), metric, offline_lm(), config.rewards.impact_budget)
-    rows = {r["trace_id"]: r for r in table.select("trace_id", "contributor", "label").to_dicts()}
-    demos = [{"contributor": rows[d.trace_id]["contributor"], "label": rows[d.trace_id]["label"]} if d.trace_id in rows else {"contributor": None, "label": None}
-             for d in result.demos]
-    credible = table.filter(pl.col("label_issue").is_null())
-    factor = attribution.label_factor(table.select("contributor", "label", "label_issue", "label_suggested").iter_rows())
-    credit = attribution.pooled_credit([(d["contributor"], d["label"], units) for (_, _, units), d in zip(measured.credits, demos, strict=True)],
-                                       credible.select("contributor", "label").iter_rows(), factor)
-    weights = attribution.reward_weights(
-        [(r["contributor"], r["feedback"]) for r in credible.select("contributor", "feedback").to_dicts()],
-        [d["contributor"] for d in demos if d["contributor"]], credit, config.rewards, factor,
-    )
+        window = selection.Window(datasets.training_examples(table, spec), datasets.examples(table, spec, "dev"), datasets.training_examples(table, spec, "dev"))
+        result = selection.optimize(spec, window, metric).result
+        rows = {r["trace_id"]: r for r in table.select("trace_id", "contributor", "label").to_dicts()}
+        demos = [{"contributor": rows[d.trace_id]["contributor"], "label": rows[d.trace_id]["label"]} if d.trace_id in rows else {"contributor": None, "label": None}
+                 for d in result.demos]
+        weights = weigh.weigh(spec, table, result.program, demos, metric, offline_lm(), config.rewards).rows
     parties = {p: addresses(p) for p in PARTIES}
     party_of = {a: p for p, owned in parties.items() for a in owned}
     count = lambda frame: {p: sum(1 for c in frame["contributor"] if party_of.get(c) == p) for p in PARTIES}  # noqa: E731

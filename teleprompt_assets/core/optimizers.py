@@ -16,6 +16,7 @@ from teleprompt_assets.core import embedder as embedders
 from teleprompt_assets.core.config import OptimizerConfig
 
 KNN = "KNNFewShot"
+AUTO = "auto"
 TELEPROMPTERS: dict[str, type] = {
     "LabeledFewShot": dspy.LabeledFewShot,
     "BootstrapFewShot": dspy.BootstrapFewShot,
@@ -40,9 +41,16 @@ _PER_CALL_BOOTSTRAP = {"max_labeled_demos", "max_rounds", "metric_threshold", "t
 def validate_optimizer(config: OptimizerConfig) -> None:
     """Fail before a run starts when the optimizer or one of its parameters is unknown, out of range,
     or a combination the teleprompter would refuse only once it runs."""
+    if config.name == AUTO:
+        for candidate in AutoParams.parse(config.params).configs(config):
+            try:
+                validate_optimizer(candidate)
+            except ValueError as exc:
+                raise ValueError(f"params (portfolio entry {candidate.name}): {exc}") from None
+        return
     cls = TELEPROMPTERS.get(config.name)
     if cls is None and config.name != KNN:
-        raise ValueError(f"name: unknown optimizer '{config.name}' (choose from {', '.join([*TELEPROMPTERS, KNN])})")
+        raise ValueError(f"name: unknown optimizer '{config.name}' (choose from {', '.join([AUTO, *TELEPROMPTERS, KNN])})")
     if config.name == KNN:
         KNNParams.parse(config.params)
         if config.warm_start:
@@ -131,3 +139,60 @@ class KNNParams(BaseModel):
 
     def describe_embedder(self) -> dict[str, Any]:
         return embedders.describe(self.embedder, self.dimensions, self.ngrams)
+
+
+PORTFOLIO = (KNN, "BootstrapFewShot", "BootstrapFewShotWithRandomSearch", "MIPROv2")
+
+
+class AutoParams(BaseModel):
+    """``optimizer.params`` of ``auto``: a portfolio of teleprompters, each compiled on the train split
+    and scored on the dev split within one LM-call budget; the best on dev is registered
+    (:mod:`teleprompt_assets.optimize.portfolio`, docs/optimizers.md)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    candidates: list[str] = Field(default_factory=lambda: list(PORTFOLIO), min_length=1,
+                                  description="teleprompters tried, in this order; a tie on dev goes to the earlier one")
+    budget: int = Field(default=300, ge=0, description="most LM calls compiling and scoring the candidates; one whose estimate does not fit is skipped")
+    max_dev: int = Field(default=30, ge=1, description="dev examples each candidate is scored on (a fixed sample by trace hash)")
+    max_bootstrapped_demos: int = Field(default=4, ge=0)
+    max_labeled_demos: int = Field(default=16, ge=0)
+    metric_threshold: float | None = Field(default=None, ge=0, le=1, description="bootstrapping teleprompters: the score a teacher's answer needs to become a demo")
+    k: int = Field(default=3, ge=1, le=MAX_K, description="KNNFewShot: demos per call")
+    num_candidate_programs: int = Field(default=1, ge=1, description="BootstrapFewShotWithRandomSearch: random demo sets beyond its three fixed ones")
+    mipro_candidates: int = Field(default=3, ge=2, description="MIPROv2: instruction and demo-set candidates")
+    mipro_trials: int = Field(default=4, ge=1, description="MIPROv2: search trials, each scoring the whole dev sample")
+
+    @model_validator(mode="after")
+    def _known(self) -> AutoParams:
+        for name in self.candidates:
+            if name not in PORTFOLIO + ("LabeledFewShot",):
+                raise ValueError(f"candidates: '{name}' is not a portfolio teleprompter (choose from {', '.join(PORTFOLIO + ('LabeledFewShot',))})")
+        if len(set(self.candidates)) != len(self.candidates):
+            raise ValueError("candidates: each teleprompter once")
+        return self
+
+    @classmethod
+    def parse(cls, params: dict[str, Any]) -> AutoParams:
+        try:
+            return cls.model_validate(params)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            if first["type"] == "extra_forbidden":
+                raise ValueError(f"params.{where}: not a parameter of auto (accepted: {', '.join(cls.model_fields)})") from None
+            raise ValueError(f"params.{where}: {first['msg'].removeprefix('Value error, ')}" if where else f"params.{first['msg'].removeprefix('Value error, ')}") from None
+
+    def configs(self, config: OptimizerConfig) -> list[OptimizerConfig]:
+        """One optimizer config per candidate, with the portfolio's demo limits and sizes."""
+        demos: dict[str, Any] = {"max_bootstrapped_demos": self.max_bootstrapped_demos, "max_labeled_demos": self.max_labeled_demos}
+        if self.metric_threshold is not None:
+            demos["metric_threshold"] = self.metric_threshold
+        params: dict[str, dict[str, Any]] = {
+            KNN: {"k": self.k},
+            "LabeledFewShot": {"k": self.max_labeled_demos},
+            "BootstrapFewShot": demos,
+            "BootstrapFewShotWithRandomSearch": demos | {"num_candidate_programs": self.num_candidate_programs},
+            "MIPROv2": demos | {"auto": None, "num_candidates": self.mipro_candidates, "num_trials": self.mipro_trials, "minibatch": False},
+        }
+        warm = lambda name: config.warm_start and name not in (KNN, "LabeledFewShot")  # noqa: E731
+        return [config.model_copy(update={"name": name, "params": params[name], "warm_start": warm(name)}) for name in self.candidates]

@@ -19,7 +19,7 @@ from teleprompt_assets.defs.io import ByPartition
 from teleprompt_assets.defs.partitions import target_of, window_label
 from teleprompt_assets.defs.resources import TelepromptResource, budget_stop
 from teleprompt_assets.defs.run_tracking import Tracking, track
-from teleprompt_assets.optimize import prompt_quality, teleprompters
+from teleprompt_assets.optimize import prompt_quality, selection, teleprompters
 from teleprompt_assets.register import registry
 from teleprompt_assets.training import datasets, label_noise, metrics
 
@@ -46,6 +46,7 @@ def compile_program(context: dg.OpExecutionContext, teleprompt: TelepromptResour
         reason = f"nothing to optimize: the window {window_label(t.day, teleprompt.project().window_days)} has no training examples; nothing compiled or registered"
         context.log.info(f"{t.program}: {reason}")
         return staged(key, {"program": t.program, SKIPPED: reason}, {SKIPPED: reason}) | {"check": {"passed": True, "problems": [], "prompt_tokens": {}}}
+    window = selection.Window(trainset, datasets.examples(table, spec, "dev"), datasets.training_examples(table, spec, "dev"))
     metric, method = metrics.window_metric(spec, table)
     teacher = None
     if config.optimizer.warm_start:
@@ -54,11 +55,11 @@ def compile_program(context: dg.OpExecutionContext, teleprompt: TelepromptResour
     lm = teleprompt.lm(context.run_id, build_lm)
     started = time.perf_counter()
     progress = usage.Progress(context.log.info, f"compiling {t.program} with {config.optimizer.name}")
-    context.log.info(f"compiling {t.program} with {config.optimizer.name} on {len(trainset)} training examples")
+    context.log.info(f"compiling {t.program} with {config.optimizer.name} on {len(trainset)} training and {len(window.dev)} dev examples")
     printed = io.StringIO()  # teleprompters print their progress: it belongs in the step's log, not the terminal
     try:
         with usage.metered(lm, progress) as used, teleprompters.time_limit(config.optimizer.time_limit_s), contextlib.redirect_stdout(printed):
-            result = teleprompters.compile_program(spec, trainset, metric, datasets.examples(table, spec, "dev"), teacher, teleprompt.project().lm.concurrency)
+            optimized = selection.optimize(spec, window, metric, teacher, teleprompt.project().lm.concurrency)
         budget_stop(lm, f"{t.program}: compile stopped, nothing registered")
     except dg.Failure:
         raise
@@ -71,27 +72,40 @@ def compile_program(context: dg.OpExecutionContext, teleprompt: TelepromptResour
     finally:
         for line in printed.getvalue().splitlines():
             context.log.info(f"{config.optimizer.name}: {line}")
+    result = optimized.result
     seconds = time.perf_counter() - started
+    if optimized.candidates:
+        context.log.info(f"{t.program}: portfolio on {optimized.candidates[0].dev_count or len(window.dev)} dev examples:\n{selection.describe(optimized.candidates)}")
     context.log.info(f"{progress.summary()}: done, {len(result.demos)} demos")
-    by_id = {ex.trace_id: ex for ex in trainset}
+    taught = [*trainset, *window.dev_taught] if "dev" in optimized.learned_from else trainset
+    by_id = {ex.trace_id: ex for ex in [*taught, *window.dev]}
     demos = [{"predictor": d.predictor, "trace_id": d.trace_id, "augmented": d.augmented,
               "trace_hash": getattr(by_id.get(d.trace_id), "trace_hash", None), "contributor": getattr(by_id.get(d.trace_id), "contributor", None)}
              for d in result.demos]
     pool = [{"trace_id": i, "trace_hash": getattr(by_id.get(i), "trace_hash", None), "contributor": getattr(by_id.get(i), "contributor", None)}
             for i in result.pool]  # KNNFewShot: the traces its calls draw demos from
-    check = prompt_quality.check_program(result.program, set(by_id), set(table.filter(pl.col("split") != "train")["trace_id"]), config.prompt_token_budget)
+    check = prompt_quality.check_program(result.program, {ex.trace_id for ex in taught}, set(table.filter(pl.col("split") == "holdout")["trace_id"]),
+                                         config.prompt_token_budget)
     prog_hash = registry.program_hash(result.state)
-    figures = {"trainset_size": len(trainset), "demos": len(demos), "demo_pool": len(pool), "lm_calls": used.calls, "lm_answers_reused": used.reused,
+    figures = {"trainset_size": len(taught), "demos": len(demos), "demo_pool": len(pool), "lm_calls": used.calls, "lm_answers_reused": used.reused,
                "lm_retries": used.retries, "input_tokens": used.input_tokens,
                "output_tokens": used.output_tokens, "compile_seconds": round(seconds, 3),
                "projected_wall_s": round(used.projected_wall_s(config.cost), 1), "projected_usd": round(used.projected_usd(config.cost), 6)}
-    track(mlflow, t, tags={"optimizer": config.optimizer.name, "optimizer_params": json.dumps(config.optimizer.params, sort_keys=True), "lm": lm.model,
-                           "warm_start": teacher is not None}, metrics=figures)
+    chosen = optimized.optimizer.name
+    portfolio = {f"dev_score.{c.optimizer}": c.dev_score for c in optimized.candidates if c.dev_score is not None}
+    track(mlflow, t, tags={"optimizer": config.optimizer.name, "optimizer_chosen": chosen, "optimizer_params": json.dumps(config.optimizer.params, sort_keys=True),
+                           "lm": lm.model, "warm_start": teacher is not None, "learned_from": "+".join(optimized.learned_from)}, metrics=figures | portfolio)
+    data_splits = ("train", "dev")  # both fed the optimization: taught, or scored to choose
     compiled = {"program": t.program, "state": result.state, "program_hash": prog_hash, "demos": demos, "demo_pool": pool, "optimizer": config.optimizer.model_dump(),
+                "optimizer_chosen": optimized.optimizer.model_dump(), "learned_from": list(optimized.learned_from),
+                "candidates": [c.as_dict() for c in optimized.candidates],
                 "warm_start_from": None if teacher is None else "champion", "usage": figures, "metric": method,
-                "data_traces": label_noise.credible(table).filter(pl.col("split") == "train").select("trace_id", "trace_hash", "contributor", "feedback").to_dicts()}
+                "data_traces": label_noise.credible(table).filter(pl.col("split").is_in(data_splits)).select("trace_id", "trace_hash", "contributor", "feedback").to_dicts()}
     series = {f"{t.program}.{k}": figures[k] for k in ("lm_calls", "projected_usd", "demos")}  # one plotted series per program
-    return staged(key, compiled, {"optimizer": config.optimizer.name, "program_hash": prog_hash, "lm": lm.model, **figures, **series}) | {
+    selected = {"optimizer_chosen": chosen, "learned_from": "+".join(optimized.learned_from), **portfolio}
+    if optimized.candidates:
+        selected["portfolio"] = selection.describe(optimized.candidates)
+    return staged(key, compiled, {"optimizer": config.optimizer.name, "program_hash": prog_hash, "lm": lm.model, **selected, **figures, **series}) | {
         "check": {"passed": check.passed, "problems": check.problems, "prompt_tokens": check.prompt_tokens}}
 
 

@@ -9,9 +9,12 @@ from teleprompt_assets.defs.partitions import Target
 Tracking = dg.ResourceParam[MlFlow]
 
 
-def track(tracking: MlFlow, target: Target, tags: dict | None = None, metrics: dict | None = None) -> None:
+def track(tracking: MlFlow | None, target: Target, tags: dict | None = None, metrics: dict | None = None) -> None:
     """Keys are prefixed with the program: one run may hold several. Descriptions go in tags, which a
-    later day of a multi-day run overwrites; metrics keep one point per day."""
+    later day of a multi-day run overwrites; metrics keep one point per day. A job built without the
+    MLflow resource (one op run alone) tracks nothing."""
+    if tracking is None:
+        return
     prefix = f"{target.program}."
     if tags:
         tracking.set_tags({prefix + k: str(v)[:500] for k, v in tags.items()})

@@ -329,3 +329,15 @@ def demo_sources(program: dspy.Module) -> list[DemoSource]:
         for name, predictor in program.named_predictors()
         for demo in predictor.demos
     ]
+
+
+def without_traces(program: dspy.Module, trace_ids: set[str]) -> dspy.Module:
+    """A copy of ``program`` that never shows what was drawn from ``trace_ids``: neither a fixed demo
+    nor, for a KNNFewShot program, a pool entry. What a program loses without them is their impact."""
+    copy = program.deepcopy()
+    if isinstance(copy, knn.KNNProgram):
+        copy.pool = [ex for ex in copy.pool if ex.get("trace_id") not in trace_ids]
+        copy._clear_cache()
+    for predictor in copy.predictors():
+        predictor.demos = [demo for demo in predictor.demos if demo.get("trace_id") not in trace_ids]
+    return copy

@@ -39,6 +39,7 @@ def version_tags(spec: ProgramSpec, partition: str, dataset_hash: str, run_id: s
     tags: dict[str, Any] = {
         "base_version": evaluation["baseline_version"], "partition": partition, "dataset_hash": dataset_hash,
         "evaluation_method": evaluation["evaluation_method"]["kind"], "optimizer": spec.config.optimizer.name,
+        "optimizer_chosen": (compiled.get("optimizer_chosen") or {}).get("name", spec.config.optimizer.name),
         "optimizer_config": json.dumps(spec.config.optimizer.params, sort_keys=True), "dagster_run_id": run_id,
         "baseline_score": comparison["baseline_sum"], "candidate_score": comparison["candidate_sum"], "eval_count": comparison["n"],
         "delta_ppm": comparison["delta_ppm"], "deltaone": comparison["deltaone"],
@@ -68,7 +69,12 @@ def version_params(spec: ProgramSpec, partition: str, dataset_hash: str, compile
     for key in ("time_limit_s", "reflection_lm"):
         if optimizer.get(key) is not None:
             params[f"optimizer.{key}"] = optimizer[key]
+    chosen = compiled.get("optimizer_chosen")
+    if chosen and chosen.get("name") != optimizer["name"]:  # auto: the portfolio's choice, with the settings it ran with
+        params["optimizer.chosen"] = chosen["name"]
+        params |= {f"optimizer.chosen.{key}": value for key, value in sorted((chosen.get("params") or {}).items())}
     params |= {
+        "learned_from": "+".join(compiled.get("learned_from") or ["train"]),
         "warm_start": bool(optimizer.get("warm_start")), "warm_start_from": compiled.get("warm_start_from") or "none",
         "dataset_hash": dataset_hash, "partition": partition, "base_version": evaluation["baseline_version"],
         "evaluation_method": evaluation["evaluation_method"]["kind"], "metric": spec.config.metric.kind, "seed": spec.config.seed,
@@ -78,17 +84,23 @@ def version_params(spec: ProgramSpec, partition: str, dataset_hash: str, compile
     return {key: _param(value) for key, value in params.items()}
 
 
-def version_metrics(comparison: dict[str, Any]) -> dict[str, float]:
-    """Held-out scores as metrics: means in [0, 1], the relative gain and its bootstrap bounds (deltaPpm / 10^6)."""
+def version_metrics(comparison: dict[str, Any], compiled: dict[str, Any] | None = None) -> dict[str, float]:
+    """Held-out scores as metrics: means in [0, 1], the relative gain and its bootstrap bounds (deltaPpm / 10^6);
+    with ``compiled``, every portfolio candidate's dev score and LM calls (``dev_score.<optimizer>``)."""
+    portfolio: dict[str, float] = {}
+    for candidate in (compiled or {}).get("candidates") or []:
+        if candidate.get("dev_score") is not None:
+            portfolio[f"dev_score.{candidate['optimizer']}"] = float(candidate["dev_score"])
+        portfolio[f"dev_lm_calls.{candidate['optimizer']}"] = float(candidate.get("lm_calls") or 0)
     n = comparison["n"]
     if n <= 0:
-        return {}
+        return portfolio
     metrics = {"baseline_mean": _mean(comparison["baseline_sum"], n), "candidate_mean": _mean(comparison["candidate_sum"], n),
                "delta": float(Fraction(comparison["delta_ppm"], SCALE))}
     for key, name in (("ci_low_ppm", "delta_ci_low"), ("ci_high_ppm", "delta_ci_high")):
         if comparison.get(key) is not None:
             metrics[name] = float(Fraction(comparison[key], SCALE))
-    return metrics | {"eval_count": float(n), "deltaone": float(bool(comparison["deltaone"]))}
+    return metrics | {"eval_count": float(n), "deltaone": float(bool(comparison["deltaone"]))} | portfolio
 
 
 def version_description(spec: ProgramSpec, window: str, evaluation: dict[str, Any], run_id: str, settings: Settings) -> str:

@@ -88,6 +88,13 @@ def _input_text(inputs_json: str, fields: Sequence[str]) -> str:
     return " ".join(str(values.get(f, "")) for f in fields)
 
 
+def categorical(labels: Sequence[str | None]) -> bool:
+    """Whether a column of labels is a categorical label: 2 to ``MAX_CLASSES`` values, each seen at
+    least twice (free-text outputs are not)."""
+    counts = Counter(label for label in labels if label not in (None, ""))
+    return 2 <= len(counts) <= MAX_CLASSES and min(counts.values()) >= 2
+
+
 def check_labels(table: pl.DataFrame, spec: ProgramSpec) -> LabelCheck:
     """``table`` (a training table: ``inputs``, ``label``, ``trace_hash``) with the likely mislabeled rows marked."""
     unflagged = table.with_columns(*(pl.lit(None, t).alias(c) for c, t in ISSUE_COLUMNS.items()))
@@ -99,7 +106,7 @@ def check_labels(table: pl.DataFrame, spec: ProgramSpec) -> LabelCheck:
     counts = Counter(labeled["label"].to_list())
     if labeled.height < MIN_ROWS:
         return LabelCheck(unflagged, f"{labeled.height} labeled rows (needs {MIN_ROWS})", 0)
-    if not 2 <= len(counts) <= MAX_CLASSES or min(counts.values()) < 2:
+    if not categorical(labeled["label"].to_list()):
         return LabelCheck(unflagged, f"{len(counts)} label values: not a categorical label (2 to {MAX_CLASSES} values, each seen twice)", 0)
     classes = sorted(counts)
     rows = labeled.select("_row", "inputs", "label").to_dicts()

@@ -21,10 +21,20 @@ from teleprompt_assets.defs.optimize import compile_program
 from teleprompt_assets.defs.resources import TelepromptResource
 from teleprompt_assets.optimize import teleprompters
 from teleprompt_assets.training import datasets
-from teleprompt_assets_tests.conftest import REPO
+from teleprompt_assets_tests.conftest import REPO, project_config
 
 KEY = "2026-01-05|ticket_router"
 RETRIES = 2
+
+
+BOOTSTRAP = {"name": "BootstrapFewShot", "params": {"max_bootstrapped_demos": 4, "max_labeled_demos": 24}}
+
+
+@pytest.fixture(autouse=True)
+def bootstrap_config(tp_home, tmp_path):
+    """These failures are BootstrapFewShot's: the compile step runs that one teleprompter."""
+    with project_config(tmp_path, "ticket_router", optimizer=BOOTSTRAP) as path:
+        yield path
 
 
 def _training_set() -> ByPartition:
@@ -101,3 +111,21 @@ def test_a_transient_lm_failure_is_retried(tp_home, monkeypatch: pytest.MonkeyPa
     result = _run_compile()
     assert _attempts(result) == RETRIES + 1
     assert "LMRateLimitError: 429 from the provider (transient LM failure)" in _failure(result)
+
+
+def test_under_auto_a_candidate_that_cannot_be_built_is_recorded_and_the_others_compete(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setitem(teleprompters.OPTIMIZERS, "BootstrapFewShot", RefusesItsMetric)
+    with project_config(tmp_path, "ticket_router", optimizer={"name": "auto", "params": {"candidates": ["BootstrapFewShot", "KNNFewShot"]}}):
+        result = _run_compile()
+    assert result.success
+    compiled = result.output_for_node("compile_program")["value"]
+    notes = {c["optimizer"]: c["note"] for c in compiled["candidates"]}
+    assert notes["BootstrapFewShot"].startswith("failed: BootstrapFewShot could not compile") and "GEPA metric" in notes["BootstrapFewShot"]
+    assert notes["KNNFewShot"].startswith("chosen") and compiled["optimizer_chosen"]["name"] == "KNNFewShot"
+
+
+def test_under_auto_a_transient_lm_failure_still_fails_the_step_for_its_retry(tmp_path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setitem(teleprompters.OPTIMIZERS, "BootstrapFewShot", RateLimited)
+    with project_config(tmp_path, "ticket_router", optimizer={"name": "auto", "params": {"candidates": ["BootstrapFewShot", "KNNFewShot"]}}):
+        result = _run_compile()
+    assert _attempts(result) == RETRIES + 1 and "LMRateLimitError" in _failure(result)
