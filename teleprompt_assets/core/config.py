@@ -227,6 +227,51 @@ class LMConfig(BaseModel):
         return budget
 
 
+class ProgramTrust(BaseModel):
+    """A program's own app signers and labellers (unset: the ``trust`` section's)."""
+
+    model_config = ConfigDict(extra="forbid")
+    signers: list[str] | None = Field(default=None, min_length=1, description="EIP-55 addresses of the app keys whose signed traces this program accepts")
+    labellers: list[str] | None = Field(default=None, min_length=1, description="EIP-55 addresses whose signed labels count (unset: the signers)")
+
+    @field_validator("signers", "labellers")
+    @classmethod
+    def _checksummed(cls, addresses: list[str] | None) -> list[str] | None:
+        from teleprompt_assets.core.addresses import address_problem
+
+        for address in addresses or []:
+            if problem := address_problem(address):
+                raise ValueError(problem)
+        return addresses
+
+
+class TrustPolicy(BaseModel):
+    """One program's effective trust settings, as curation applies them (``curate/validation.py``)."""
+
+    model_config = ConfigDict(frozen=True)
+    signers: frozenset[str]
+    labellers: frozenset[str]
+    unsigned: Literal["quarantine", "accept"] = "quarantine"
+
+
+class TrustConfig(ProgramTrust):
+    """Who vouches for traces and labels (docs/security.md#identity): the serving app signs each trace's
+    contract fields, labellers sign labels, curation believes only registered keys. Without this
+    section the pipeline checks no signature and says so: identity then rests on write access to the
+    tracking store."""
+
+    signers: list[str] = Field(min_length=1, description="EIP-55 addresses of the app keys whose signed traces are accepted")
+    unsigned: Literal["quarantine", "accept"] = Field(
+        default="quarantine", description="traces without a signature: quarantine (reason unsigned), or accept on their tags as before signing (migrating an older store)")
+    programs: dict[str, ProgramTrust] = Field(default_factory=dict, description="per-program signers and labellers")
+
+    def policy(self, program: str) -> TrustPolicy:
+        """``program``'s signers and labellers: its own entry's, else the section's; labellers default to the signers."""
+        own = self.programs.get(program) or ProgramTrust()
+        signers = own.signers or self.signers
+        return TrustPolicy(signers=frozenset(signers), labellers=frozenset(own.labellers or self.labellers or signers), unsigned=self.unsigned)
+
+
 MAX_WINDOW_DAYS = 366
 EARLIEST_START = date(2000, 1, 1)
 LATEST_START = date.max - timedelta(days=MAX_WINDOW_DAYS + 1)  # a window and the day after it must still be dates
@@ -252,6 +297,7 @@ class ProjectConfig(BaseModel):
     automation: AutomationConfig = Field(default_factory=AutomationConfig, description="schedules, trigger conditions and alerts (docs/operations.md)")
     lm: LMConfig = Field(default_factory=LMConfig, description="concurrency, rate limits, retries, budget and answer cache of the LM calls (docs/hosted-lm.md)")
     programs: dict[str, ProgramConfig]
+    trust: TrustConfig | None = Field(default=None, description="app signers and labellers whose signatures curation requires (docs/security.md#identity); unset: none checked")
 
     @field_validator("start_date")
     @classmethod
@@ -259,3 +305,11 @@ class ProjectConfig(BaseModel):
         if problem := start_date_problem(start):
             raise ValueError(problem)
         return start
+
+    @field_validator("trust")
+    @classmethod
+    def _trusted_programs_exist(cls, trust: TrustConfig | None, info) -> TrustConfig | None:
+        unknown = sorted(set(trust.programs) - set(info.data.get("programs") or {})) if trust else []
+        if unknown:
+            raise ValueError(f"programs.{unknown[0]}: not a program of this config")
+        return trust

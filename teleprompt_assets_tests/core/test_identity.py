@@ -1,0 +1,126 @@
+"""What the app and its labellers sign (issue 25, item 1): the encoding is one-to-one, a changed field
+never recovers the signer, the tag parser takes only what the signer writes, keys never show."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from eth_account import Account
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from teleprompt_assets.core import identity
+from teleprompt_assets.core.identity import LabelClaim, TraceClaim
+
+KEY = "0x4c0883a69102937d6231471b5dbb6204fe5129617082792ae468d01a3b362318"
+SIGNER = identity.Signer(Account.from_key(KEY).address, "test", bytes.fromhex(KEY[2:]))
+ADDRESS = "0xA2DFbbE547B9fe2Eb36D63B62AE89F1b950f0dD8"
+
+hashes = st.binary(min_size=32, max_size=32).map(lambda b: "0x" + b.hex())
+claims = st.builds(TraceClaim, trace_id=st.text(max_size=40), program=st.text(max_size=20), contributor=st.text(max_size=44),
+                   start_ms=st.integers(0, 2**64 - 1), inputs_hash=hashes, outputs_hash=hashes)
+json_values = st.recursive(st.none() | st.booleans() | st.integers(-(2**70), 2**70) | st.floats(allow_nan=True, allow_infinity=True) | st.text(max_size=8),
+                           lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3), max_leaves=8)
+
+
+def test_the_demo_address_is_the_demo_keys():
+    assert Account.from_key(identity.DEMO_APP_KEY).address == identity.DEMO_APP_ADDRESS
+
+
+@settings(max_examples=200, deadline=None)
+@given(claims, claims)
+def test_distinct_claims_have_distinct_digests(a, b):
+    """EIP-712 hashes each string and fixes each field's place: no two claims share what is signed."""
+    assert (identity.claim_digest(a) == identity.claim_digest(b)) == (a == b)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(claims, st.sampled_from(["trace_id", "program", "contributor", "start_ms", "inputs_hash", "outputs_hash"]), st.data())
+def test_the_tag_round_trips_and_any_changed_field_recovers_another_address(claim, name, data):
+    parsed, signature = identity.parse_claim(identity.claim_tag(claim, SIGNER))
+    assert parsed == claim and identity.claim_signer(parsed, signature) == SIGNER.address
+    value = getattr(claim, name)
+    other = data.draw((hashes if name.endswith("hash") else st.integers(0, 2**64 - 1) if name == "start_ms" else st.text(max_size=40)).filter(lambda v: v != value))
+    changed = TraceClaim(**{**claim.__dict__, name: other})
+    try:
+        assert identity.claim_signer(changed, signature) != SIGNER.address
+    except identity.BadSignature:
+        pass  # no address at all is as good
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.text(max_size=600), st.builds(json.dumps, json_values), st.builds(lambda d: json.dumps(d), st.dictionaries(
+    st.sampled_from(["v", "trace_id", "program", "contributor", "start_ms", "inputs", "outputs", "signature", "extra"]), json_values, max_size=9))))
+def test_the_tag_parser_refuses_anything_else_in_one_exception(text):
+    try:
+        claim, signature = identity.parse_claim(text)
+    except identity.BadSignature:
+        return
+    assert isinstance(claim.start_ms, int) and signature.startswith("0x") and len(signature) == 132
+
+
+def test_a_tag_too_long_or_too_deep_is_refused_without_parsing():
+    with pytest.raises(identity.BadSignature, match="4,096"):
+        identity.parse_claim(" " * 5000)
+    with pytest.raises(identity.BadSignature, match="not JSON"):
+        identity.parse_claim("[" * 2000 + "]" * 2000)
+
+
+@settings(max_examples=300, deadline=None)
+@given(json_values, json_values)
+def test_label_values_sign_alike_only_when_equal_as_the_store_returns_them(a, b):
+    """1 and 1.0 are one value (an MLflow server returns 1 as 1.0); 1 and true, "1" and 1 never are."""
+    def same(x, y) -> bool:
+        if isinstance(x, bool) or isinstance(y, bool):
+            return type(x) is type(y) and x == y
+        if isinstance(x, (int, float)) and isinstance(y, (int, float)):
+            exact = lambda v: v if isinstance(v, int) or not v.is_integer() or abs(v) > 2**53 else int(v)  # noqa: E731
+            return (math.isnan(x) and math.isnan(y)) if isinstance(x, float) and math.isnan(x) else type(exact(x)) is type(exact(y)) and exact(x) == exact(y)
+        if isinstance(x, list) and isinstance(y, list):
+            return len(x) == len(y) and all(same(p, q) for p, q in zip(x, y))
+        if isinstance(x, dict) and isinstance(y, dict):
+            return x.keys() == y.keys() and all(same(x[k], y[k]) for k in x)
+        return type(x) is type(y) and x == y
+
+    assert (identity.label_value(a) == identity.label_value(b)) == same(a, b)
+
+
+def test_a_label_is_bound_to_its_trace_kind_name_value_and_time():
+    label = LabelClaim("tr-1", "expectation", "queue", identity.label_value("billing"), 1_000)
+    metadata = identity.sign_label(label, SIGNER)
+    assert identity.label_signer(label, metadata[identity.LABEL_SIGNATURE]) == SIGNER.address
+    assert metadata[identity.LABEL_TIME] == "1000"
+    for changed in (LabelClaim("tr-2", "expectation", "queue", label.value, 1_000), LabelClaim("tr-1", "feedback", "queue", label.value, 1_000),
+                    LabelClaim("tr-1", "expectation", "queues", label.value, 1_000), LabelClaim("tr-1", "expectation", "queue", '"sales"', 1_000),
+                    LabelClaim("tr-1", "expectation", "queue", label.value, 1_001)):
+        assert identity.label_signer(changed, metadata[identity.LABEL_SIGNATURE]) != SIGNER.address
+    with pytest.raises(identity.BadSignature):
+        identity.label_signer(label, "0x1234")
+    assert identity.signed_time("1000") == 1000 and identity.signed_time("-1") is None and identity.signed_time("１０") is None
+
+
+def test_keys_come_from_the_environment_or_a_keystore_and_never_show(monkeypatch, tmp_path, caplog):
+    for var in (identity.APP_KEY_ENV, identity.APP_KEYSTORE_ENV, identity.LABELLER_KEY_ENV, identity.LABELLER_KEYSTORE_ENV):
+        monkeypatch.delenv(var, raising=False)
+    assert identity.app_signer().is_demo and identity.labeller_signer().is_demo
+    monkeypatch.setenv(identity.APP_KEY_ENV, KEY)
+    assert identity.app_signer().address == SIGNER.address == identity.labeller_signer().address
+    assert KEY[2:] not in repr(identity.app_signer()) and KEY[2:] not in caplog.text
+    monkeypatch.setenv(identity.APP_KEY_ENV, "0xnot-a-key-" + KEY[14:])
+    with pytest.raises(identity.AppKeyError) as raised:
+        identity.app_signer()
+    assert KEY[14:] not in str(raised.value) and identity.APP_KEY_ENV in str(raised.value)
+    monkeypatch.delenv(identity.APP_KEY_ENV)
+    keystore = tmp_path / "app.json"
+    keystore.write_text(json.dumps(Account.encrypt(KEY, "s3cret", kdf="pbkdf2", iterations=1000)))
+    monkeypatch.setenv(identity.APP_KEYSTORE_ENV, str(keystore))
+    monkeypatch.setenv(identity.APP_PASSWORD_ENV, "s3cret")
+    assert identity.app_signer().address == SIGNER.address
+    labeller = "0x" + "11" * 32
+    monkeypatch.setenv(identity.LABELLER_KEY_ENV, labeller)
+    assert identity.labeller_signer().address == Account.from_key(labeller).address != identity.app_signer().address
+    monkeypatch.setenv(identity.APP_PASSWORD_ENV, "wrong")
+    with pytest.raises(identity.AppKeyError, match="cannot decrypt"):
+        identity.app_signer()
