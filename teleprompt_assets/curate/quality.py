@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 import polars as pl
 
-from teleprompt_assets.core.config import QualityConfig, SamplingConfig
+from teleprompt_assets.core.config import QualityConfig, SamplingConfig, TrustPolicy
 from teleprompt_assets.core.spec import ProgramSpec
 from teleprompt_assets.curate import validation
 
@@ -47,6 +47,7 @@ class Curation:
     accepted: pl.DataFrame
     quarantined: pl.DataFrame
     reasons: dict[str, int] = field(default_factory=dict)
+    identity: dict[str, int] = field(default_factory=dict)  # validation.check's counts: signed, retagged, labels ignored...
 
     @property
     def read(self) -> int:
@@ -57,7 +58,13 @@ def _quarantine(frame: pl.DataFrame, mask: pl.Expr, reason: str, detail: pl.Expr
     """Split off the rows where ``mask`` holds, with ``reason`` and ``detail`` (evaluated on the whole frame)."""
     flagged = frame.with_columns(mask.fill_null(False).alias("_bad"), (pl.lit(detail) if isinstance(detail, str) else detail).cast(pl.String).alias("_detail"))
     bad = flagged.filter(pl.col("_bad")).with_columns(pl.lit(reason).alias("reason"), pl.col("_detail").alias("detail"))
-    return flagged.filter(~pl.col("_bad")).drop("_bad", "_detail"), bad.select(list(validation.QUARANTINE_SCHEMA))
+    return flagged.filter(~pl.col("_bad")).drop("_bad", "_detail"), _quarantine_columns(bad)
+
+
+def _quarantine_columns(frame: pl.DataFrame) -> pl.DataFrame:
+    """``frame`` in the quarantine table's columns; the signature evidence, which accepted rows no
+    longer carry (validation folded it into their columns), is empty for rows a quality rule sets aside."""
+    return frame.select([pl.col(c) if c in frame.columns else pl.lit(None, t).alias(c) for c, t in validation.QUARANTINE_SCHEMA.items()])
 
 
 def _scores(feedback: pl.Series, config: QualityConfig) -> tuple[pl.DataFrame, list[str]]:
@@ -104,7 +111,7 @@ def _share_cap(counts: list[int], share: float) -> int | None:
 
 def _cap(frame: pl.DataFrame, by: str, share: float | None, reason: str) -> tuple[pl.DataFrame, pl.DataFrame]:
     if share is None or share >= 1 or frame.is_empty():
-        return frame, frame.head(0).with_columns(pl.lit(None, pl.String).alias("reason"), pl.lit(None, pl.String).alias("detail")).select(list(validation.QUARANTINE_SCHEMA))
+        return frame, _quarantine_columns(frame.head(0).with_columns(pl.lit(None, pl.String).alias("reason"), pl.lit(None, pl.String).alias("detail")))
     counts = frame.group_by(by).len()["len"].to_list()
     k = _share_cap(counts, share)
     if k is None or k >= max(counts):
@@ -114,10 +121,15 @@ def _cap(frame: pl.DataFrame, by: str, share: float | None, reason: str) -> tupl
     return kept.drop("_rank"), bad
 
 
-def curate(raw: pl.DataFrame, spec: ProgramSpec, config: QualityConfig | None = None, *, now_ms: int) -> Curation:
-    """Contract + quality rules: (accepted, quarantined) with ``read == accepted + quarantined``."""
+def curate(raw: pl.DataFrame, spec: ProgramSpec, config: QualityConfig | None = None, *, now_ms: int, trust: TrustPolicy | None = None) -> Curation:
+    """Contract + quality rules: (accepted, quarantined) with ``read == accepted + quarantined``.
+
+    ``trust``: the program's signers and labellers (``trust:`` in teleprompt.yaml); the quality rules
+    then run on what the signatures vouch for, so "first submitter" is the earliest signed start.
+    """
     config = config or QualityConfig()
-    accepted, contract_bad = validation.validate(raw, spec, now_ms, score_ranges=config.score_ranges, max_payload_chars=config.max_payload_chars)
+    checked = validation.check(raw, spec, now_ms, trust=trust, score_ranges=config.score_ranges, max_payload_chars=config.max_payload_chars)
+    accepted, contract_bad = checked.accepted, checked.quarantined
     rejected = [contract_bad]
     table, names = _scores(accepted["feedback"], config)
     frame = accepted.join(table, on="feedback", how="left", maintain_order="left")
@@ -184,7 +196,7 @@ def curate(raw: pl.DataFrame, spec: ProgramSpec, config: QualityConfig | None = 
     accepted = frame.select(list(ACCEPTED_SCHEMA))
     quarantined = pl.concat(rejected, how="vertical").sort("timestamp_ms", "trace_id", nulls_last=True)
     reasons = dict(quarantined.group_by("reason").len().sort("reason").iter_rows()) if quarantined.height else {}
-    return Curation(accepted, quarantined, reasons)
+    return Curation(accepted, quarantined, reasons, checked.identity)
 
 
 # --- sampling the training set (pure functions of the table and their parameters) -----------------
@@ -241,6 +253,8 @@ class CuratedDay:
     raw: pl.DataFrame
     accepted: pl.DataFrame
     quarantined: pl.DataFrame
+    identity: dict[str, int] = field(default_factory=dict)
+    trust: str = field(default_factory=lambda: validation.identity_statement(None))
 
     @property
     def rate(self) -> float:
@@ -260,6 +274,7 @@ class CuratedDay:
         return dict(q.group_by("reason").len().sort("reason").iter_rows()) if q.height else {}
 
 
-def curate_day(raw: pl.DataFrame, spec: ProgramSpec, config: QualityConfig, *, now_ms: int) -> CuratedDay:
-    result = curate(raw, spec, config, now_ms=now_ms)
-    return CuratedDay(raw, result.accepted, result.quarantined)
+def curate_day(raw: pl.DataFrame, spec: ProgramSpec, config: QualityConfig, *, now_ms: int, trust: TrustPolicy | None = None) -> CuratedDay:
+    """One day curated, with what its identity rests on (``trust``: one line) and its identity counts."""
+    result = curate(raw, spec, config, now_ms=now_ms, trust=trust)
+    return CuratedDay(raw, result.accepted, result.quarantined, result.identity, validation.identity_statement(trust))

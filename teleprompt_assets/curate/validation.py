@@ -6,13 +6,20 @@ quarantined row with a reason code from ``REASONS``; the two always add up to wh
 Canonical trace content (the leaf of the attestation's dataRoot): the JSON object with keys
 ``trace_id, program, contributor, timestamp_ms, inputs, outputs, feedback, expectations``,
 serialized with sorted keys, no whitespace, UTF-8, no NaN; ``trace_hash`` is its keccak256.
+
+Identity (docs/security.md#identity): with a ``trust:`` policy, a trace counts only when a registered
+app key signed it (``core/identity.py``), and its program, contributor and start time are the signed
+ones, whatever the tags say now; its feedback and expectations are the latest labels signed by a
+registered labeller. Without a policy the tags and the latest valid labels are taken as read.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -20,16 +27,19 @@ import polars as pl
 from Crypto.Hash import keccak as _Keccak
 from eth_utils import is_address, is_checksum_address, keccak
 
+from teleprompt_assets.core import identity
 from teleprompt_assets.core.addresses import address_problem, reserved_address_problem
-from teleprompt_assets.core.config import MAX_PAYLOAD_CHARS
-from teleprompt_assets.core.encoding import canonical_bytes
-from teleprompt_assets.ingest.traces import RAW_SCHEMA
-from teleprompt_assets.ingest.tracing import CONTRIBUTOR_TAG, PROGRAM_TAG
+from teleprompt_assets.core.config import MAX_PAYLOAD_CHARS, TrustPolicy
+from teleprompt_assets.core.encoding import JsonTooDeep, canonical_bytes, loads_bounded
+from teleprompt_assets.ingest.traces import IDENTITY_COLUMNS, MAX_PAYLOAD_DEPTH, RAW_SCHEMA
+from teleprompt_assets.ingest.tracing import CONTRIBUTOR_TAG, PROGRAM_TAG, SIGNATURE_TAG
 
 if TYPE_CHECKING:
     from teleprompt_assets.core.spec import ProgramSpec
 
-CURATED_SCHEMA: dict[str, pl.DataType] = {**RAW_SCHEMA, "trace_hash": pl.String}
+CURATED_SCHEMA: dict[str, pl.DataType] = {**{k: v for k, v in RAW_SCHEMA.items() if k not in IDENTITY_COLUMNS}, "trace_hash": pl.String}
+"""Accepted rows: the raw columns but the signature evidence (checked, and folded into program,
+contributor, timestamp, feedback and expectations), plus ``trace_hash``."""
 QUARANTINE_SCHEMA: dict[str, pl.DataType] = {**RAW_SCHEMA, "reason": pl.String, "detail": pl.String}
 
 def canonical_json(row: Mapping[str, Any]) -> bytes:
@@ -53,6 +63,9 @@ def trace_hash(row: Mapping[str, Any]) -> str:
 REASONS: dict[str, str] = {
     "duplicate_trace_id": "the trace id was already read in this partition (the earliest row is kept)",
     "trace_error": "the trace did not finish OK",
+    "unsigned": f"no {SIGNATURE_TAG} tag while trust.unsigned is quarantine: no registered app vouches for the trace",
+    "bad_signature": "the signature tag is malformed or unrecoverable, was copied from another trace, or the payload differs from what was signed",
+    "unknown_signer": "the signature recovers to an address that is not a registered app signer (another key, or fields changed after signing)",
     "missing_program": f"no {PROGRAM_TAG} tag",
     "program_mismatch": "tagged for another (or an unknown) program",
     "missing_contributor": f"no {CONTRIBUTOR_TAG} tag",
@@ -63,6 +76,7 @@ REASONS: dict[str, str] = {
     "unreadable_payload": "the spans could not be read from MLflow",
     "malformed_payload": "inputs, outputs or assessments are not (complete) JSON",
     "payload_too_large": "inputs + outputs exceed the size limit",
+    "payload_too_deep": f"inputs or outputs are nested deeper than {MAX_PAYLOAD_DEPTH} levels",
     "invalid_unicode": "the payload holds text that is not valid Unicode (lone surrogates)",
     "missing_inputs": "a required input field of the program's signature is missing or empty",
     "missing_outputs": "a required output field of the program's signature is missing or empty",
@@ -73,7 +87,7 @@ REASONS: dict[str, str] = {
 
 
 def _loads(text: str | None) -> Any:
-    return None if text is None else json.loads(text)
+    return None if text is None else loads_bounded(text, max_depth=MAX_PAYLOAD_DEPTH)
 
 
 @lru_cache(maxsize=65_536)
@@ -96,8 +110,11 @@ def _bad_score(value: Any, bounds: tuple[float, float]) -> bool:
 
 
 def _check(row: Mapping[str, Any], spec: ProgramSpec, now_ms: int, ranges: Mapping[str, tuple[float, float]],
-           max_chars: int) -> tuple[str, str] | bytes:
-    """The first contract violation of a row as (reason code, human detail), else its canonical JSON."""
+           max_chars: int, signed: tuple[str, str] | None = None) -> tuple[str, str] | bytes:
+    """The first contract violation of a row as (reason code, human detail), else its canonical JSON.
+
+    ``signed``: the (inputs, outputs) payload hashes the app signed, checked against the payloads last.
+    """
     if row["state"] != "OK":
         return "trace_error", f"trace state is {row['state']}"
     if not row["program"]:
@@ -118,7 +135,9 @@ def _check(row: Mapping[str, Any], spec: ProgramSpec, now_ms: int, ranges: Mappi
         inputs = _loads(row["inputs"])
         outputs = None if row["outputs"] is None else _cached_loads(row["outputs"])
         feedback, expectations = _cached_loads(row["feedback"] or "{}"), _cached_loads(row["expectations"] or "{}")
-    except (json.JSONDecodeError, TypeError) as exc:
+    except JsonTooDeep:
+        return "payload_too_deep", f"inputs, outputs or assessments nested deeper than {MAX_PAYLOAD_DEPTH} levels"
+    except (ValueError, TypeError) as exc:
         return "malformed_payload", f"not JSON: {exc}"
     if not isinstance(feedback, dict) or not isinstance(expectations, dict):
         return "malformed_payload", "feedback and expectations must be JSON objects"
@@ -138,18 +157,24 @@ def _check(row: Mapping[str, Any], spec: ProgramSpec, now_ms: int, ranges: Mappi
     if metric.kind == "outcome_model" and feedback.get(metric.outcome) is None:
         return "missing_outcome", f"no {metric.outcome!r} feedback; the outcome model learns from it"
     try:
+        inputs_c, outputs_c = canonical_bytes(inputs), _cached_canon(row["outputs"])
         # Same bytes as canonical_bytes(content) (top-level keys in sorted order), with the repeated
         # parts (outputs, feedback, expectations) serialized once per distinct value.
-        return b"".join((
+        content = b"".join((
             b'{"contributor":', _canon_tag(row["contributor"]), b',"expectations":', _cached_canon(row["expectations"] or "{}"),
-            b',"feedback":', _cached_canon(row["feedback"] or "{}"), b',"inputs":', canonical_bytes(inputs),
-            b',"outputs":', _cached_canon(row["outputs"]), b',"program":', _canon_tag(row["program"]),
+            b',"feedback":', _cached_canon(row["feedback"] or "{}"), b',"inputs":', inputs_c,
+            b',"outputs":', outputs_c, b',"program":', _canon_tag(row["program"]),
             b',"timestamp_ms":', b"%d" % row["timestamp_ms"], b',"trace_id":', _encode_string(row["trace_id"]).encode("utf-8"), b"}",
         ))
     except UnicodeEncodeError as exc:
         return "invalid_unicode", f"cannot encode as UTF-8: {exc.reason} at {exc.start}"
     except ValueError as exc:
         return "malformed_payload", f"not canonical JSON: {exc}"
+    if signed is not None:
+        hashes = ("0x" + _keccak256(inputs_c), "0x" + _keccak256(outputs_c))
+        if hashes != signed:
+            return "bad_signature", f"the {'inputs' if hashes[0] != signed[0] else 'outputs'} differ from what the app signed"
+    return content
 
 
 _encode_string = json.encoder.encode_basestring  # a JSON string literal, non-ASCII kept (as ensure_ascii=False)
@@ -160,12 +185,12 @@ _canon_tag = lru_cache(maxsize=65_536)(canonical_bytes)
 
 @lru_cache(maxsize=65_536)
 def _cached_loads(text: str) -> Any:
-    return json.loads(text)
+    return loads_bounded(text, max_depth=MAX_PAYLOAD_DEPTH)
 
 
 @lru_cache(maxsize=65_536)
 def _cached_canon(text: str) -> bytes:
-    return canonical_bytes(json.loads(text))
+    return canonical_bytes(_cached_loads(text))
 
 
 try:  # safe-pysha3's C keccak is ~4x faster than pycryptodome's for trace-sized inputs
@@ -178,22 +203,142 @@ except ImportError:  # pragma: no cover - the dependency is declared; this keeps
         return _Keccak.new(data=data, digest_bits=256).hexdigest()
 
 
-def validate(raw: pl.DataFrame, spec: ProgramSpec, now_ms: int, *, score_ranges: Mapping[str, tuple[float, float]] | None = None,
-             max_payload_chars: int = MAX_PAYLOAD_CHARS) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """Split raw rows into (curated, quarantine). ``len(curated) + len(quarantine) == len(raw)``.
+# --- identity: who vouches for the trace and its labels (docs/security.md#identity) ------------------
 
-    Feedback values must be booleans or finite numbers within ``score_ranges[name]`` (default [0, 1]).
-    Curated rows gain ``trace_hash``; quarantined rows keep every raw column plus ``reason``/``detail``.
+@dataclass
+class Vouched:
+    """A raw row as its signatures vouch for it, or why they do not."""
+
+    row: dict[str, Any]
+    problem: tuple[str, str] | None = None
+    signed: tuple[str, str] | None = None  # the payload hashes the app signed
+
+
+def _labels(logged: list[Any], trace_id: str, labellers: frozenset[str], notes: Counter[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Feedback and expectations from the labels a registered labeller signed for this trace: per
+    name the one signed last (ties: the larger signature, any fixed rule will do). MLflow's own
+    ``valid`` flag is not consulted: whoever can write the store can override an assessment."""
+    latest: dict[tuple[str, str], tuple[int, str, Any]] = {}
+    for item in logged:
+        if not isinstance(item, dict) or item.get("kind") not in ("feedback", "expectation") or not isinstance(item.get("name"), str):
+            notes["labels_unauthorised"] += 1
+            continue
+        if not item.get("signature"):
+            notes["labels_unsigned"] += 1
+            continue
+        time_ms = identity.signed_time(item.get("signed_ms"))
+        try:
+            if time_ms is None:
+                raise identity.BadSignature("no signed time")
+            label = identity.LabelClaim(trace_id, item["kind"], item["name"], identity.label_value(item.get("value")), time_ms)
+            signer = identity.label_signer(label, item["signature"], labellers)
+        except (identity.BadSignature, ValueError, TypeError):
+            signer = None
+        if signer not in labellers:
+            notes["labels_unauthorised"] += 1
+            continue
+        notes["labels_counted"] += 1
+        key = (item["kind"], item["name"])
+        if key not in latest or (time_ms, item["signature"]) > latest[key][:2]:
+            latest[key] = (time_ms, item["signature"], item.get("value"))
+    feedback = {name: v[2] for (kind, name), v in sorted(latest.items()) if kind == "feedback"}
+    expectations = {name: v[2] for (kind, name), v in sorted(latest.items()) if kind == "expectation"}
+    return feedback, expectations
+
+
+def _signed_claim(row: Mapping[str, Any], policy: TrustPolicy) -> tuple[str, str] | identity.TraceClaim | None:
+    """The trace's claim when a registered app key signed it for this trace; None for an unsigned trace
+    the policy accepts; else the identity reason (code, detail) it is quarantined for."""
+    text = row.get("claim")
+    if not text:
+        return None if policy.unsigned == "accept" else ("unsigned", f"no {SIGNATURE_TAG} tag: no registered app vouches for this trace")
+    try:
+        claim, signature = identity.parse_claim(text)
+        signer = identity.claim_signer(claim, signature, policy.signers)
+    except identity.BadSignature as exc:
+        return "bad_signature", str(exc)
+    if claim.trace_id != row["trace_id"]:
+        return "bad_signature", f"signed for trace {claim.trace_id[:80]!r}, not this one: a copied signature"
+    if signer not in policy.signers:
+        return "unknown_signer", f"recovers to {signer}, not a registered app signer (another key, or fields changed after signing)"
+    return claim
+
+
+def vouch(row: dict[str, Any], policy: TrustPolicy, notes: Counter[str]) -> Vouched:
+    """``row`` with the program, contributor and start time its app signed and the labels its
+    labellers signed, or the identity reason it is quarantined for. ``notes`` counts what was
+    believed, ignored or found changed (the day's ``identity`` metadata)."""
+    claim = _signed_claim(row, policy)
+    if claim is None:
+        notes["unsigned_accepted"] += 1
+        return Vouched(row)
+    if isinstance(claim, tuple):
+        return Vouched(row, claim)
+    notes["signed"] += 1
+    if (row["program"], row["contributor"]) != (claim.program, claim.contributor):
+        notes["retagged"] += 1
+    if row["timestamp_ms"] != claim.start_ms:
+        notes["time_moved"] += 1
+    try:
+        logged = loads_bounded(row.get("assessments") or "[]", max_depth=MAX_PAYLOAD_DEPTH)
+    except ValueError:
+        return Vouched(row, _unreadable_labels())
+    feedback, expectations = _labels(logged if isinstance(logged, list) else [None], claim.trace_id, policy.labellers, notes)
+    vouched = row | {"program": claim.program, "contributor": claim.contributor, "timestamp_ms": claim.start_ms,
+                     "feedback": _RAW_JSON.encode(feedback), "expectations": _RAW_JSON.encode(expectations)}
+    return Vouched(vouched, signed=(claim.inputs_hash, claim.outputs_hash))
+
+
+def _unreadable_labels() -> tuple[str, str]:
+    return "malformed_payload", "the assessments are not readable JSON"
+
+
+_RAW_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=str)  # as ingest writes them
+
+
+def identity_statement(policy: TrustPolicy | None) -> str:
+    """One line for a run's metadata: what the day's contributors, times and labels rest on."""
+    if policy is None:
+        return ("unverified: no trust section in teleprompt.yaml, so contributor tags, start times and labels rest on write access "
+                "to the tracking store (docs/security.md#identity)")
+    demo = " - includes the public DEMO app key, which anyone can sign with: for demos and tests only" if identity.DEMO_APP_ADDRESS in policy.signers | policy.labellers else ""
+    return (f"verified: traces signed by {len(policy.signers)} registered app key(s), labels by {len(policy.labellers)} labeller key(s), "
+            f"unsigned traces {'quarantined' if policy.unsigned == 'quarantine' else 'accepted on their tags'}{demo}")
+
+
+@dataclass
+class Checked:
+    """What :func:`check` found: accepted and quarantined rows, and the identity counts of the day."""
+
+    accepted: pl.DataFrame
+    quarantined: pl.DataFrame
+    identity: dict[str, int] = field(default_factory=dict)
+
+
+def check(raw: pl.DataFrame, spec: ProgramSpec, now_ms: int, *, trust: TrustPolicy | None = None,
+          score_ranges: Mapping[str, tuple[float, float]] | None = None, max_payload_chars: int = MAX_PAYLOAD_CHARS) -> Checked:
+    """Split raw rows into accepted and quarantined ones. ``len(accepted) + len(quarantined) == len(raw)``.
+
+    With ``trust``, each trace is first vouched for (:func:`vouch`): rows are then ordered, deduplicated
+    and checked on the signed program, contributor, start time and labels. Feedback values must be
+    booleans or finite numbers within ``score_ranges[name]`` (default [0, 1]). Accepted rows gain
+    ``trace_hash``; quarantined rows keep every raw column plus ``reason``/``detail``.
     """
     ranges = dict(score_ranges or {})
     raw = raw.select([pl.col(c).cast(t) if c in raw.columns else pl.lit(None, t).alias(c) for c, t in RAW_SCHEMA.items()])
-    raw = raw.sort("timestamp_ms", "trace_id", nulls_last=True, maintain_order=True)
+    notes: Counter[str] = Counter()
+    vouched: list[Vouched] = []
+    if trust is not None:
+        vouched = [vouch(row, trust, notes) if row["state"] == "OK" else Vouched(row) for row in raw.iter_rows(named=True)]
+        raw = pl.DataFrame([v.row for v in vouched], schema=RAW_SCHEMA, orient="row") if vouched else raw
+    raw = raw.with_row_index("_i").sort("timestamp_ms", "trace_id", nulls_last=True, maintain_order=True)
     first = raw.select(pl.col("trace_id").is_first_distinct()).to_series().to_list()
     reasons: list[str | None] = []
     details: list[str | None] = []
     hashes: list[str | None] = []
     for row, is_first in zip(raw.iter_rows(named=True), first, strict=True):
-        result = _check(row, spec, now_ms, ranges, max_payload_chars) if is_first else ("duplicate_trace_id", "trace id already read in this partition")
+        own = vouched[row["_i"]] if vouched else Vouched(row)
+        result = (own.problem or _check(row, spec, now_ms, ranges, max_payload_chars, own.signed)) if is_first else ("duplicate_trace_id", "trace id already read in this partition")
         if isinstance(result, bytes):
             reasons.append(None), details.append(None), hashes.append("0x" + _keccak256(result))
         else:
@@ -201,4 +346,11 @@ def validate(raw: pl.DataFrame, spec: ProgramSpec, now_ms: int, *, score_ranges:
     marked = raw.with_columns(pl.Series("reason", reasons, pl.String), pl.Series("detail", details, pl.String), pl.Series("trace_hash", hashes, pl.String))
     accepted = marked.filter(pl.col("reason").is_null()).select(list(CURATED_SCHEMA))
     rejected = marked.filter(pl.col("reason").is_not_null()).select(list(QUARANTINE_SCHEMA))
-    return accepted, rejected
+    return Checked(accepted, rejected, dict(sorted(notes.items())))
+
+
+def validate(raw: pl.DataFrame, spec: ProgramSpec, now_ms: int, *, trust: TrustPolicy | None = None,
+             score_ranges: Mapping[str, tuple[float, float]] | None = None, max_payload_chars: int = MAX_PAYLOAD_CHARS) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """:func:`check`'s (accepted, quarantined)."""
+    checked = check(raw, spec, now_ms, trust=trust, score_ranges=score_ranges, max_payload_chars=max_payload_chars)
+    return checked.accepted, checked.quarantined

@@ -41,13 +41,17 @@ def build_curate(partitions: dg.PartitionsDefinition, group: str) -> dg.AssetsDe
 
 
 def curate_target(teleprompt: TelepromptResource, t: Target, raw) -> CuratedDay:
-    return curate_day(raw, teleprompt.spec(t.program), teleprompt.project().quality, now_ms=int(time.time() * 1000))
+    project = teleprompt.project()
+    trust = project.trust.policy(t.program) if project.trust else None
+    return curate_day(raw, teleprompt.spec(t.program), project.quality, now_ms=int(time.time() * 1000), trust=trust)
 
 
 def curated_metadata(day: CuratedDay, program: str) -> dict:
-    """Also keyed by program, so the UI plots one series per program rather than one line through all."""
+    """Also keyed by program, so the UI plots one series per program rather than one line through all.
+    ``identity`` says what contributors, times and labels rest on (signatures, or store write access)."""
     return {"accepted": day.accepted.height, "quarantine_rate": day.rate, "contributors": day.accepted["contributor"].n_unique(),
-            f"{program}.accepted": day.accepted.height, f"{program}.quarantine_rate": day.rate}
+            f"{program}.accepted": day.accepted.height, f"{program}.quarantine_rate": day.rate,
+            "identity": day.trust, "identity_counts": dg.MetadataValue.json(day.identity)}
 
 
 def quarantined_metadata(day: CuratedDay, program: str) -> dict:

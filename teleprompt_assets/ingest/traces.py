@@ -22,8 +22,11 @@ from typing import Any
 import polars as pl
 from mlflow import MlflowClient
 from mlflow.entities import Trace, TraceInfo
+from mlflow.tracing.constant import SpanAttributeKey
 
-from teleprompt_assets.ingest.tracing import CONTRIBUTOR_TAG, PROGRAM_TAG
+from teleprompt_assets.core import identity
+from teleprompt_assets.core.encoding import MAX_JSON_DEPTH, JsonTooDeep, loads_bounded
+from teleprompt_assets.ingest.tracing import CONTRIBUTOR_TAG, PROGRAM_TAG, SIGNATURE_TAG
 
 RAW_SCHEMA: dict[str, pl.DataType] = {
     "trace_id": pl.String,
@@ -38,12 +41,22 @@ RAW_SCHEMA: dict[str, pl.DataType] = {
     "expectations": pl.String,
     "source": pl.String,
     "payload_from": pl.String,
+    "claim": pl.String,
+    "assessments": pl.String,
 }
-"""One row per trace. ``inputs``/``outputs`` are the root span's full payloads as JSON text;
-``feedback`` maps each outcome metric to its latest valid value; ``expectations`` likewise;
-``source`` holds MLflow's source metadata (``mlflow.source.*``, ``mlflow.user``, trace size) as
-JSON; ``payload_from`` says whether the payloads came from the trace preview (complete, not cut)
-or from the spans."""
+"""One row per trace. ``inputs``/``outputs`` are the root span's full payloads as JSON text (a
+payload nested deeper than ``MAX_PAYLOAD_DEPTH`` is kept as stored, unparsed, for curation to
+quarantine); ``feedback`` maps each outcome metric to its latest valid value, whoever wrote it;
+``expectations`` likewise; ``source`` holds MLflow's source metadata (``mlflow.source.*``,
+``mlflow.user``, trace size) as JSON; ``payload_from`` says whether the payloads came from the trace
+preview (complete, not cut) or from the spans. ``claim`` is the app's ``teleprompt.signature`` tag as
+stored and ``assessments`` every feedback and expectation with its labeller signature (JSON list):
+curation checks both against ``trust:`` (``curate/validation.py``), ingestion judges nothing."""
+IDENTITY_COLUMNS = ("claim", "assessments")
+MAX_PAYLOAD_DEPTH = MAX_JSON_DEPTH
+"""Deepest nesting of a root span's inputs or outputs that is parsed. With py_ecc's recursion limit
+(eth-account imports it) the C JSON parser overflows the stack on ~100k-deep text (SIGSEGV, the
+whole step); depth is measured first, without recursion (``core.encoding.json_depth``)."""
 PAGE_SIZE = 500
 PREVIEW_LIMIT = 1000  # MLflow OSS cuts request/response previews longer than this to 997 chars + "..."
 METADATA_INPUTS = "mlflow.traceInputs"
@@ -99,24 +112,32 @@ def _json(value: Any) -> str:
     return _RAW_JSON.encode(value)
 
 
-def _assessments(trace: Trace | TraceInfo) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Latest valid value per feedback and expectation name; overridden (invalid) and errored assessments lose."""
+def _assessments(trace: Trace | TraceInfo) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:
+    """Latest valid value per feedback and expectation name (overridden and errored assessments lose),
+    and every feedback and expectation as logged, valid or not, with its labeller signature: whether a
+    label counts is curation's call (an override written by anyone must not unseat a signed label)."""
     info = trace.info if isinstance(trace, Trace) else trace
     feedback: dict[str, Any] = {}
     expectations: dict[str, Any] = {}
+    logged: list[dict[str, Any]] = []
     ordered = sorted(info.assessments or [], key=lambda a: (a.last_update_time_ms or 0, a.assessment_id or ""))
     for assessment in ordered:
-        if assessment.valid is False:
-            continue
         if assessment.feedback is not None and assessment.feedback.error is None:
-            feedback[assessment.name] = assessment.feedback.value
+            kind, value = "feedback", assessment.feedback.value
         elif assessment.expectation is not None:
-            expectations[assessment.name] = assessment.expectation.value
-    return feedback, expectations
+            kind, value = "expectation", assessment.expectation.value
+        else:
+            continue
+        meta = assessment.metadata or {}
+        logged.append({"kind": kind, "name": assessment.name, "value": value, "valid": assessment.valid is not False,
+                       "signature": meta.get(identity.LABEL_SIGNATURE), "signed_ms": meta.get(identity.LABEL_TIME)})
+        if assessment.valid is not False:
+            (feedback if kind == "feedback" else expectations)[assessment.name] = value
+    return feedback, expectations, logged
 
 
 def _base_record(info: TraceInfo) -> dict[str, Any]:
-    feedback, expectations = _assessments(info)
+    feedback, expectations, logged = _assessments(info)
     meta = info.trace_metadata or {}
     return {
         "trace_id": info.trace_id,
@@ -131,15 +152,47 @@ def _base_record(info: TraceInfo) -> dict[str, Any]:
         "expectations": _json(expectations),
         "source": _json({k: meta[k] for k in SOURCE_KEYS if k in meta}),
         "payload_from": None,
+        "claim": info.tags.get(SIGNATURE_TAG),
+        "assessments": _json(logged),
     }
+
+
+def _payload_text(stored: Any) -> str:
+    """A root-span payload as the raw table holds it, from the span attribute's stored JSON text.
+
+    Parsed here, never through MLflow's ``Span.inputs`` (a plain ``json.loads``): a text nested
+    deeper than ``MAX_PAYLOAD_DEPTH`` is returned as stored for curation to quarantine. A text that
+    is not JSON becomes a JSON string, as MLflow itself reads it.
+    """
+    if stored is None or stored == "":
+        return "null"
+    if not isinstance(stored, str):
+        return _json(stored)
+    try:
+        return _json(loads_bounded(stored, max_depth=MAX_PAYLOAD_DEPTH))
+    except JsonTooDeep:
+        return stored
+    except ValueError:
+        return _json(stored)
+
+
+def _root_payloads(trace: Trace) -> tuple[str, str] | None:
+    """(inputs, outputs) text of the trace's root span from the spans' stored attributes, or None
+    when it has no root span. ``to_dict`` hands back the stored attribute text without parsing it."""
+    for span in trace.data.spans if trace.data else []:
+        stored = span.to_dict()
+        if not stored.get("parent_span_id", stored.get("parent_id")):
+            attributes = stored.get("attributes") or {}
+            return _payload_text(attributes.get(SpanAttributeKey.INPUTS)), _payload_text(attributes.get(SpanAttributeKey.OUTPUTS))
+    return None
 
 
 def raw_record(trace: Trace) -> dict[str, Any]:
     """A row from a trace read with its spans: payloads are the root span's inputs and outputs."""
-    root = next((s for s in trace.data.spans if s.parent_id is None), None) if trace.data else None
+    payloads = _root_payloads(trace)
     return _base_record(trace.info) | {
-        "inputs": _json(root.inputs) if root is not None else None,
-        "outputs": _json(root.outputs) if root is not None else None,
+        "inputs": payloads[0] if payloads else None,
+        "outputs": payloads[1] if payloads else None,
         "payload_from": "spans",
     }
 
@@ -160,7 +213,7 @@ def _complete_preview(preview: str | None, metadata: str | None) -> str | None:
     if not preview.startswith(metadata[: METADATA_LIMIT - 3]):
         return None
     try:
-        value = json.loads(preview)
+        value = loads_bounded(preview, max_depth=MAX_PAYLOAD_DEPTH)
     except ValueError:
         return None
     return _json(value) if isinstance(value, dict) else None

@@ -3,6 +3,10 @@
 Each call runs the serving program (the registered champion, else the uncompiled program) under
 ``mlflow.dspy.autolog()`` through the trace contract helper, then labels it as an app would when
 the outcome arrives. Deterministic for a given seed, so demos and tests are reproducible.
+
+Every trace and label is signed as a production app's would be (``ingest/tracing.py``): with
+``TELEPROMPT_APP_KEY`` (or its keystore) when set, else with the public DEMO app key, whose address
+the sample ``teleprompt.yaml`` registers under ``trust.signers`` (docs/security.md#identity).
 """
 
 from __future__ import annotations

@@ -119,7 +119,7 @@ def test_thresholds_outliers_required_metrics_and_weights():
 
 def test_contributor_and_class_caps_keep_shares_bounded():
     rows = [row(i, contributor=GOOD if i < 8 else OTHER, inputs=json.dumps({"message": f"question {i}"})) for i in range(10)]
-    rows += [row(20 + i, contributor="0x" + f"{i + 1:040x}", inputs=json.dumps({"message": f"other {i}"})) for i in range(2)]
+    rows += [row(20 + i, contributor="0x" + f"{i + 0x1001:040x}", inputs=json.dumps({"message": f"other {i}"})) for i in range(2)]
     rows = [r | {"contributor": to_checksum_address(r["contributor"])} for r in rows]
     result = quality.curate(traces.raw_frame(rows), SPEC, QualityConfig(max_contributor_share=0.5), now_ms=NOW)
     shares = result.accepted["contributor"].value_counts(normalize=True)

@@ -90,10 +90,10 @@ def test_the_readme_example_passes_the_pipelines_contract_check(app_run):
     client = MlflowClient(tracking_uri=f"sqlite:///{home / 'mlflow.db'}")
     exp_id = client.get_experiment_by_name("teleprompt-production").experiment_id
     raw = traces.read_window(client, exp_id, 0, int(time.time() * 1000) + 1, processes=1)
-    spec = load_project(REPO / "teleprompt.yaml")[1]["ticket_router"]
-    accepted, quarantined = validation.validate(raw, spec, now_ms=int(time.time() * 1000))
+    project, specs = load_project(REPO / "teleprompt.yaml")
+    accepted, quarantined = validation.validate(raw, specs["ticket_router"], now_ms=int(time.time() * 1000), trust=project.trust.policy("ticket_router"))
     assert quarantined.height == 0, quarantined.select("reason", "detail").to_dicts()
-    assert accepted.height == 2
+    assert accepted.height == 2 and raw["claim"].is_not_null().all()  # signed by the app (here the DEMO key the sample config trusts)
 
 
 def test_labeling_an_unknown_trace_still_fails(tp_home):
