@@ -1,5 +1,6 @@
 """The outcome-only sample end to end: no ground truth, an outcome model decides what is better."""
 
+import json
 import os
 from datetime import date
 
@@ -50,5 +51,10 @@ def test_outcome_model_is_trained_on_train_only_and_calibrated(outreach):
 def test_demos_come_from_good_outcomes_and_the_candidate_wins(outreach):
     report = outreach["evaluation_report"]["comparison"]
     assert report["candidate_sum"] > report["baseline_sum"] and report["deltaone"]
-    assert outreach["compiled_program"]["demos"]
+    compiled = outreach["compiled_program"]
+    shown = compiled["demos"] + compiled["demo_pool"]  # fixed demos, or a KNNFewShot pool when auto chose it
+    assert shown
+    outcome = {r["trace_id"]: json.loads(r["feedback"]).get("reply_rate") for r in outreach["training_set"].iter_rows(named=True)}
+    labeled = compiled["demo_pool"] + [d for d in compiled["demos"] if not d["augmented"]]
+    assert all(outcome[e["trace_id"]] >= 0.5 for e in labeled)  # what a demo shows as the answer is an answer that earned a reply
     assert outreach["champion_alias"]["champion"]

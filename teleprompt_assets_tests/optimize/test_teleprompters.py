@@ -6,11 +6,13 @@ import pytest
 from teleprompt_assets.core.config import OptimizerConfig
 from teleprompt_assets.core.lm import offline_lm
 from teleprompt_assets.core.optimizers import validate_optimizer
-from teleprompt_assets.core.spec import load_project
+from teleprompt_assets.core.spec import ProgramSpec, load_project
 from teleprompt_assets.core.usage import CostModel, metered
 from teleprompt_assets.optimize.teleprompters import CompileTimeout, compile_program, time_limit
 
-SPEC = load_project("teleprompt.yaml")[1]["ticket_router"]
+SAMPLE = load_project("teleprompt.yaml")[1]["ticket_router"]
+SPEC = ProgramSpec("ticket_router", SAMPLE.config.model_copy(update={"optimizer": OptimizerConfig(
+    name="BootstrapFewShot", params={"max_bootstrapped_demos": 4, "max_labeled_demos": 24})}))  # what these tests compile with
 MESSAGES = [("my parcel never arrived", "shipping"), ("the app crashes on start", "technical"), ("refund my last invoice", "billing"),
             ("reset my password please", "account"), ("quote for 40 seats", "sales"), ("where is my package", "shipping")]
 
