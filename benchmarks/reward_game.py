@@ -150,7 +150,7 @@ def play(per_party: int = 60, seed: int = 0) -> Game:
     from teleprompt_assets.ingest.traces import RAW_SCHEMA, day_bounds_ms
     from teleprompt_assets.optimize import selection
     from teleprompt_assets.reward import weigh
-    from teleprompt_assets.training import datasets, label_noise, metrics
+    from teleprompt_assets.training import datasets, metrics
 
     began = time.perf_counter()
     project, specs = load_project(REPO / "teleprompt.yaml")
@@ -164,8 +164,7 @@ def play(per_party: int = 60, seed: int = 0) -> Game:
         lo, hi = day_bounds_ms(day.isoformat())
         accepted.append(curate_day(raw.filter(pl.col("timestamp_ms").is_between(lo, hi - 1)), spec, config.quality, now_ms=hi).accepted)
     window = pl.concat(accepted, how="vertical_relaxed")
-    checked = label_noise.check_labels(datasets.training_table(window, spec), spec)
-    table = checked.table
+    table, _ = datasets.window_table(window, spec)
     metric, _ = metrics.window_metric(spec, table)
     with dspy.context(lm=offline_lm()):
         window = selection.Window(datasets.training_examples(table, spec), datasets.examples(table, spec, "dev"), datasets.training_examples(table, spec, "dev"))

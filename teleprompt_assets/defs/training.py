@@ -1,5 +1,6 @@
-"""``training_set``: the last ``window_days`` of curated traces, deduplicated and split by a hash
-of the inputs. Days of the window no run has curated are ingested and curated here first."""
+"""``training_set``: the last ``window_days`` of curated traces, one row per distinct input, split
+per label by first-seen time (``training/datasets.py``). Days of the window no run has curated are
+ingested and curated here first."""
 
 import dagster as dg
 import polars as pl
@@ -18,7 +19,7 @@ from teleprompt_assets.training import datasets, label_noise
 def build_training_set(partitions: dg.PartitionsDefinition, group: str, window_days: int) -> dg.AssetsDefinition:
     @dg.asset(
         partitions_def=partitions, group_name=group, kinds={"polars"},
-        description=f"The last {window_days} days of curated traces, deduplicated and split train / dev / holdout by a hash of the inputs.",
+        description=f"The last {window_days} days of curated traces, one row per distinct input, split train / dev / holdout per label by first-seen time.",
         ins={"curated_traces": dg.AssetIn(partition_mapping=window_mapping(window_days), metadata={"allow_missing_partitions": True})},
     )
     def training_set(context: dg.AssetExecutionContext, teleprompt: TelepromptResource, mlflow: Tracking, io_manager: dg.ResourceParam[TableIOManager],
@@ -33,9 +34,7 @@ def build_training_set(partitions: dg.PartitionsDefinition, group: str, window_d
             parts = [p for p in window_of(curated_traces | filled, t, window_days) if isinstance(p, pl.DataFrame)]
             curated = pl.concat(parts, how="vertical_relaxed") if parts else pl.DataFrame(schema=ACCEPTED_SCHEMA)
             spec = teleprompt.spec(t.program)
-            deduplicated = datasets.training_table(curated, spec, near=quality.dedupe_near)
-            checked = label_noise.check_labels(deduplicated, spec)
-            whole = checked.table
+            whole, checked = datasets.window_table(curated, spec, near=quality.dedupe_near)
             out[t.key] = table = datasets.sample_train(whole, sampling, traces.day_bounds_ms(t.day)[1])
             usable = label_noise.credible(table)  # what each split gives the optimizer and the evaluation
             counts = dict(usable.group_by("split").len().iter_rows()) if len(usable) else {}

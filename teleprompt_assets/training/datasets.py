@@ -26,6 +26,7 @@ from eth_utils import keccak
 from teleprompt_assets.core.config import SamplingConfig, SplitConfig
 from teleprompt_assets.core.spec import ProgramSpec
 from teleprompt_assets.curate import quality
+from teleprompt_assets.training import label_noise
 
 SPLITS = ("train", "dev", "holdout")
 
@@ -35,20 +36,46 @@ def normalized_inputs(inputs_json: str, fields: tuple[str, ...]) -> str:
     return "\x1f".join(" ".join(str(inputs.get(f, "")).lower().split()) for f in fields)
 
 
+def split_sizes(size: int, split: SplitConfig) -> tuple[int, int, int]:
+    """How many of a label's ``size`` distinct inputs go to train, dev and holdout: dev and holdout
+    get their share rounded to the nearest integer (halves up), train the rest, and a label seen
+    at all keeps at least one training row (taken from dev, then from holdout)."""
+    holdout = (2 * split.holdout * size + 100) // 200
+    dev = min(size - holdout, (2 * split.dev * size + 100) // 200)
+    train = size - dev - holdout
+    if train < 1 and size:
+        if dev:
+            dev -= 1
+        else:
+            holdout -= 1
+        train = 1
+    return train, dev, holdout
+
+
 def split_at(rank: int, size: int, split: SplitConfig) -> str:
-    """The split of the ``rank``-th (0-based, oldest first) of ``size`` distinct inputs of one label:
-    train while ``rank / size < train%``, then dev, then holdout, compared in integers."""
-    if rank * 100 < split.train * size:
-        return "train"
-    return "dev" if rank * 100 < (split.train + split.dev) * size else "holdout"
+    """The split of the ``rank``-th (0-based, oldest first) of ``size`` distinct inputs of one label."""
+    train, dev, _ = split_sizes(size, split)
+    return "train" if rank < train else "dev" if rank < train + dev else "holdout"
 
 
 def assign_splits(table: pl.DataFrame, split: SplitConfig) -> pl.DataFrame:
-    """``table`` (one row per distinct input, in time order) with its ``split`` column, per label."""
-    stratum = pl.col("label").fill_null("") if "label" in table.columns else pl.lit("")
-    ranked = table.with_columns(pl.int_range(pl.len()).over(stratum).alias("_rank"), pl.len().over(stratum).alias("_size"))
-    splits = [split_at(r, n, split) for r, n in ranked.select("_rank", "_size").iter_rows()]
-    return ranked.drop("_rank", "_size").with_columns(pl.Series("split", splits, pl.String))
+    """``table`` (one row per distinct input, in time order) with its ``split`` column, per label.
+
+    After the label check (a ``label_issue`` column), the shares are of the credible rows only, the
+    rows each split actually gives the optimizer and the evaluation; a flagged row, used by no
+    split, takes the split of its place in time."""
+    stratum = table["label"].fill_null("").to_list() if "label" in table.columns else [""] * table.height
+    usable = table["label_issue"].is_null().to_list() if "label_issue" in table.columns else [True] * table.height
+    sizes: dict[str, int] = {}
+    for label, ok in zip(stratum, usable, strict=True):
+        sizes[label] = sizes.get(label, 0) + ok
+    seen: dict[str, int] = {}
+    splits = []
+    for label, ok in zip(stratum, usable, strict=True):
+        rank = seen.get(label, 0)
+        splits.append(split_at(min(rank, max(sizes[label] - 1, 0)), max(sizes[label], 1), split))
+        seen[label] = rank + ok
+    return table.with_columns(pl.Series("split", splits, pl.String))
 
 
 def training_table(curated: pl.DataFrame, spec: ProgramSpec, near: bool = True) -> pl.DataFrame:
@@ -75,6 +102,13 @@ def training_table(curated: pl.DataFrame, spec: ProgramSpec, near: bool = True) 
     table = table.unique(subset=["_group"], keep="first", maintain_order=True).join(first_seen, on="_group", how="left")
     table = table.sort("_first_seen", "timestamp_ms", "trace_id").drop("_group", "_first_seen")
     return assign_splits(table, spec.config.split)
+
+
+def window_table(curated: pl.DataFrame, spec: ProgramSpec, near: bool = True) -> tuple[pl.DataFrame, label_noise.LabelCheck]:
+    """The window as the optimizer and the evaluation see it: one row per distinct input, the label
+    check's marks, and splits whose shares are of the rows the check left usable."""
+    checked = label_noise.check_labels(training_table(curated, spec, near=near), spec)
+    return assign_splits(checked.table, spec.config.split), checked
 
 
 def sample_train(table: pl.DataFrame, sampling: SamplingConfig, now_ms: int) -> pl.DataFrame:
