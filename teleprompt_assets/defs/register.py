@@ -50,7 +50,7 @@ def build_registered_version(partitions: dg.PartitionsDefinition, group: str, wi
             version = registry.register(client, spec, load_state(spec, compiled["state"]), compiled["state"], window, experiment, tags, artifacts,
                                         lock_dir=settings.home / "locks", params=lineage.version_params(spec, t.key, data_hash, compiled, evaluation),
                                         metrics=lineage.version_metrics(evaluation["comparison"], compiled),
-                                        description=lineage.version_description(spec, window, evaluation, context.run.run_id, settings))
+                                        description=lineage.version_description(spec, window, evaluation, context.run.run_id, settings, compiled))
             described.add(spec.config.experiment)
             out[t.key] = {"name": version.name, "version": version.version, "run_id": version.run_id, "program_hash": version.program_hash,
                           "created": version.created, "window": window}

@@ -103,7 +103,7 @@ def version_metrics(comparison: dict[str, Any], compiled: dict[str, Any] | None 
     return metrics | {"eval_count": float(n), "deltaone": float(bool(comparison["deltaone"]))} | portfolio
 
 
-def version_description(spec: ProgramSpec, window: str, evaluation: dict[str, Any], run_id: str, settings: Settings) -> str:
+def version_description(spec: ProgramSpec, window: str, evaluation: dict[str, Any], run_id: str, settings: Settings, compiled: dict[str, Any] | None = None) -> str:
     """One paragraph for the version page (and its run's description): what it scored, against what, where it was made."""
     comparison = evaluation["comparison"]
     n = comparison["n"]
@@ -115,7 +115,9 @@ def version_description(spec: ProgramSpec, window: str, evaluation: dict[str, An
         scored = f"held-out score {c:.4f} against {b:.4f} for {against} ({delta:+.2%}) on {n} examples"
     else:
         scored = f"not scored (no held-out examples), baseline {against}"
-    return (f"`{spec.name}` recompiled with {spec.config.optimizer.name} on the traces of {window}: {scored}. "
+    chosen = ((compiled or {}).get("optimizer_chosen") or {}).get("name")
+    how = f"{chosen} (chosen by auto on the dev split)" if chosen and chosen != spec.config.optimizer.name else spec.config.optimizer.name
+    return (f"`{spec.name}` recompiled with {how} on the traces of {window}: {scored}. "
             f"Made by Dagster run {settings.dagster_run_url(run_id)}")
 
 

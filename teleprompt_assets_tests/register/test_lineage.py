@@ -84,3 +84,19 @@ def test_description_says_what_the_version_scored_and_where_it_was_made():
                                "run-1", _settings())
     assert "ticket_router" in text and "2026-11-14..2026-11-20" in text and "0.5000" in text and "0.6000" in text and "+20.00%" in text
     assert "https://dagster.example/runs/run-1" in text
+
+
+def test_auto_records_its_choice_and_every_candidates_dev_score():
+    candidates = [{"optimizer": "KNNFewShot", "dev_score": 0.9, "dev_count": 20, "lm_calls": 20, "estimate": 20, "note": "chosen, refit on train + dev"},
+                  {"optimizer": "BootstrapFewShot", "dev_score": 0.8, "dev_count": 20, "lm_calls": 25, "estimate": 30, "note": ""},
+                  {"optimizer": "MIPROv2", "dev_score": None, "dev_count": 0, "lm_calls": 0, "estimate": 400, "note": "skipped: ..."}]
+    compiled = COMPILED | {"optimizer": {"name": "auto", "params": {"max_labeled_demos": 24}}, "optimizer_chosen": {"name": "KNNFewShot", "params": {"k": 3}},
+                           "learned_from": ["train", "dev"], "candidates": candidates}
+    params = version_params(SPEC, "p", "0xdead", compiled, EVALUATION)
+    assert (params["optimizer"], params["optimizer.chosen"], params["optimizer.chosen.k"], params["learned_from"]) == ("auto", "KNNFewShot", "3", "train+dev")
+    metrics = version_metrics(EVALUATION["comparison"], compiled)
+    assert (metrics["dev_score.KNNFewShot"], metrics["dev_score.BootstrapFewShot"], metrics["dev_lm_calls.BootstrapFewShot"]) == (0.9, 0.8, 25.0)
+    assert "dev_score.MIPROv2" not in metrics and metrics["dev_lm_calls.MIPROv2"] == 0.0
+    auto = ProgramSpec("ticket_router", SPEC.config.model_copy(update={"optimizer": SPEC.config.optimizer.model_copy(update={"name": "auto"})}))
+    assert "KNNFewShot (chosen by auto on the dev split)" in version_description(auto, "w", EVALUATION, "run-1", _settings(), compiled)
+    assert version_tags(auto, "p", "0xdead", "run-1", compiled, EVALUATION)["optimizer_chosen"] == "KNNFewShot"
