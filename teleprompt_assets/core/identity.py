@@ -397,20 +397,28 @@ def _hex_signer(value: str, source: str) -> Signer:
 
 @functools.lru_cache(maxsize=1)
 def demo_signer() -> Signer:
-    """The public DEMO app key (see :data:`DEMO_APP_KEY`); says so in the log the first time."""
-    signer = _from_hex(DEMO_APP_KEY, "demo")
+    """The public DEMO app key (see :data:`DEMO_APP_KEY`)."""
+    return _from_hex(DEMO_APP_KEY, "demo")
+
+
+@functools.lru_cache(maxsize=1)
+def _warn_demo() -> None:
+    """Once per process: an app signing with a key anyone can use should hear about it."""
     log.warning("Signing traces with the public DEMO app key %s: anyone can sign as it. Set %s or %s in production "
-                "and register its address under trust.signers in teleprompt.yaml.", signer.address, APP_KEY_ENV, APP_KEYSTORE_ENV)
-    return signer
+                "and register its address under trust.signers in teleprompt.yaml.", DEMO_APP_ADDRESS, APP_KEY_ENV, APP_KEYSTORE_ENV)
 
 
-def app_signer() -> Signer:
+def app_signer(*, warn: bool = True) -> Signer:
     """The serving app's key: ``TELEPROMPT_APP_KEY`` (hex), else the encrypted keystore named by
-    ``TELEPROMPT_APP_KEYSTORE`` with ``TELEPROMPT_APP_KEYSTORE_PASSWORD``, else the public DEMO key."""
-    return _from_env(APP_KEY_ENV, APP_KEYSTORE_ENV, APP_PASSWORD_ENV) or demo_signer()
+    ``TELEPROMPT_APP_KEYSTORE`` with ``TELEPROMPT_APP_KEYSTORE_PASSWORD``, else the public DEMO key,
+    with a warning unless ``warn`` is off (demo seeding, which says what it signed with)."""
+    found = _from_env(APP_KEY_ENV, APP_KEYSTORE_ENV, APP_PASSWORD_ENV)
+    if found is None and warn:
+        _warn_demo()
+    return found or demo_signer()
 
 
-def labeller_signer() -> Signer:
+def labeller_signer(*, warn: bool = True) -> Signer:
     """The key labels are signed with: ``TELEPROMPT_LABELLER_KEY`` or its keystore
     (``TELEPROMPT_LABELLER_KEYSTORE`` / ``_PASSWORD``), else the app's key (:func:`app_signer`)."""
-    return _from_env(LABELLER_KEY_ENV, LABELLER_KEYSTORE_ENV, LABELLER_PASSWORD_ENV) or app_signer()
+    return _from_env(LABELLER_KEY_ENV, LABELLER_KEYSTORE_ENV, LABELLER_PASSWORD_ENV) or app_signer(warn=warn)

@@ -6,7 +6,9 @@ the outcome arrives. Deterministic for a given seed, so demos and tests are repr
 
 Every trace and label is signed as a production app's would be (``ingest/tracing.py``): with
 ``TELEPROMPT_APP_KEY`` (or its keystore) when set, else with the public DEMO app key, whose address
-the sample ``teleprompt.yaml`` registers under ``trust.signers`` (docs/security.md#identity).
+the sample ``teleprompt.yaml`` registers under ``trust.signers`` (docs/security.md#identity). Demo
+traffic is expected to use the DEMO key, so seeding does not warn about it (an app does), and
+:class:`SeedReport` names the signer.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 import dspy
 import mlflow
 
+from teleprompt_assets.core import identity
 from teleprompt_assets.core.lm import build_lm
 from teleprompt_assets.core.settings import Settings
 from teleprompt_assets.core.spec import ProgramSpec
@@ -35,6 +38,7 @@ class SeedReport:
     days: list[str]
     traces: int
     labeled: int
+    signer: str = identity.DEMO_APP_ADDRESS  # the app key's address the traces and labels are signed with
 
 
 def day_start_ns(day: date) -> int:
@@ -66,7 +70,7 @@ def _seed(settings: Settings, spec: ProgramSpec, end: date, days: int, per_day: 
                     traces += 1
     finally:
         mlflow.dspy.autolog(disable=True)
-    return SeedReport(spec.name, [d.isoformat() for d in dates], traces, labeled)
+    return SeedReport(spec.name, [d.isoformat() for d in dates], traces, labeled, identity.app_signer(warn=False).address)
 
 
 def seed_ticket_router(settings: Settings, spec: ProgramSpec, end: date, days: int = 7, per_day: int = 40, seed: int = 0,
@@ -74,12 +78,13 @@ def seed_ticket_router(settings: Settings, spec: ProgramSpec, end: date, days: i
     """Routed tickets, labeled with the outcome and (mostly) the true queue by their contributor."""
 
     def log_one(rng: random.Random, program: dspy.Module, exp_id: str, start_ns: int, ticket: Any) -> bool:
-        trace_id, outputs = traced_call(spec.name, ticket.contributor.address, {"message": ticket.message}, program,
-                                        experiment_id=exp_id, start_time_ns=start_ns, output_fields=spec.output_fields)
+        trace_id, outputs = traced_call(spec.name, ticket.contributor.address, {"message": ticket.message}, program, experiment_id=exp_id,
+                                        start_time_ns=start_ns, output_fields=spec.output_fields, signer=identity.app_signer(warn=False))
         resolved = rng.random() < (0.9 if outputs.get("queue") == ticket.true_queue else 0.15)
         csat = round(min(1.0, max(0.0, rng.gauss(0.8 if resolved else 0.4, 0.1))), 2)
         expectations = {"queue": ticket.label} if ticket.label else {}
-        label_trace(trace_id, ticket.contributor.address, {"resolved_first_touch": resolved, "csat": csat}, expectations)
+        label_trace(trace_id, ticket.contributor.address, {"resolved_first_touch": resolved, "csat": csat}, expectations,
+                    signer=identity.labeller_signer(warn=False))
         return bool(expectations)
 
     return _seed(settings, spec, end, days, per_day, seed, program, tickets, log_one)
@@ -102,8 +107,9 @@ def seed_outreach_reply(settings: Settings, spec: ProgramSpec, end: date, days: 
 
         trace_id, outputs = traced_call(spec.name, prospect.contributor.address,
                                         {"prospect_message": prospect.prospect_message, "company": prospect.company},
-                                        draft_then_send, experiment_id=exp_id, start_time_ns=start_ns)
-        label_trace(trace_id, prospect.contributor.address, outreach_traffic.outcomes(outputs["reply"], prospect.company, rng))
+                                        draft_then_send, experiment_id=exp_id, start_time_ns=start_ns, signer=identity.app_signer(warn=False))
+        label_trace(trace_id, prospect.contributor.address, outreach_traffic.outcomes(outputs["reply"], prospect.company, rng),
+                    signer=identity.labeller_signer(warn=False))
         return False
 
     return _seed(settings, spec, end, days, per_day, seed, program, outreach_traffic.prospects, log_one)
