@@ -256,23 +256,13 @@ def _seed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _registered_hash(bundle: Path) -> str | None:
-    """programHash of the model version the bundle attests, read from the configured MLflow store."""
-    from teleprompt_assets.attest.bundles import SCHEMA
-    from teleprompt_assets.attest.eas import decode_data
-    from teleprompt_assets.core.tracking import connect
-
-    message = json.loads((bundle / "attestation.json").read_text())["message"]
-    data = decode_data(SCHEMA, message["data"])
-    version = connect(load_settings()).get_model_version(f"teleprompt-{data['program']}", str(data["modelVersion"]))
-    return version.tags.get("program_hash")
-
-
-def _registered_bundle(uri: str, dest: Path) -> Path:
+def _registered_bundle(uri: str, dest: Path) -> tuple[Path, ModelVersion]:
     """The bundle stored with a model version (``models:/<name>/<version>`` or ``models:/<name>@<alias>``),
-    downloaded from the tracking server: a host without the run's outbox verifies what the registry holds."""
+    downloaded from the tracking server: a host without the run's outbox verifies what the registry holds.
+    Only the bundle's own files are downloaded, each after its size is checked (``MAX_FILE_BYTES``)."""
     from mlflow.exceptions import MlflowException
 
+    from teleprompt_assets.attest.bundles import MAX_FILE_BYTES
     from teleprompt_assets.core.tracking import connect
     from teleprompt_assets.register.registry import download_attestation
 
@@ -287,7 +277,7 @@ def _registered_bundle(uri: str, dest: Path) -> Path:
     except MlflowException:
         raise UsageError(f"bundle {uri}: no such model version in {load_settings().tracking_uri}; `teleprompt status` lists them") from None
     try:
-        return download_attestation(client, version, dest)
+        return download_attestation(client, version, dest, MAX_FILE_BYTES), version
     except LookupError as exc:
         raise UsageError(f"bundle {uri}: {exc} (only DeltaOne versions are attested)") from None
 
@@ -297,30 +287,71 @@ def _verify(args: argparse.Namespace) -> int:
         return _verify_folder(args, _bundle(args.bundle))
     import tempfile
 
+    from teleprompt_assets.register.registry import OversizedArtifact
+
     with tempfile.TemporaryDirectory(prefix="teleprompt-verify-") as tmp:
-        return _verify_folder(args, _registered_bundle(args.bundle, Path(tmp)))
+        try:
+            bundle, version = _registered_bundle(args.bundle, Path(tmp))
+        except OversizedArtifact as exc:
+            print(f"FAIL {exc}")
+            return 1
+        return _verify_folder(args, bundle, version)
 
 
-def _verify_folder(args: argparse.Namespace, bundle: Path) -> int:
+def _registry_problems(bundle: Path, version: ModelVersion | None) -> list[str]:
+    """What is wrong between a bundle that verifies and the model version it attests: the version's
+    registered program_hash, its ``program_state.json`` (hashed) and its ``model.pkl`` (compared with
+    the attested program's pickle, never unpickled), each against the attested programHash."""
+    from teleprompt_assets.attest.bundles import attested_data, read_bundle_files
+    from teleprompt_assets.core.tracking import connect
+    from teleprompt_assets.register import artifacts, registry
+
+    data = attested_data(bundle)
+    if data is None:  # cannot happen for a bundle that verified; say so rather than pass
+        return ["attestation: cannot be decoded to look up its model version"]
+    settings = load_settings()
+    client = connect(settings)
+    program, number, attested = data["program"], int(data["modelVersion"]), "0x" + data["programHash"].hex()
+    if version is None:
+        version = client.get_model_version(f"teleprompt-{program}", str(number))
+    elif (f"teleprompt-{program}", number) != (version.name, int(version.version)):
+        return [f"registry: the bundle stored with {version.name} v{version.version} attests teleprompt-{program} v{number}"]
+    problems = []
+    if str(version.tags.get("program_hash", "")).lower() != attested:
+        problems.append("programHash: does not match the registered model version")
+    specs = _project(settings)[1]
+    if program not in specs:
+        return problems + [f"registry: {program} is not a program of {settings.config_path}, so its artifacts cannot be "
+                           "rebuilt and compared; add it, or use --offline to verify the bundle alone"]
+    try:
+        uri = registry.trusted_model_uri(client, version, settings.pipeline_experiment)
+    except artifacts.UntrustedModelSource as exc:
+        return problems + [str(exc)]
+    files, _ = read_bundle_files(bundle, ("program.json",))
+    reference = artifacts.read_state(files["program.json"], "program.json")  # the bundle verified: its program.json hashes to programHash
+    return problems + artifacts.inspect_version(client, specs[program], version, attested, uri, reference).problems
+
+
+def _verify_folder(args: argparse.Namespace, bundle: Path, version: ModelVersion | None = None) -> int:
+    """The bundle first (nothing from the registry is read for a bundle that does not verify), then,
+    unless ``--offline``, the model version it attests and the artifacts that version serves."""
     from mlflow.exceptions import MlflowException
 
-    from teleprompt_assets.attest.bundles import verify_bundle
+    from teleprompt_assets.attest.bundles import read_bundle_json, verify_bundle
 
-    domain = _domain()
-    registered = None
-    if not args.offline and (bundle / "attestation.json").is_file():  # without it, the bundle check below says what is wrong
+    problems = verify_bundle(bundle, expected_signer=args.signer, expected_domain=_domain())
+    if not problems and not args.offline:
         try:
-            registered = _registered_hash(bundle)
-        except (MlflowException, OSError, KeyError, ValueError) as exc:
+            problems = _registry_problems(bundle, version)
+        except (MlflowException, OSError) as exc:
             print(f"FAIL registry: cannot read the attested model version ({type(exc).__name__}); use --offline to skip this check")
             return 1
-    problems = verify_bundle(bundle, expected_signer=args.signer, registered_program_hash=registered, expected_domain=domain)
     if problems:
         for problem in problems:
             print(f"FAIL {problem}")
         return 1
-    uid = json.loads((bundle / "attestation.json").read_text())["uid"]
-    checked = "program hash (bundle" + (" and registered model)" if registered else ")")
+    uid = read_bundle_json(bundle, ("attestation.json",))[0]["attestation.json"]["uid"]
+    checked = "program hash (bundle" + (")" if args.offline else " and registered model: program_state.json, model.pkl)")
     print(f"OK {uid}: signature, uid, roots, DeltaOne arithmetic and {checked} verify")
     return 0
 
@@ -352,6 +383,7 @@ def _proof(args: argparse.Namespace) -> int:
     project, specs = _project(settings)
     spec = _program(settings, specs, args.program, "--program")
     mix = project.rewards
+    from teleprompt_assets.attest.bundles import MAX_FILE_BYTES, read_bundle_json
     from teleprompt_assets.attest.merkle import StandardMerkleTree
     from teleprompt_assets.core.tracking import connect
     from teleprompt_assets.register import registry
@@ -363,14 +395,21 @@ def _proof(args: argparse.Namespace) -> int:
         return 1
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            bundle = registry.download_attestation(client, version, Path(tmp))
-        except LookupError as exc:
+            bundle = registry.download_attestation(client, version, Path(tmp), MAX_FILE_BYTES)
+        except (LookupError, registry.OversizedArtifact) as exc:
             print(str(exc), file=sys.stderr)
             return 1
-        dump = json.loads((bundle / "rewards_tree.json").read_text())
-        attestation = json.loads((bundle / "attestation.json").read_text())
+        docs, problems = read_bundle_json(bundle, ("rewards_tree.json", "attestation.json"))
         components = registry.reward_components(client, version, Path(tmp) / "components").get(args.address.lower())
-    tree = StandardMerkleTree.load(dump)
+    if problems:
+        print(f"{spec.registered_model_name} v{version.version}: its bundle cannot be read: {problems[0]} (`teleprompt verify` checks it)", file=sys.stderr)
+        return 1
+    dump, attestation = docs["rewards_tree.json"], docs["attestation.json"]
+    try:
+        tree = StandardMerkleTree.load(dump)
+    except Exception as exc:  # noqa: BLE001 - a malformed tree proves nothing
+        print(f"{spec.registered_model_name} v{version.version}: rewards_tree.json is not a valid tree ({exc}); `teleprompt verify` checks it", file=sys.stderr)
+        return 1
     for index, value in tree.entries():
         if value[0].lower() == args.address.lower():
             why = {} if components is None else {"components": {

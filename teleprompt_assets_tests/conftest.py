@@ -4,6 +4,8 @@ from pathlib import Path
 
 import pytest
 
+import teleprompt_assets  # noqa: F401 - before any test module imports eth-account: it undoes py_ecc's recursion limit (see the package docstring)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

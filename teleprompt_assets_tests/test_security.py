@@ -452,9 +452,9 @@ def test_trace_text_is_only_ever_a_field_value():
                 assert f"[[ ## message ## ]]\n{text}" in message["content"]
 
 
-def test_the_package_evaluates_nothing_and_unpickles_in_one_place():
-    """No eval/exec/compile of text anywhere in the package, and one unpickling call site:
-    registry.load_registered_model, which checks where the model comes from first."""
+def test_the_package_evaluates_nothing_and_unpickles_nothing():
+    """No eval/exec/compile of text anywhere in the package, and no unpickling: every program is
+    rebuilt from its verified JSON state (issue 25; registry.load_registered_model unpickled before)."""
     import ast
 
     import teleprompt_assets
@@ -475,7 +475,7 @@ def test_the_package_evaluates_nothing_and_unpickles_in_one_place():
                 if called in ("load_model", "load", "loads", "unsafe_load") and owner in ("pickle", "cloudpickle", "dill", "joblib", "yaml", "dspy") \
                         or called == "load_model":
                     calls.append((path.name, name, f"{owner}.{called}" if owner else called))
-    assert sorted(set(calls)) == [("registry.py", "load_registered_model", "load_model")], calls
+    assert sorted(set(calls)) == [], calls
 
 
 # --- pickles come only from our registry -------------------------------------------------------------
@@ -504,7 +504,7 @@ def test_models_are_unpickled_only_from_the_pipelines_own_artifact_store(warm_ho
     spec = load_project(settings.config_path)[1]["ticket_router"]
     ours = register_sample("shipping")
     version = client.get_model_version(ours.name, str(ours.version))
-    model = registry.load_registered_model(client, version)
+    model = registry.load_registered_model(client, spec, version)
     with dspy.context(lm=offline_lm()):
         assert model(message="my parcel never arrived at all").queue == "shipping"
     registry.promote(client, ours.name, ours.version, "first")
@@ -520,7 +520,7 @@ def test_models_are_unpickled_only_from_the_pipelines_own_artifact_store(warm_ho
     climbing = client.create_model_version(ours.name, f"{root}/../../elsewhere/model", run_id=None)
     for untrusted in (outside, climbing):
         with pytest.raises(registry.UntrustedModelSource, match="outside the pipeline's artifact location"):
-            registry.load_registered_model(client, untrusted)
+            registry.load_registered_model(client, spec, untrusted)
     with pytest.raises(registry.RollbackError, match="outside the pipeline's artifact location"):
         registry.rollback(client, spec, offline_lm(), to_version=int(outside.version))
     assert not marker.exists()

@@ -19,9 +19,12 @@ requires its ``sig`` to be ``attestation.json`` and its ``signer`` to be whom th
 
 A bundle is treated as hostile input: the verifier opens only the names above, in the bundle folder
 itself, never through a link, and refuses a manifest naming anything else. What it will read and
-compute is bounded (``MAX_FILE_BYTES``, ``MAX_TREE_LEAVES``, ``MAX_BOOTSTRAP_DRAWS``) and checked before
-any costly step; :func:`build_bundle` refuses evidence beyond the same bounds, so no bundle is signed
-that a verifier would refuse.
+compute is bounded (``MAX_FILE_BYTES``, derived from the leaf bounds ``MAX_TREE_LEAVES``,
+``MAX_EVAL_LEAVES`` and ``MAX_REWARD_LEAVES``; ``MAX_BOOTSTRAP_DRAWS``) and checked before any costly
+step: a file's size before it is read, its nesting and its count of objects and arrays before it is
+parsed (:func:`read_bundle_json`, the one way any caller reads a bundle's JSON), its leaves before
+anything is hashed. :func:`build_bundle` refuses evidence beyond the same bounds, so no bundle is
+signed that a verifier would refuse.
 
 Bundles reach the outbox atomically: written and fsynced in a staging folder, then renamed into
 place, so a crash never leaves a partial bundle where a bundle is expected.
@@ -47,7 +50,7 @@ from eth_utils import keccak
 from teleprompt_assets.attest import eas
 from teleprompt_assets.attest.merkle import StandardMerkleTree
 from teleprompt_assets.core.addresses import address_problem, checksummed, contributor, contributor_problem
-from teleprompt_assets.core.encoding import ZERO_ADDRESS, ZERO_BYTES32, canonical_bytes, canonical_json
+from teleprompt_assets.core.encoding import ZERO_ADDRESS, ZERO_BYTES32, canonical_bytes, canonical_json, loads_bounded
 from teleprompt_assets.evaluate.deltaone import bootstrap_ci, delta_ppm, is_deltaone
 
 SCHEMA = (
@@ -70,18 +73,40 @@ EVALUATION_KEYS = {"seed", "resamples", "confidence_pct", "schema"}
 PACKAGE_KEYS = {"sig", "signer"}
 
 # Bounds on what verifying one bundle costs (docs/attestations.md, "Hostile bundles and limits"). A tree leaf costs about
-# 35-60 µs to re-hash and 290-330 bytes of dump; a bootstrap draw about 0.4 µs. The pipeline's
-# defaults (5,000 held-out examples, 1,000 resamples) sit far below them.
+# 35-60 µs to re-hash; a bootstrap draw about 0.4 µs. The pipeline's defaults (5,000 held-out
+# examples, 1,000 resamples) sit far below them.
 MAX_RESAMPLES = 100_000
-MAX_TREE_LEAVES = 1_000_000  # per tree: about a minute to re-hash at most
+MAX_TREE_LEAVES = 1_000_000  # any tree, and the data tree's own bound (traces of a training split): about a minute to re-hash
+MAX_EVAL_LEAVES = 100_000  # held-out examples (the bootstrap bound below usually binds first)
+MAX_REWARD_LEAVES = 100_000  # contributors of one attestation
 MAX_BOOTSTRAP_DRAWS = 50_000_000  # eval leaves × resamples: about 20 s of bootstrap at most
+# A dump's bytes a leaf, at most, as _json_bytes writes it (two tree nodes of 66 hex characters, the
+# value entry with its index below 2,000,000 and amounts up to 1,000,000; measured: 289 data, 326
+# eval, 283 rewards), and what a dump holds besides its leaves. A tree file's byte bound follows from
+# its leaf bound, so no file is read, let alone parsed, that could not hold a tree the verifier accepts.
+BYTES_PER_LEAF = {"data_tree.json": 300, "eval_tree.json": 340, "rewards_tree.json": 300}
+DUMP_OVERHEAD_BYTES = 4096
+JSON_DEPTH = 16  # the deepest bundle file (offchain_package.json) nests 5 levels
+CONTAINERS_PER_LEAF = 2  # a dump's objects and arrays: a value entry and its value list a leaf
+
+
+def leaf_limit(name: str) -> int:
+    """The most leaves the tree dump ``name`` may hold."""
+    own = {"eval_tree.json": MAX_EVAL_LEAVES, "rewards_tree.json": MAX_REWARD_LEAVES}.get(name, MAX_TREE_LEAVES)
+    return min(own, MAX_TREE_LEAVES)
+
+
+def _leaf_bound_name(name: str) -> str:
+    return {"eval_tree.json": "MAX_EVAL_LEAVES", "rewards_tree.json": "MAX_REWARD_LEAVES"}.get(name, "MAX_TREE_LEAVES")
+
+
 MAX_FILE_BYTES: dict[str, int] = {
     "attestation.json": 1 << 20,
     PACKAGE_FILE: 1 << 20,
     "evaluation.json": 1 << 20,
     MANIFEST_FILE: 1 << 20,
     "program.json": 64 << 20,
-    **dict.fromkeys(TREE_FILES, 512 * MAX_TREE_LEAVES),
+    **{name: leaf_limit(name) * BYTES_PER_LEAF[name] + DUMP_OVERHEAD_BYTES for name in TREE_FILES},
 }
 
 
@@ -177,16 +202,17 @@ def build_bundle(evidence: Evidence, private_key: bytes, domain: eas.EasDomain |
 
 
 def _check_evidence_bounds(evidence: Evidence) -> None:
-    counts = {"eval leaves": len(evidence.eval_leaves), "distinct data leaves": len(set(evidence.data_leaves)), "reward leaves": len(evidence.reward_leaves)}
-    over = [f"{count:,} {what}" for what, count in counts.items() if count > MAX_TREE_LEAVES]
+    counts = {"eval_tree.json": ("eval leaves", len(evidence.eval_leaves)), "data_tree.json": ("distinct data leaves", len(set(evidence.data_leaves))),
+              "rewards_tree.json": ("reward leaves", len(evidence.reward_leaves))}
+    over = [f"{count:,} {what} exceed {_leaf_bound_name(name)} ({leaf_limit(name):,})" for name, (what, count) in counts.items() if count > leaf_limit(name)]
     if over:
-        raise ValueError(f"a verifier would refuse this bundle: {', '.join(over)} exceed MAX_TREE_LEAVES ({MAX_TREE_LEAVES:,} per tree); sample the training set or cap the holdout")
+        raise ValueError(f"a verifier would refuse this bundle: {', '.join(over)}; sample the training set or cap the holdout")
     if not 1 <= evidence.resamples <= MAX_RESAMPLES:
         raise ValueError(f"resamples must be 1..{MAX_RESAMPLES:,} (MAX_RESAMPLES), got {evidence.resamples:,}")
-    draws = counts["eval leaves"] * evidence.resamples
+    draws = len(evidence.eval_leaves) * evidence.resamples
     if draws > MAX_BOOTSTRAP_DRAWS:
         raise ValueError(
-            f"a verifier would refuse this bundle: {counts['eval leaves']:,} eval leaves × {evidence.resamples:,} resamples = {draws:,} "
+            f"a verifier would refuse this bundle: {len(evidence.eval_leaves):,} eval leaves × {evidence.resamples:,} resamples = {draws:,} "
             f"bootstrap draws exceed MAX_BOOTSTRAP_DRAWS ({MAX_BOOTSTRAP_DRAWS:,}); cap the holdout or lower the resamples"
         )
 
@@ -316,6 +342,8 @@ def verify_bundle(
     if problems:
         return problems
     docs, problems = _parse_json_files(files)
+    if problems:
+        return problems
     problems += _manifest_problems(docs, files)
     over = _bound_problems(docs)
     if over:
@@ -348,6 +376,54 @@ def verify_bundle(
     return problems
 
 
+def attested_data(folder: Path) -> dict[str, Any] | None:
+    """The attestation's decoded ``data`` (program, modelVersion, programHash…), read behind the
+    verifier's guards, or None when it cannot be read or decoded: for looking up what a bundle claims
+    to attest (``teleprompt verify`` against the registry) before :func:`verify_bundle` says whether
+    it holds. Nothing here is verified."""
+    docs, problems = read_bundle_json(folder, ("attestation.json",))
+    if problems:
+        return None
+    try:
+        return eas.decode_data(SCHEMA, bytes.fromhex(str(docs["attestation.json"]["message"]["data"]).removeprefix("0x")))
+    except Exception:  # noqa: BLE001 - a malformed attestation attests nothing; verify_bundle reports why
+        return None
+
+
+@dataclass(frozen=True)
+class AttestedProgram:
+    program: str
+    model_version: int
+    program_hash: str
+    attester: str
+
+
+def attested_program(folder: Path, expected_signer: str | None = None, expected_domain: eas.EasDomain | None = None) -> AttestedProgram:
+    """What a bundle's signature vouches for about its program: its name, model version and
+    programHash, with whom the signature recovers to. Raises ``ValueError`` (one line) unless the
+    attestation is readable behind the guards, has the teleprompt schema, and its signature holds for
+    the pinned domain (and ``expected_signer`` when given). This is what a serving app needs to check
+    a program state before loading it; the evidence (trees, arithmetic) is :func:`verify_bundle`'s."""
+    docs, problems = read_bundle_json(folder, ("attestation.json",))
+    attestation = docs.get("attestation.json")
+    if not problems and not isinstance(attestation, dict):
+        problems = ["attestation.json: not a JSON object"]
+    if problems:
+        raise ValueError(problems[0])
+    try:
+        problems = eas.verify_offchain(attestation, expected_signer, expected_domain or default_domain())
+        message = attestation["message"]
+        if str(message.get("schema", "")).lower() != eas.schema_uid(SCHEMA).lower():
+            problems.append("schema uid is not the teleprompt DeltaOne schema")
+        data = eas.decode_data(SCHEMA, bytes.fromhex(str(message["data"]).removeprefix("0x")))
+        signer = eas.recover_signer(attestation)
+    except Exception as exc:  # noqa: BLE001 - any failure to read the attestation is a refusal
+        raise ValueError(f"attestation.json: does not decode as a teleprompt attestation ({type(exc).__name__})") from None
+    if problems:
+        raise ValueError(f"attestation.json: {problems[0]}")
+    return AttestedProgram(data["program"], int(data["modelVersion"]), _hex(data["programHash"]), signer)
+
+
 def bundle_attester(folder: Path) -> str | None:
     """Whom a bundle names as its attester (its package's ``signer``, EIP-55), for ``teleprompt status``
     and run metadata; None when it names none its signature backs (a bundle from before the package,
@@ -360,8 +436,8 @@ def bundle_attester(folder: Path) -> str | None:
 def package_attester(files: Mapping[str, bytes]) -> str | None:
     """:func:`bundle_attester` for a bundle in memory (as :func:`build_bundle` returns it)."""
     try:
-        package = json.loads(files[PACKAGE_FILE])
-        attestation = json.loads(files["attestation.json"])
+        package = _parse(PACKAGE_FILE, files[PACKAGE_FILE])
+        attestation = _parse("attestation.json", files["attestation.json"])
         if not isinstance(package, dict) or set(package) != PACKAGE_KEYS or canonical_json(package["sig"]) != canonical_json(attestation):
             return None
         signer = package["signer"]
@@ -423,16 +499,37 @@ def _read_regular_file(dir_fd: int, name: str) -> tuple[bytes, str | None]:
         os.close(fd)
 
 
-def _parse_json_files(files: Mapping[str, bytes]) -> tuple[dict[str, Any], list[str]]:
+def read_bundle_json(folder: Path, names: Sequence[str]) -> tuple[dict[str, Any], list[str]]:
+    """The named JSON files of a bundle folder, parsed, and why any could not be: every reader of a
+    bundle (the verifier, ``teleprompt verify`` against the registry, ``proof``, ``submit``) goes through
+    the same guards (:func:`read_bundle_files`, then :func:`_parse`)."""
+    files, problems = read_bundle_files(folder, names)
+    docs, unparsed = _parse_json_files(files, [n for n in names if n in files])
+    return docs, problems + unparsed
+
+
+def _parse(name: str, body: bytes) -> Any:
+    """One bundle file's JSON, refused (``ValueError``) before parsing when it nests deeper than a bundle
+    can (the C parser would overflow the stack: py_ecc raises the recursion limit to 100,000) or, for a
+    tree dump, holds more objects and arrays than its leaf bound allows (a file of ``[],`` takes ~24
+    bytes of memory a byte when parsed; a real dump ~2.5)."""
+    if name in TREE_FILES:
+        containers, most = body.count(b"{") + body.count(b"["), CONTAINERS_PER_LEAF * leaf_limit(name) + 16
+        if containers > most:
+            raise ValueError(f"{containers:,} JSON objects and arrays, more than {leaf_limit(name):,} leaves ({_leaf_bound_name(name)}) can need")
+    return loads_bounded(body, max_depth=JSON_DEPTH, max_bytes=MAX_FILE_BYTES[name])
+
+
+def _parse_json_files(files: Mapping[str, bytes], names: Sequence[str] = BUNDLE_FILES) -> tuple[dict[str, Any], list[str]]:
     docs: dict[str, Any] = {}
     problems: list[str] = []
-    for name in BUNDLE_FILES:
+    for name in names:
         if name == "program.json":
             continue  # hashed as bytes, never parsed
         try:
-            docs[name] = json.loads(files[name])
+            docs[name] = _parse(name, files[name])
         except (ValueError, RecursionError) as exc:
-            problems.append(f"{name}: not valid JSON ({type(exc).__name__}: {str(exc)[:200]})")
+            problems.append(f"{name}: not valid JSON ({str(exc)[:200]}); the bundle is not checked further")
     return docs, problems
 
 
@@ -471,10 +568,11 @@ def _bound_problems(docs: Mapping[str, Any]) -> list[str]:
             continue
         values, nodes = dump.get("values"), dump.get("tree")
         leaves[name] = len(values) if isinstance(values, list) else 0
-        if leaves[name] > MAX_TREE_LEAVES:
-            problems.append(f"{name}: {leaves[name]:,} leaves, over the limit of {MAX_TREE_LEAVES:,} a tree (MAX_TREE_LEAVES)")
-        elif isinstance(nodes, list) and len(nodes) > 2 * MAX_TREE_LEAVES - 1:
-            problems.append(f"{name}: {len(nodes):,} nodes, more than {MAX_TREE_LEAVES:,} leaves (MAX_TREE_LEAVES) can need")
+        limit, bound = leaf_limit(name), _leaf_bound_name(name)
+        if leaves[name] > limit:
+            problems.append(f"{name}: {leaves[name]:,} leaves, over the limit of {limit:,} for this tree ({bound})")
+        elif isinstance(nodes, list) and len(nodes) > 2 * limit - 1:
+            problems.append(f"{name}: {len(nodes):,} nodes, more than {limit:,} leaves ({bound}) can need")
     params = docs.get("evaluation.json")
     resamples = params.get("resamples") if isinstance(params, dict) else None
     if isinstance(resamples, int) and not isinstance(resamples, bool) and "eval_tree.json" in leaves:

@@ -26,8 +26,10 @@ from eth_account.signers.local import LocalAccount
 from eth_hash.auto import keccak
 from eth_utils.address import to_checksum_address
 
+from teleprompt_assets.core.encoding import loads_bounded
 from teleprompt_assets.core.urls import redact_url
 
+MAX_RPC_RESPONSE_BYTES = 64 << 20  # the submit path's calls answer a few KB; a node sending more is refused before parsing
 Errors = Mapping[str, str] | Iterable[str]
 """Custom error signatures a contract may revert with (``"NotFound()"``), or a mapping from each to
 what it means for the caller."""
@@ -86,7 +88,7 @@ class JsonRpc:
         req = urllib.request.Request(self._url, data=body, headers=self._headers)
         try:
             with self._opener.open(req, timeout=self.timeout_s) as resp:
-                raw = resp.read()
+                raw = resp.read(MAX_RPC_RESPONSE_BYTES + 1)
         except urllib.error.HTTPError as exc:
             raw = exc.read()  # some nodes answer JSON-RPC errors with HTTP 4xx/5xx
             if not raw.lstrip().startswith(b"{"):
@@ -95,7 +97,7 @@ class JsonRpc:
             reason = getattr(exc, "reason", None) or type(exc).__name__
             raise OnchainError(f"{self.label}: cannot reach the RPC for {method} ({reason})") from None
         try:
-            payload = json.loads(raw)
+            payload = loads_bounded(raw, max_bytes=MAX_RPC_RESPONSE_BYTES)  # a node's answer is input nobody vouches for
         except ValueError:
             raise OnchainError(f"{self.label}: {method} answered with something other than JSON: is this a JSON-RPC endpoint?") from None
         if not isinstance(payload, dict):

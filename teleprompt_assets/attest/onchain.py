@@ -17,7 +17,6 @@ line or a return value; errors name the RPC by scheme and host only.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from eth_hash.auto import keccak
 from eth_utils.address import to_checksum_address
 
 from teleprompt_assets.attest import eas
+from teleprompt_assets.attest.bundles import read_bundle_json
 from teleprompt_assets.attest.evm import (
     JsonRpc,
     OnchainError,
@@ -177,12 +177,13 @@ def _check_delegation_format(rpc: JsonRpc, eas_address: str, domain: Mapping[str
 
 def _read_attestation(bundle_dir: Path, attester: str) -> dict[str, Any]:
     """The bundle's off-chain attestation, refused unless this attester signed it: the chain should carry what was signed."""
-    try:
-        attestation = json.loads((Path(bundle_dir) / "attestation.json").read_text())
-    except FileNotFoundError:
-        raise OnchainError(f"{bundle_dir} has no attestation.json: is it a teleprompt bundle?") from None
-    except json.JSONDecodeError:
-        raise OnchainError(f"{bundle_dir}/attestation.json is not JSON") from None
+    docs, unreadable = read_bundle_json(Path(bundle_dir), ("attestation.json",))
+    if unreadable:
+        missing = unreadable[0].startswith("missing file")
+        raise OnchainError(f"{bundle_dir} has no attestation.json: is it a teleprompt bundle?" if missing else f"{bundle_dir}/{unreadable[0]}")
+    attestation = docs["attestation.json"]
+    if not isinstance(attestation, dict):
+        raise OnchainError(f"{bundle_dir}/attestation.json: not a JSON object")
     problems = eas.verify_offchain(attestation, expected_signer=attester)
     if problems:
         raise OnchainError(f"the bundle's attestation does not verify for attester {attester}: " + "; ".join(problems))

@@ -13,7 +13,7 @@ import zlib
 from typing import Any
 from urllib.parse import quote
 
-from teleprompt_assets.core.encoding import ZERO_ADDRESS
+from teleprompt_assets.core.encoding import ZERO_ADDRESS, loads_bounded
 
 ZERO_UID = "0x" + "00" * 32
 EXPLORERS = {1: "https://easscan.org", 11155111: "https://sepolia.easscan.org", 10: "https://optimism.easscan.org", 8453: "https://base.easscan.org"}
@@ -37,8 +37,17 @@ def share_string(attestation: dict[str, Any], signer: str) -> str:
     return base64.b64encode(zlib.compress(text.encode("utf-8"), 9)).decode("ascii")
 
 
+MAX_SHARE_BYTES = 1 << 20  # an attestation compacts to ~1 KB
+
+
 def decode_share_string(encoded: str) -> list[Any]:
-    return json.loads(zlib.decompress(base64.b64decode(encoded)).decode("utf-8"))
+    """A share string's compact attestation, refused (``ValueError``) when it inflates past
+    :data:`MAX_SHARE_BYTES` or nests deeper than an attestation can: share strings come from URLs."""
+    inflater = zlib.decompressobj()
+    text = inflater.decompress(base64.b64decode(encoded), MAX_SHARE_BYTES + 1)
+    if len(text) > MAX_SHARE_BYTES or inflater.unconsumed_tail:
+        raise ValueError(f"share string inflates past {MAX_SHARE_BYTES:,} bytes")
+    return loads_bounded(text, max_depth=16, max_bytes=MAX_SHARE_BYTES)
 
 
 def share_url(attestation: dict[str, Any], signer: str) -> str:

@@ -20,44 +20,47 @@ Crashes and concurrent runs (issue 8):
 
 from __future__ import annotations
 
-import importlib
 import json
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path, PurePosixPath
-from typing import Any, Literal, get_args, get_origin
+from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import cloudpickle
 import dspy
 import mlflow
-from eth_utils import keccak
 from mlflow import MlflowClient
-from mlflow.dspy.wrapper import DspyModelWrapper
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.models import Model, ModelSignature
-from mlflow.types.schema import AnyType, ColSpec, Schema
+from mlflow.models import Model
 
-from teleprompt_assets.core.encoding import canonical_bytes
+from teleprompt_assets.core.encoding import canonical_bytes, loads_bounded
 from teleprompt_assets.core.spec import ProgramSpec
 from teleprompt_assets.core.tracking import NOTE_TAG
 from teleprompt_assets.evaluate.deltaone import SCALE
 from teleprompt_assets.optimize.teleprompters import load_state
 from teleprompt_assets.register import promotion
+from teleprompt_assets.register.artifacts import (  # noqa: F401 (SERVED_DSPY_SETTINGS, model_signature: callers')
+    MAX_STATE_BYTES,
+    MODEL_ARTIFACT,
+    SERVED_DSPY_SETTINGS,
+    STATE_ARTIFACT,
+    TamperedArtifact,
+    UntrustedModelSource,
+    model_signature,
+    program_hash,
+    read_state,
+    served_pickle,
+    verified_program,
+)
 from teleprompt_assets.register.locks import LOCK_TIMEOUT_ENV, RegistryBusy, registration_lock  # noqa: F401 (LOCK_TIMEOUT_ENV, RegistryBusy: callers')
 
 CHAMPION = "champion"
-STATE_ARTIFACT = "program_state.json"
-MODEL_ARTIFACT = "program"
 SAMPLE_ARTIFACT = "sample_input.json"
-def program_hash(state: dict[str, Any]) -> str:
-    """keccak256 of the canonical JSON state: the programHash of DESIGN §7 and §9."""
-    return "0x" + keccak(canonical_bytes(state)).hex()
+MAX_SMALL_ARTIFACT_BYTES = 16 << 20  # a sample input, the reward components: JSON the pipeline wrote, read back bounded
 
 
 def pip_requirements() -> list[str]:
@@ -68,33 +71,6 @@ def pip_requirements() -> list[str]:
     return [f"dspy=={dspy.__version__}", f"mlflow=={mlflow.__version__}", f"polars=={polars.__version__}", f"eth-account=={eth_account.__version__}"]
 
 
-# What a version carries of DSPy's settings: only the key MLflow's loader reads. The LM, the adapter
-# and everything else come from the application that loads it (docs/serving.md).
-SERVED_DSPY_SETTINGS: dict[str, Any] = {"callbacks": []}
-_MLFLOW_TYPES = {str: "string", bool: "boolean", int: "long", float: "double"}
-
-
-def _column_type(annotation: Any) -> str | AnyType:
-    if get_origin(annotation) is Literal:
-        kinds = {type(a) for a in get_args(annotation)}
-        annotation = kinds.pop() if len(kinds) == 1 else None
-    return _MLFLOW_TYPES.get(annotation) or AnyType()
-
-
-def model_signature(spec: ProgramSpec) -> ModelSignature:
-    """The program's inputs (its ``forward`` parameters) and outputs, typed as its predictors declare
-    them, so a serving app (and MLflow's pyfunc) knows what to pass and what comes back."""
-    declared: dict[str, Any] = {}
-    for predictor in spec.build().predictors():
-        for field_name, field in predictor.signature.fields.items():
-            declared.setdefault(field_name, field.annotation)
-
-    def columns(names: tuple[str, ...]) -> Schema:
-        return Schema([ColSpec(_column_type(declared.get(n)), n) for n in names])
-
-    return ModelSignature(inputs=columns(spec.input_fields), outputs=columns(spec.output_fields))
-
-
 class _ServedDspyFlavor:
     """``mlflow.dspy``, less the logging process's DSPy settings.
 
@@ -102,15 +78,15 @@ class _ServedDspyFlavor:
     ``mlflow.dspy.load_model`` configures DSPy with them: loading a version replaced the LM an
     application had configured with the pipeline's (None: "No LM is loaded"). The program is pickled
     again beside the same MLmodel with :data:`SERVED_DSPY_SETTINGS` only, so loading leaves the
-    application's LM, adapter and other settings as they are.
+    application's LM, adapter and other settings as they are. :func:`served_pickle` is the one recipe,
+    which the artifact check (:mod:`teleprompt_assets.register.artifacts`) repeats to compare.
     """
 
     @staticmethod
     def save_model(path: str, mlflow_model: Model, model: dspy.Module, validate_serving_input: bool = True, **kwargs: Any) -> None:
         mlflow.dspy.save_model(model, path, mlflow_model=mlflow_model, **kwargs)
-        wrapper = DspyModelWrapper(model, dict(SERVED_DSPY_SETTINGS))
-        wrapper.output_schema = mlflow_model.signature.outputs if mlflow_model.signature else None
-        Path(path, mlflow_model.flavors["dspy"]["model_path"]).write_bytes(cloudpickle.dumps(wrapper))
+        pickled = served_pickle(model, mlflow_model.signature.outputs if mlflow_model.signature else None)
+        Path(path, mlflow_model.flavors["dspy"]["model_path"]).write_bytes(pickled)
 
 
 def _log_program(spec: ProgramSpec, program: dspy.Module, sample: dict[str, Any] | None) -> Any:
@@ -177,10 +153,19 @@ def champion(client: MlflowClient, name: str) -> ModelVersion | None:
 
 
 def load_program_state(client: MlflowClient, version: ModelVersion) -> dict[str, Any]:
-    """The JSON state of a version: rebuilt from JSON, not unpickled, when we only need demos."""
+    """The JSON state of a version (rebuilt from JSON, never unpickled), read behind a size and depth
+    bound and refused (:class:`TamperedArtifact`) unless it hashes to the version's registered
+    ``program_hash``: the baseline and the warm-start teacher are what was registered."""
+    what = f"{STATE_ARTIFACT} ({version.name} v{version.version})"
     with tempfile.TemporaryDirectory() as tmp:
-        path = client.download_artifacts(version.run_id, STATE_ARTIFACT, tmp)
-        return json.loads(Path(path).read_text())
+        path = Path(client.download_artifacts(version.run_id, STATE_ARTIFACT, tmp))
+        if path.stat().st_size > MAX_STATE_BYTES:
+            raise TamperedArtifact(f"{what}: {path.stat().st_size:,} bytes, over its limit of {MAX_STATE_BYTES:,}; not read")
+        state = read_state(path.read_bytes(), what)
+    registered = version.tags.get("program_hash")
+    if registered and program_hash(state) != registered.lower():
+        raise TamperedArtifact(f"{what}: keccak256 is {program_hash(state)}, not the registered program_hash {registered}; not loaded")
+    return state
 
 
 def load_champion(client: MlflowClient, spec: ProgramSpec) -> tuple[dspy.Module, ModelVersion] | None:
@@ -383,10 +368,6 @@ class Rollback:
     warnings: tuple[str, ...] = ()
 
 
-class UntrustedModelSource(RuntimeError):
-    """A version's model artifacts lie outside the pipeline's own artifact store; they were not unpickled."""
-
-
 def trusted_model_uri(client: MlflowClient, version: ModelVersion, pipeline_experiment: str | None = None) -> str:
     """Where ``version``'s model artifacts are, refused unless inside the pipeline experiment's artifact location.
 
@@ -412,47 +393,47 @@ def trusted_model_uri(client: MlflowClient, version: ModelVersion, pipeline_expe
     return uri
 
 
-def load_registered_model(client: MlflowClient, version: ModelVersion, pipeline_experiment: str | None = None) -> Any:
-    """Unpickle ``version`` with the mlflow.dspy flavor, from this registry's own artifact store only.
+def load_registered_model(client: MlflowClient, spec: ProgramSpec, version: ModelVersion, expected_hash: str | None = None,
+                          pipeline_experiment: str | None = None) -> dspy.Module:
+    """``version``'s program, built from its JSON state, never unpickled, once everything it serves
+    is what ``expected_hash`` vouches for (default: the version's registered ``program_hash``).
 
-    ``mlflow.dspy.load_model`` runs ``cloudpickle.load``. The location is checked by
-    :func:`trusted_model_uri` and loaded as checked, not through a ``models:/`` URI that MLflow's
-    global registry setting would resolve again. DSPy's settings are left as the caller had them,
-    also for versions logged before versions stopped carrying them (those restore ``lm=None``).
+    The model's location is checked first (:func:`trusted_model_uri`); then ``program_state.json``
+    must hash to ``expected_hash`` and ``data/model.pkl`` must be that program's pickle, compared
+    operation by operation without running it (:func:`teleprompt_assets.register.artifacts.inspect_version`).
+    Any difference raises :class:`TamperedArtifact` naming the artifact; the program class comes
+    from ``spec`` (the operator's config), its demos and instructions from the verified JSON. DSPy's
+    global settings are not touched.
     """
     uri = trusted_model_uri(client, version, pipeline_experiment)
-    with _dspy_settings_kept():
-        model = mlflow.dspy.load_model(uri)
-    mlflow.clear_active_model()  # loading made it the "active model"; pipeline metrics must not attach to it
-    return model
+    expected = expected_hash or version.tags.get("program_hash")
+    if not expected:
+        raise TamperedArtifact(f"{version.name} v{version.version}: no registered program_hash and no attestation vouches for its artifacts; not loaded")
+    return verified_program(client, spec, version, expected, uri)
 
 
-@contextmanager
-def _dspy_settings_kept() -> Iterator[None]:
-    """Put back every global DSPy setting that loading replaced (``mlflow.dspy.load_model`` calls
-    ``dspy.configure`` with the settings pickled with the version)."""
-    live = importlib.import_module("dspy.dsp.utils.settings")  # the module: the package exports its Settings object under the same name
-
-    before = dict(live.main_thread_config)
-    try:
-        yield
-    finally:
-        replaced = {k: v for k, v in before.items() if live.main_thread_config.get(k) is not v}
-        if replaced:
-            dspy.configure(**replaced)
+def _small_json(client: MlflowClient, run_id: str, name: str, tmp: str) -> Any:
+    """A small JSON artifact the pipeline wrote (sample input, reward components), read back bounded."""
+    path = Path(client.download_artifacts(run_id, name, tmp))
+    if path.stat().st_size > MAX_SMALL_ARTIFACT_BYTES:
+        raise ValueError(f"{name}: {path.stat().st_size:,} bytes, over its limit of {MAX_SMALL_ARTIFACT_BYTES:,}")
+    return loads_bounded(path.read_bytes(), max_bytes=MAX_SMALL_ARTIFACT_BYTES)
 
 
 def smoke_test(client: MlflowClient, spec: ProgramSpec, version: ModelVersion, lm: dspy.LM) -> None:
-    """The version loads with the mlflow.dspy flavor and answers its recorded sample input with ``lm``."""
+    """The version's artifacts are what was registered (:func:`load_registered_model`) and its
+    program answers its recorded sample input with ``lm``."""
     try:
-        model = load_registered_model(client, version)
+        model = load_registered_model(client, spec, version)
     except UntrustedModelSource as exc:
         raise RollbackError(str(exc)) from exc
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            sample = json.loads(Path(client.download_artifacts(version.run_id, SAMPLE_ARTIFACT, tmp)).read_text())
-        except (MlflowException, OSError) as exc:
-            raise RollbackError(f"version {version.version} has no {SAMPLE_ARTIFACT} to validate with") from exc
+            sample = _small_json(client, version.run_id, SAMPLE_ARTIFACT, tmp)
+        except (MlflowException, OSError, ValueError) as exc:
+            raise RollbackError(f"version {version.version} has no readable {SAMPLE_ARTIFACT} to validate with") from exc
+    if not isinstance(sample, dict):
+        raise RollbackError(f"version {version.version}: {SAMPLE_ARTIFACT} is not a JSON object")
     with dspy.context(lm=lm):
         prediction = model(**sample)
     missing = [f for f in spec.output_fields if getattr(prediction, f, None) in (None, "")]
@@ -562,17 +543,39 @@ def record_reward_components(client: MlflowClient, run_id: str, rows: list[dict[
 def reward_components(client: MlflowClient, version: ModelVersion, dest: Path) -> dict[str, dict[str, Any]]:
     """Components by lower-cased address; empty for versions attested before they were kept."""
     try:
-        path = Path(client.download_artifacts(version.run_id, REWARD_COMPONENTS, str(dest)))
-    except (MlflowException, OSError):
+        rows = _small_json(client, version.run_id, REWARD_COMPONENTS, str(dest)).get("contributors", [])
+    except (MlflowException, OSError, ValueError, AttributeError):
         return {}
-    return {str(r["contributor"]).lower(): r for r in json.loads(path.read_text()).get("contributors", [])}
+    return {str(r["contributor"]).lower(): r for r in rows if isinstance(r, dict)}
 
 
-def download_attestation(client: MlflowClient, version: ModelVersion, dest: Path) -> Path:
-    """The evidence bundle stored with a version (``attestation/`` artifacts of its run)."""
+class OversizedArtifact(ValueError):
+    """A stored file is larger than its reader allows; it was not downloaded."""
+
+
+def download_attestation(client: MlflowClient, version: ModelVersion, dest: Path, limits: Mapping[str, int] | None = None) -> Path:
+    """The evidence bundle stored with a version (``attestation/`` artifacts of its run).
+
+    With ``limits`` (file name → most bytes: the verifier's ``MAX_FILE_BYTES``) only those names are
+    downloaded, each after its listed size is checked (:class:`OversizedArtifact` otherwise), so a
+    hostile store cannot fill the disk or the memory of whoever verifies; the verifier checks the
+    downloaded files again as it reads them.
+    """
     if not version.tags.get("attestation_uid"):
         raise LookupError(f"{version.name} v{version.version} has no attestation")
-    return Path(client.download_artifacts(version.run_id, "attestation", str(dest)))
+    if limits is None:
+        return Path(client.download_artifacts(version.run_id, "attestation", str(dest)))
+    folder = dest / "attestation"
+    folder.mkdir(parents=True, exist_ok=True)
+    for info in client.list_artifacts(version.run_id, "attestation"):
+        name = info.path.rsplit("/", 1)[-1]
+        if info.is_dir or name not in limits:
+            continue  # never opened by the verifier: not downloaded
+        if info.file_size is not None and info.file_size > limits[name]:
+            raise OversizedArtifact(f"attestation/{name}: {info.file_size:,} bytes, over its limit of {limits[name]:,} (MAX_FILE_BYTES); not downloaded")
+        with tempfile.TemporaryDirectory(dir=dest) as tmp:
+            Path(client.download_artifacts(version.run_id, info.path, tmp)).replace(folder / name)
+    return folder
 
 
 def champion_scores(tags: dict[str, str]) -> dict[str, Any] | None:

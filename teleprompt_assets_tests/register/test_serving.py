@@ -24,6 +24,7 @@ from teleprompt_assets.core.spec import load_project
 from teleprompt_assets.core.tracking import connect, experiment_id
 from teleprompt_assets.optimize.teleprompters import load_state, program_state
 from teleprompt_assets.register import registry, serving
+from teleprompt_assets.register.artifacts import TamperedArtifact
 from teleprompt_assets_tests.conftest import REPO
 
 SAMPLE = {"message": "my parcel never arrived"}
@@ -126,9 +127,10 @@ def test_load_champion_binds_an_lm_it_is_given_and_leaves_the_global_one_alone(s
         assert served.program(message="my parcel never arrived at all").queue == "shipping"
 
 
-def test_load_champion_keeps_the_apps_lm_with_a_version_that_carries_one(store):
-    """A version logged before versions stopped carrying DSPy's settings restores ``lm=None`` (and
-    every other setting) when loaded; the helper puts back what the app had."""
+def test_load_champion_refuses_a_version_nothing_vouches_for_and_unpickles_nothing(store):
+    """A version logged with plain ``mlflow.dspy.log_model`` (all of DSPy's settings pickled, no JSON
+    state, no registered hash) used to be unpickled, restoring ``lm=None``. Nothing vouches for its
+    artifacts: it is refused in one line, and the app's settings are untouched."""
     client, spec, exp = store
     name = spec.registered_model_name
     _champion(store)  # creates the registered model
@@ -140,9 +142,9 @@ def test_load_champion_keeps_the_apps_lm_with_a_version_that_carries_one(store):
     client.set_registered_model_alias(name, registry.CHAMPION, str(old.version))
     lm = offline_lm()
     dspy.configure(lm=lm)
-    served = serving.load_champion("ticket_router")
-    assert served.version == int(old.version) and dspy.settings.lm is lm
-    assert served.program(message="my parcel never arrived at all").queue == "shipping"
+    with pytest.raises(TamperedArtifact, match=rf"^{name} v{old.version}: no attestation and no registered program_hash vouch for its artifacts; not loaded$"):
+        serving.load_champion("ticket_router")
+    assert dspy.settings.lm is lm
 
 
 def test_load_champion_without_a_champion_says_what_to_do(store):
