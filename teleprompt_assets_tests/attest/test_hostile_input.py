@@ -201,3 +201,12 @@ def test_a_share_string_that_inflates_past_its_bound_is_refused():
         decode_share_string(bomb)
     with pytest.raises(ValueError, match="nested deeper"):
         decode_share_string(base64.b64encode(zlib.compress(DEEP, 9)).decode())
+
+
+def test_the_byte_and_leaf_bounds_are_documented_as_they_are():
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "attestations.md").read_text()
+    for name in ("MAX_EVAL_LEAVES", "MAX_REWARD_LEAVES", "BYTES_PER_LEAF"):
+        assert name in doc, name
+    for value in (bundles.MAX_EVAL_LEAVES, bundles.MAX_REWARD_LEAVES, *(bundles.MAX_FILE_BYTES[n] for n in bundles.TREE_FILES)):
+        assert f"{value:,}" in doc, value
+    assert all(f"{bundles.BYTES_PER_LEAF[n]} {n.split('_')[0]}" in doc for n in bundles.TREE_FILES)
