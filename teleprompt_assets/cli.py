@@ -351,7 +351,7 @@ def _verify_folder(args: argparse.Namespace, bundle: Path, version: ModelVersion
             print(f"FAIL {problem}")
         return 1
     uid = read_bundle_json(bundle, ("attestation.json",))[0]["attestation.json"]["uid"]
-    checked = "program hash (bundle" + (")" if args.offline else " and registered model: program_state.json, model.pkl)")
+    checked = "program hash (bundle" + (")" if args.offline else " and registered model)")  # the registered model: its tag, state and pickle
     print(f"OK {uid}: signature, uid, roots, DeltaOne arithmetic and {checked} verify")
     return 0
 
