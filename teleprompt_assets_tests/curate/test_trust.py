@@ -68,7 +68,8 @@ def test_the_sample_config_registers_the_demo_key_the_helper_signs_with():
 
 
 @pytest.mark.parametrize(("trust", "message"), [
-    ({"signers": ["0xa2dfbbe547b9fe2eb36d63b62ae89f1b950f0dd8"]}, "trust.signers: Value error, 0xa2dfbbe547b9fe2eb36d63b62ae89f1b950f0dd8 is not EIP-55 checksummed (copy the address with its mixed case from where it was issued)"),
+    ({"signers": [GOOD.lower()]},
+     f"trust.signers: Value error, {GOOD.lower()} is not EIP-55 checksummed (copy the address with its mixed case from where it was issued)"),
     ({"signers": []}, "trust.signers: List should have at least 1 item after validation, not 0"),
     ({"signers": [GOOD], "programs": {"tciket_router": {"signers": [GOOD]}}}, "trust: Value error, programs.tciket_router: not a program of this config"),
     ({"signers": [GOOD], "unsigned": "ignore"}, "trust.unsigned: Input should be 'quarantine' or 'accept'"),
