@@ -36,26 +36,44 @@ def normalized_inputs(inputs_json: str, fields: tuple[str, ...]) -> str:
     return "\x1f".join(" ".join(str(inputs.get(f, "")).lower().split()) for f in fields)
 
 
+def _shares(sizes: dict[str, int], percent: int, room: dict[str, int]) -> dict[str, int]:
+    """``percent`` of the rows, apportioned to the labels by largest remainder (ties by label), each
+    label getting at most its ``room``: the total is the nearest whole number of rows (halves up)."""
+    total = sum(sizes.values())
+    target = (2 * percent * total + 100) // 200
+    share = {label: min(room[label], percent * n // 100) for label, n in sizes.items()}
+    order = sorted(sizes, key=lambda label: (-(percent * sizes[label] % 100), label))
+    left = target - sum(share.values())
+    while left > 0 and any(share[label] < room[label] for label in order):
+        for label in order:
+            if left > 0 and share[label] < room[label]:
+                share[label] += 1
+                left -= 1
+    return share
+
+
+def label_quotas(sizes: dict[str, int], split: SplitConfig) -> dict[str, tuple[int, int, int]]:
+    """How many of each label's distinct inputs go to train, dev and holdout. Holdout and dev get
+    their share of all rows to the nearest row, apportioned over the labels; every label keeps at
+    least one training row."""
+    holdout = _shares(sizes, split.holdout, {label: max(n - 1, 0) for label, n in sizes.items()})
+    dev = _shares(sizes, split.dev, {label: max(n - 1 - holdout[label], 0) for label, n in sizes.items()})
+    return {label: (n - dev[label] - holdout[label], dev[label], holdout[label]) for label, n in sizes.items()}
+
+
 def split_sizes(size: int, split: SplitConfig) -> tuple[int, int, int]:
-    """How many of a label's ``size`` distinct inputs go to train, dev and holdout: dev and holdout
-    get their share rounded to the nearest integer (halves up), train the rest, and a label seen
-    at all keeps at least one training row (taken from dev, then from holdout)."""
-    holdout = (2 * split.holdout * size + 100) // 200
-    dev = min(size - holdout, (2 * split.dev * size + 100) // 200)
-    train = size - dev - holdout
-    if train < 1 and size:
-        if dev:
-            dev -= 1
-        else:
-            holdout -= 1
-        train = 1
-    return train, dev, holdout
+    """:func:`label_quotas` of one label."""
+    return label_quotas({"": size}, split)[""]
+
+
+def _split_at(rank: int, quota: tuple[int, int, int]) -> str:
+    train, dev, _ = quota
+    return "train" if rank < train else "dev" if rank < train + dev else "holdout"
 
 
 def split_at(rank: int, size: int, split: SplitConfig) -> str:
     """The split of the ``rank``-th (0-based, oldest first) of ``size`` distinct inputs of one label."""
-    train, dev, _ = split_sizes(size, split)
-    return "train" if rank < train else "dev" if rank < train + dev else "holdout"
+    return _split_at(rank, split_sizes(size, split))
 
 
 def assign_splits(table: pl.DataFrame, split: SplitConfig) -> pl.DataFrame:
@@ -69,11 +87,12 @@ def assign_splits(table: pl.DataFrame, split: SplitConfig) -> pl.DataFrame:
     sizes: dict[str, int] = {}
     for label, ok in zip(stratum, usable, strict=True):
         sizes[label] = sizes.get(label, 0) + ok
+    quotas = label_quotas(sizes, split)
     seen: dict[str, int] = {}
     splits = []
     for label, ok in zip(stratum, usable, strict=True):
         rank = seen.get(label, 0)
-        splits.append(split_at(min(rank, max(sizes[label] - 1, 0)), max(sizes[label], 1), split))
+        splits.append(_split_at(rank, quotas[label]) if sizes[label] else "train")
         seen[label] = rank + ok
     return table.with_columns(pl.Series("split", splits, pl.String))
 

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from teleprompt_assets.core.config import SamplingConfig, SplitConfig
 from teleprompt_assets.core.spec import ProgramSpec, load_project
 from teleprompt_assets.curate.validation import CURATED_SCHEMA
-from teleprompt_assets.training.datasets import SPLITS, assign_splits, examples, sample_train, split_at, split_sizes, training_table
+from teleprompt_assets.training.datasets import SPLITS, assign_splits, examples, label_quotas, sample_train, split_at, split_sizes, training_table
 
 SPEC = load_project("teleprompt.yaml")[1]["ticket_router"]
 
@@ -30,6 +30,21 @@ def test_each_label_splits_oldest_to_train_in_its_proportions(train, dev, size):
     assert counts[0] >= 1  # a label seen once is taught, not withheld
     if counts[0] > 1:  # unless one row had to be moved to train, dev and holdout get their share to the nearest row
         assert abs(counts[2] * 100 - split.holdout * size) <= 50 and abs(counts[1] * 100 - split.dev * size) <= 50
+
+
+@given(st.dictionaries(st.sampled_from("abcdefgh"), st.integers(1, 40), min_size=1), st.integers(1, 98), st.integers(1, 98))
+def test_across_labels_holdout_and_dev_get_their_share_of_all_rows_to_the_nearest_row(sizes, holdout, dev):
+    """Rounded per label, five labels can lose two held-out rows between them: enough to fall below
+    min_holdout. Apportioned over the labels, the total is the nearest row."""
+    if holdout + dev > 99:
+        return
+    split = SplitConfig(train=100 - holdout - dev, dev=dev, holdout=holdout)
+    quotas = label_quotas(sizes, split)
+    total = sum(sizes.values())
+    assert all(sum(q) == sizes[label] and q[0] >= 1 and min(q) >= 0 for label, q in quotas.items())
+    room = sum(n - 1 for n in sizes.values())  # what can leave train at all
+    held = sum(q[2] for q in quotas.values())
+    assert held == min((2 * holdout * total + 100) // 200, room)
 
 
 def test_a_question_that_keeps_coming_back_is_taught_and_never_held_out():
