@@ -19,13 +19,16 @@ class Verdict(NamedTuple):
     description: str | None = None
 
 
-def combined_check(name: str, asset: str, verdicts: list[Verdict], partial: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
-    """``partial``: the severity when some programs fail and others pass (ERROR blocks them all)."""
+def combined_check(name: str, asset: str, verdicts: list[Verdict], partial: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+                   failed: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR) -> dg.AssetCheckResult:
+    """``partial``: the severity when some programs fail and others pass (ERROR blocks them all);
+    ``failed``: the severity when every program fails."""
     if len(verdicts) == 1:
         [v] = verdicts
-        return dg.AssetCheckResult(check_name=name, asset_key=asset, passed=v.passed, metadata=v.metadata, description=v.description)
-    failed = [v for v in verdicts if not v.passed]
+        return dg.AssetCheckResult(check_name=name, asset_key=asset, passed=v.passed, metadata=v.metadata, description=v.description,
+                                   severity=dg.AssetCheckSeverity.ERROR if v.passed else failed)
+    failing = [v for v in verdicts if not v.passed]
     metadata = {f"{v.target.program}.{k}": value for v in verdicts for k, value in v.metadata.items()}
-    description = "; ".join(f"{v.target.program}: {v.description or 'failed'}" for v in failed) or None
-    severity = partial if failed and len(failed) < len(verdicts) else dg.AssetCheckSeverity.ERROR
-    return dg.AssetCheckResult(check_name=name, asset_key=asset, passed=not failed, metadata=metadata, description=description, severity=severity)
+    description = "; ".join(f"{v.target.program}: {v.description or 'failed'}" for v in failing) or None
+    severity = partial if failing and len(failing) < len(verdicts) else failed if failing else dg.AssetCheckSeverity.ERROR
+    return dg.AssetCheckResult(check_name=name, asset_key=asset, passed=not failing, metadata=metadata, description=description, severity=severity)

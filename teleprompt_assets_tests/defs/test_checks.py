@@ -27,3 +27,11 @@ def test_a_partial_failure_can_be_downgraded_but_a_total_one_cannot():
     every = combined_check("no_regression", "registered_version", [Verdict(A, False, {}), Verdict(B, False, {})], partial=dg.AssetCheckSeverity.WARN)
     assert every.severity == dg.AssetCheckSeverity.ERROR
     assert every.description == "outreach_reply: failed; ticket_router: failed"
+
+
+def test_a_check_that_only_reports_warns_whatever_fails():
+    """no_regression: a candidate below its champion is an outcome, never the run's failure."""
+    one = combined_check("no_regression", "registered_version", [Verdict(B, False, {}, "C < B")], failed=dg.AssetCheckSeverity.WARN)
+    every = combined_check("no_regression", "registered_version", [Verdict(A, False, {}), Verdict(B, False, {})],
+                           partial=dg.AssetCheckSeverity.WARN, failed=dg.AssetCheckSeverity.WARN)
+    assert (one.severity, every.severity) == (dg.AssetCheckSeverity.WARN, dg.AssetCheckSeverity.WARN)

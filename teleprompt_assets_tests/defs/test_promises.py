@@ -117,9 +117,9 @@ class PipelinePromises(RuleBasedStateMachine):
 
     def _run(self, programs: list[str], day: date) -> None:
         result = self.job.execute_in_process(instance=self.instance, tags=run_tags(self.job.partitions_def, programs, day.isoformat()), raise_on_error=False)
-        # a run may stop at the no_regression gate (a single program's regression); nothing else may fail it
+        # a regressing candidate is a result (no_regression warns); nothing may fail the run
         failed = [e.step_key for e in result.all_events if e.is_step_failure]
-        assert set(failed) <= {"registered_version"}, failed
+        assert not failed, failed
 
     @rule(day=st.sampled_from(DAYS), both=st.booleans(), program=st.sampled_from(PROGRAMS))
     def run_day(self, day: date, both: bool, program: str) -> None:

@@ -44,7 +44,7 @@ def registered(tp_home, monkeypatch):
 def test_the_versions_run_has_the_optimizer_settings_as_params(registered):
     client, spec, version = registered
     params = client.get_run(version.run_id).data.params
-    assert params["optimizer"] == "BootstrapFewShot" and params["optimizer.max_labeled_demos"] == "24" and params["optimizer.max_bootstrapped_demos"] == "4"
+    assert params["optimizer"] == "auto" and params["optimizer.max_labeled_demos"] == "24" and params["optimizer.max_bootstrapped_demos"] == "4"
     assert params["warm_start"] == "False" and params["dataset_hash"] == "0xdata" and params["window"] == "2026-01-01..2026-01-07"
     assert params["program"] == "ticket_router" and params["program_hash"] == version.program_hash
 
@@ -102,4 +102,4 @@ def test_a_rerun_finds_the_version_and_logs_nothing_twice(registered, tp_home):
     again = registry.register(client, spec, load_state(spec, state), state, "2026-01-01..2026-01-07",
                               experiment_id(client, settings, settings.pipeline_experiment), {}, params={"optimizer": "other"}, metrics={"delta": 9.0})
     assert not again.created and again.version == version.version
-    assert client.get_run(version.run_id).data.params["optimizer"] == "BootstrapFewShot"
+    assert client.get_run(version.run_id).data.params["optimizer"] == "auto"
