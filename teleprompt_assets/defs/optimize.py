@@ -57,8 +57,10 @@ def compile_program(context: dg.OpExecutionContext, teleprompt: TelepromptResour
     progress = usage.Progress(context.log.info, f"compiling {t.program} with {config.optimizer.name}")
     context.log.info(f"compiling {t.program} with {config.optimizer.name} on {len(trainset)} training and {len(window.dev)} dev examples")
     printed = io.StringIO()  # teleprompters print their progress: it belongs in the step's log, not the terminal
+    trials: list[str] = []
     try:
-        with usage.metered(lm, progress) as used, teleprompters.time_limit(config.optimizer.time_limit_s), contextlib.redirect_stdout(printed):
+        with usage.metered(lm, progress) as used, teleprompters.time_limit(config.optimizer.time_limit_s), contextlib.redirect_stdout(printed), \
+                teleprompters.trial_log() as trials:
             optimized = selection.optimize(spec, window, metric, teacher, teleprompt.project().lm.concurrency)
         budget_stop(lm, f"{t.program}: compile stopped, nothing registered")
     except dg.Failure:
@@ -70,8 +72,8 @@ def compile_program(context: dg.OpExecutionContext, teleprompt: TelepromptResour
         raise dg.Failure(description=f"{t.program}: compile failed, nothing registered: {reason}", allow_retries=transient,
                          metadata={"lm": lm.model, "transient": transient}) from exc
     finally:
-        for line in printed.getvalue().splitlines():
-            context.log.info(f"{config.optimizer.name}: {line}")
+        for line in [*printed.getvalue().splitlines(), *trials]:
+            context.log.debug(f"{config.optimizer.name}: {line}")
     result = optimized.result
     seconds = time.perf_counter() - started
     if optimized.candidates:
@@ -98,6 +100,7 @@ def compile_program(context: dg.OpExecutionContext, teleprompt: TelepromptResour
     data_splits = ("train", "dev")  # both fed the optimization: taught, or scored to choose
     compiled = {"program": t.program, "state": result.state, "program_hash": prog_hash, "demos": demos, "demo_pool": pool, "optimizer": config.optimizer.model_dump(),
                 "optimizer_chosen": optimized.optimizer.model_dump(), "learned_from": list(optimized.learned_from),
+                "trial_log": "\n".join([*printed.getvalue().splitlines(), *trials])[-200_000:],
                 "candidates": [c.as_dict() for c in optimized.candidates],
                 "warm_start_from": None if teacher is None else "champion", "usage": figures, "metric": method,
                 "data_traces": label_noise.credible(table).filter(pl.col("split").is_in(data_splits)).select("trace_id", "trace_hash", "contributor", "feedback").to_dicts()}

@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import logging
 import signal
 import threading
 from collections.abc import Callable, Iterator
@@ -127,6 +128,48 @@ def time_limit(seconds: int) -> Iterator[None]:
                 continue
     if expired[0]:
         raise CompileTimeout(message)
+
+
+TRIAL_LOGGERS = ("dspy", "optuna")
+
+
+class _Collect(logging.Handler):
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__(logging.INFO)
+        self.lines = lines
+        self.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.lines.append(self.format(record))
+        except Exception:  # a record that cannot be formatted is not worth failing a compile for
+            self.lines.append(f"{record.levelname} {record.name}: (unformattable record)")
+
+
+@contextmanager
+def trial_log() -> Iterator[list[str]]:
+    """Collect what the optimizers log while the block runs, instead of letting it reach the terminal.
+
+    DSPy and optuna log every trial at INFO to stderr through handlers of their own (MIPROv2: ~200
+    lines a compile, GEPA ~700): a command that shows a run's output would show them all. The lines
+    go to the caller, which writes them to the step's log and the version's run; the loggers' own
+    handlers are restored afterwards.
+    """
+    lines: list[str] = []
+    collect = _Collect(lines)
+    loggers = [logging.getLogger(name) for name in TRIAL_LOGGERS]
+    saved = [(logger.handlers[:], logger.propagate, logger.level) for logger in loggers]
+    for logger in loggers:
+        logger.handlers = [collect]
+        logger.propagate = False
+        logger.setLevel(logging.INFO)
+    try:
+        yield lines
+    finally:
+        for logger, (handlers, propagate, level) in zip(loggers, saved, strict=True):
+            logger.handlers = handlers
+            logger.propagate = propagate
+            logger.setLevel(level)
 
 
 @dataclass(frozen=True)

@@ -121,14 +121,18 @@ def version_description(spec: ProgramSpec, window: str, evaluation: dict[str, An
             f"Made by Dagster run {settings.dagster_run_url(run_id)}")
 
 
-def version_artifacts(evaluation: dict[str, Any], sample_input: dict[str, Any], contributors: list[dict[str, Any]]) -> dict[str, str]:
-    """File name → text: the A/B report, per-example scores, the sample input, the contributors."""
-    return {
+def version_artifacts(evaluation: dict[str, Any], sample_input: dict[str, Any], contributors: list[dict[str, Any]], trial_log: str = "") -> dict[str, str]:
+    """File name → text: the A/B report, per-example scores, the sample input, the contributors, and
+    what the optimizers logged while compiling it (their trials, kept off the terminal)."""
+    files = {
         "ab_report.md": evaluation["ab_report"],
         "evaluation.json": json.dumps({k: evaluation[k] for k in EVALUATION_KEYS}, indent=1, sort_keys=True),
         SAMPLE_ARTIFACT: json.dumps(sample_input),
         "contributors.json": json.dumps(contributors, indent=1),
     }
+    if trial_log:
+        files["compile_log.txt"] = trial_log
+    return files
 
 
 def regression(comparison: dict[str, Any], version: int) -> str | None:

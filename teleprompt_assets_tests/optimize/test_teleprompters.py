@@ -8,6 +8,7 @@ from teleprompt_assets.core.lm import offline_lm
 from teleprompt_assets.core.optimizers import validate_optimizer
 from teleprompt_assets.core.spec import ProgramSpec, load_project
 from teleprompt_assets.core.usage import CostModel, metered
+from teleprompt_assets.optimize import teleprompters
 from teleprompt_assets.optimize.teleprompters import CompileTimeout, compile_program, time_limit
 
 SAMPLE = load_project("teleprompt.yaml")[1]["ticket_router"]
@@ -256,3 +257,16 @@ def test_labeled_few_shot_with_k_zero_compiles_a_program_without_demos():
                 for i in range(3)]
     result = compile_program(spec, trainset, lambda *a: 1.0)
     assert result.demos == []
+
+
+def test_optimizers_log_their_trials_to_the_caller_not_the_terminal(capfd):
+    """MIPROv2 logs ~200 INFO lines a compile through DSPy's own stderr handler; a CLI run showed them all."""
+    import logging
+
+    before = [logging.getLogger(name).handlers[:] for name in teleprompters.TRIAL_LOGGERS]
+    with teleprompters.trial_log() as lines:
+        logging.getLogger("dspy.teleprompt.mipro_optimizer_v2").info("Trial 3 / 4: score 80.0")
+        logging.getLogger("optuna").info("A new study created")
+    assert lines == ["INFO dspy.teleprompt.mipro_optimizer_v2: Trial 3 / 4: score 80.0", "INFO optuna: A new study created"]
+    assert "Trial 3" not in capfd.readouterr().err
+    assert [logging.getLogger(name).handlers for name in teleprompters.TRIAL_LOGGERS] == before
