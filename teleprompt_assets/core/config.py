@@ -219,6 +219,12 @@ class LMConfig(BaseModel):
     cache: Literal["auto", "on", "off"] = Field(default="auto", description="persistent answer cache; auto: on for a hosted LM, off for the offline LM")
     store_url: str | None = Field(default=None, description="SQLAlchemy URL of the answer cache, rate-limit and budget state (default: sqlite under TELEPROMPT_HOME)")
 
+    @field_validator("cache", mode="before")
+    @classmethod
+    def _yaml_booleans(cls, value: Any) -> Any:
+        """YAML reads an unquoted ``off`` / ``on`` as a boolean: take them as the words they were."""
+        return {False: "off", True: "on"}.get(value, value) if isinstance(value, bool) else value
+
     @field_validator("budget")
     @classmethod
     def _priced(cls, budget: LMBudget, info) -> LMBudget:

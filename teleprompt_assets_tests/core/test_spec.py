@@ -119,3 +119,9 @@ def test_an_absurd_start_date_override_fails_at_load(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match=r"TELEPROMPT_START_DATE='0001-01-01': 0001-01-01 is before 2000-01-01"):
         start_override("0001-01-01", tmp_path, 7)
     assert _load_with(tmp_path, "start_date: 2000-01-01\n")[0].start_date.year == 2000
+
+
+@pytest.mark.parametrize(("written", "meant"), [("off", "off"), ("on", "on"), ("'off'", "off"), ("auto", "auto")])
+def test_lm_cache_takes_off_and_on_as_written(tmp_path, written, meant):
+    """YAML reads an unquoted ``off`` as false: ``cache: off``, as the docs write it, was rejected."""
+    assert _load_with(tmp_path, f"lm:\n  cache: {written}\n")[0].lm.cache == meant
