@@ -60,8 +60,16 @@ def collector(asset: str, value: Callable[[Any], Any] = lambda v: v) -> dg.OpDef
 
 
 def per_program_asset(name: str, stage: dg.OpDefinition, collect: dg.OpDefinition, *, partitions: dg.PartitionsDefinition,
-                      group: str, kinds: set[str], description: str) -> dg.AssetsDefinition:
-    """A graph-backed asset reading (training_set, compiled_program) that maps ``stage`` over the run's programs."""
+                      group: str, kinds: set[str], description: str, reads_evaluation: bool = False) -> dg.AssetsDefinition:
+    """A graph-backed asset reading (training_set, compiled_program[, evaluation_report]) that maps
+    ``stage`` over the run's programs."""
+    if reads_evaluation:
+        @dg.graph_asset(name=name, partitions_def=partitions, group_name=group, kinds=kinds, description=description)
+        def per_program_evaluated(training_set, compiled_program, evaluation_report):
+            keys = programs_in_run(after=training_set)
+            return collect(keys.map(lambda key: stage(key, training_set, compiled_program, evaluation_report)).collect())
+
+        return per_program_evaluated
 
     @dg.graph_asset(name=name, partitions_def=partitions, group_name=group, kinds=kinds, description=description)
     def per_program(training_set, compiled_program):

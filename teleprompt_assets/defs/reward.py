@@ -23,7 +23,7 @@ REWARDS_SCHEMA = {"contributor": pl.String, "traces": pl.Int64, "demos": pl.Int6
 
 @dg.op
 def reward_program(context: dg.OpExecutionContext, teleprompt: TelepromptResource, mlflow: Tracking, key: str, training_set: ByPartition,
-                   compiled_program: ByPartition) -> dict:
+                   compiled_program: ByPartition, evaluation_report: ByPartition) -> dict:
     """Reward weights (ppm, summing to 1,000,000): volume, outcome quality and the demos' impact by group (``reward/impact.py``)."""
     t, table, compiled = target_of(key), training_set[key], compiled_program[key]
     if SKIPPED in compiled:
@@ -31,8 +31,10 @@ def reward_program(context: dg.OpExecutionContext, teleprompt: TelepromptResourc
     spec = teleprompt.spec(t.program)
     lm = teleprompt.lm(context.run_id, build_lm)
     with lm_stage(lm, f"{t.program}: reward weights stopped, nothing attested") as spent:
+        # the full program's held-out scores are the candidate's, measured by the evaluation: not paid again
+        full = {s["example_hash"]: s["candidate_q"] for s in evaluation_report[key].get("scores", [])}
         weighed = weigh.weigh(spec, table, teleprompters.load_state(spec, compiled["state"]), compiled["demos"], metrics.window_metric(spec, table)[0], lm,
-                              teleprompt.project().rewards, teleprompt.project().lm.concurrency)
+                              teleprompt.project().rewards, teleprompt.project().lm.concurrency, full_scores=full or None)
     measured, weights = weighed.impact, weighed.rows
     rows = [{"contributor": r.contributor, "traces": r.traces, "demos": r.demos, "impact": int(r.impact), "weight_ppm": r.weight_ppm,
              "label_factor_ppm": int(r.label_factor * PPM), "volume_ppm": int(r.volume_share * PPM), "quality_ppm": int(r.quality_share * PPM),
@@ -55,5 +57,5 @@ def _markdown(rows: list[dict]) -> str:
 
 def build_contributor_rewards(partitions: dg.PartitionsDefinition, group: str) -> dg.AssetsDefinition:
     collect = collector("contributor_rewards", lambda rows: pl.DataFrame(rows, schema=REWARDS_SCHEMA))
-    return per_program_asset("contributor_rewards", reward_program, collect, partitions=partitions, group=group, kinds={"polars"},
+    return per_program_asset("contributor_rewards", reward_program, collect, partitions=partitions, group=group, kinds={"polars"}, reads_evaluation=True,
                              description="Reward weights (ppm, summing to 1,000,000): volume, outcome quality and the demos' impact, by group, at the cost of one evaluation. One step per program.")

@@ -12,9 +12,9 @@ Cost. A group is measured on the held-out examples whose gold label is its label
 showing a queue's examples can change an answer (the effect of a group on other labels' examples,
 usually a wrong answer it caused, is harm, which the weights exclude anyway). Each example is thus
 run once without one group and once as the full program: at most 2 × holdout × predictors
-program-step calls, the evaluation's own count. The full program's runs are the candidate's
-held-out answers, so where the answer cache is on (a hosted LM) the gateway returns them at no cost
-and the impact pays half an evaluation. A free-text output has one group, every demo, measured on
+program-step calls, the evaluation's own count. The full program's scores are the candidate's
+held-out scores, which the evaluation measured: given them (``full_scores``, as the pipeline does),
+only the ablated runs are made and the impact costs half an evaluation. A free-text output has one group, every demo, measured on
 every example. When ``budget`` is smaller, the examples are taken in holdout order while they fit
 and the report says how many were used.
 """
@@ -51,9 +51,11 @@ def sources(program: dspy.Module) -> list[str]:
 
 
 def group_impact(program: dspy.Module, holdout: Sequence[dspy.Example], metric: Metric, lm: dspy.LM, labels: Mapping[str, str | None],
-                 field_name: str | None, budget: int, concurrency: int = 1) -> GroupImpact:
+                 field_name: str | None, budget: int, concurrency: int = 1, full_scores: Mapping[str, int] | None = None) -> GroupImpact:
     """``labels``: the label of every trace the program may show (None or absent: free text), and
-    ``field_name`` the output holding it on a held-out example; ``budget``: most program-step calls."""
+    ``field_name`` the output holding it on a held-out example; ``budget``: most program-step calls;
+    ``full_scores``: the full program's quantized scores by trace hash, already measured (the
+    evaluation's candidate side): those examples are not run again."""
     shown = sources(program)
     by_group: dict[str | None, set[str]] = {}
     for trace_id in shown:
@@ -61,16 +63,23 @@ def group_impact(program: dspy.Module, holdout: Sequence[dspy.Example], metric: 
     if None in by_group and len(by_group) > 1:  # unlabeled demos beside labeled ones: they are one more group of their own
         by_group["(unlabeled)"] = by_group.pop(None)
     predictors = max(1, len(program.predictors()))
+    known = full_scores or {}
     tasks: list[tuple[str | None, dspy.Example]] = []
+    cost = 0
     for example in holdout:
         group = ALL if list(by_group) == [ALL] else str(example.get(field_name)) if field_name else ALL
-        if group in by_group and (len(tasks) + 1) * 2 * predictors <= budget:
+        runs = 1 if example.get("trace_hash") in known else 2
+        if group in by_group and cost + runs * predictors <= budget:
             tasks.append((group, example))
+            cost += runs * predictors
     variants = {group: teleprompters.without_traces(program, ids) for group, ids in by_group.items()}
-    jobs = [(program, ex) for _, ex in tasks] + [(variants[group], ex) for group, ex in tasks]
+    unknown = [ex for _, ex in tasks if ex.get("trace_hash") not in known]
+    jobs = [(program, ex) for ex in unknown] + [(variants[group], ex) for group, ex in tasks]
     with dspy.context(lm=lm):
         scores = map_ordered(lambda job: quantize(run_one(job[0], job[1], metric)[0]), jobs, concurrency)
-    full, without = scores[: len(tasks)], scores[len(tasks):]
+    measured_full = dict(zip((id(ex) for ex in unknown), scores[: len(unknown)], strict=True))
+    full = [known[ex.get("trace_hash")] if ex.get("trace_hash") in known else measured_full[id(ex)] for _, ex in tasks]
+    without = scores[len(unknown):]
     units: dict[str | None, int] = {group: 0 for group in by_group}
     for (group, _), f, w in zip(tasks, full, without, strict=True):
         units[group] += f - w

@@ -29,14 +29,16 @@ def impact_budget(config: RewardsConfig, holdout: int, predictors: int) -> int:
 
 
 def weigh(spec: ProgramSpec, table: pl.DataFrame, program: dspy.Module, demos: Sequence[Mapping[str, object]], metric: Metric, lm: dspy.LM,
-          config: RewardsConfig, concurrency: int = 1) -> Weighed:
+          config: RewardsConfig, concurrency: int = 1, full_scores: Mapping[str, int] | None = None) -> Weighed:
     """``table``: the window's training table (with the label check's columns); ``demos``: the compiled
-    program's demo records (``contributor`` each); ``program``: the compiled program itself."""
+    program's demo records (``contributor`` each); ``program``: the compiled program itself;
+    ``full_scores``: its quantized held-out scores by trace hash when the evaluation measured them."""
     holdout = datasets.examples(table, spec, "holdout")
     labels = dict(table.select("trace_id", "label").iter_rows()) if "label" in table.columns else {}
     categorical = spec.config.metric.kind in ("exact_match", "token_f1") and label_noise.categorical(list(labels.values()))
     label_field = (spec.config.metric.field or spec.output_fields[0]) if categorical else None
-    measured = impact.group_impact(program, holdout, metric, lm, labels, label_field, impact_budget(config, len(holdout), len(program.predictors())), concurrency)
+    budget = impact_budget(config, len(holdout), len(program.predictors()))
+    measured = impact.group_impact(program, holdout, metric, lm, labels, label_field, budget, concurrency, full_scores)
     credible = label_noise.credible(table)
     checked = "label_issue" in table.columns
     factor = attribution.label_factor(table.select("contributor", "label", "label_issue", "label_suggested").iter_rows()) if checked else {}

@@ -59,3 +59,16 @@ def test_a_knn_program_is_measured_by_its_pool_and_reuses_the_evaluations_answer
     assert measured.examples_used == 12 and measured.program_runs == 24
     assert (lm.engine.stats().calls, lm.engine.stats().reused) == (12, 12)
     assert dict(measured.credits) == {"account": 0, "billing": 0, "shipping": 4_000_000}  # zero-shot already answers these two: "account" is named, "billing" is the first option
+
+
+def test_the_evaluations_scores_stand_for_the_full_program():
+    """The candidate's held-out scores were measured by the evaluation: only the ablated runs are paid."""
+    holdout = [_example("my parcel was lost in transit", "shipping").copy(trace_hash=f"0x{i}") for i in range(4)]
+    labels = {"t1": "shipping", "t2": "sales"}
+    fresh = group_impact(_program(), holdout, SPEC.metric(), offline_lm(), labels, "queue", budget=1_000)
+    reused = group_impact(_program(), holdout, SPEC.metric(), offline_lm(), labels, "queue", budget=1_000,
+                          full_scores={f"0x{i}": 1_000_000 for i in range(4)})
+    assert fresh.credits == reused.credits == [("sales", 0), ("shipping", 4_000_000)]
+    assert (fresh.program_runs, reused.program_runs) == (8, 4)
+    assert group_impact(_program(), holdout, SPEC.metric(), offline_lm(), labels, "queue", budget=3,
+                        full_scores={f"0x{i}": 1_000_000 for i in range(4)}).examples_used == 3
