@@ -45,7 +45,7 @@ from teleprompt_assets_tests.conftest import small_window_config
 
 END = date(2026, 11, 20)
 DAYS = 3
-PER_DAY = 16
+PER_DAY = 20
 PROGRAM = "ticket_router"
 MODEL = f"teleprompt-{PROGRAM}"
 ATTESTER_KEY = "0x8f2a55949038a9610f50fb23b5883af3b4ecb3c3bb792cbcefbd1542c692be63"

@@ -56,7 +56,7 @@ from teleprompt_assets_tests.reliability import (  # noqa: F401 - fixtures
 )
 
 FROM_COMPILE = ["compiled_program", "evaluation_report", "registered_version", "champion_alias", "contributor_rewards", "deltaone_attestation"]
-FROM_REGISTRATION = ["registered_version", "champion_alias", "deltaone_attestation"]
+FROM_REGISTRATION = ["registered_version", "champion_alias", "contributor_rewards", "deltaone_attestation"]  # rewards read the evaluation: they run after it, so a kill at registration leaves them undone
 LM_FAULTS = {  # mode: what the failure message must name
     "error": "LMTransportError",
     "timeout": "LMTimeoutError",

@@ -110,15 +110,22 @@ def dev_sample(dev: Sequence[dspy.Example], size: int) -> list[dspy.Example]:
 
 
 def dev_score(program: dspy.Module, dev: Sequence[dspy.Example], metric: Metric, threads: int) -> Fraction:
-    """The metric's exact sum over ``dev``; an answer the adapter cannot parse scores 0."""
+    """The metric's exact sum over ``dev``; an answer the adapter cannot parse scores 0, but when no
+    answer parses the LM is not answering the program's format at all: that is the candidate's
+    failure (:class:`~teleprompt_assets.optimize.teleprompters.CompileError`), not a score of 0."""
+    unreadable: list[str] = []
 
     def one(example: dspy.Example) -> Fraction:
         try:
             return Fraction(float(metric(example, program(**example.inputs()), None)))
-        except AdapterParseError:
+        except AdapterParseError as exc:
+            unreadable.append(f"{type(exc).__name__}: {str(exc)[:200]}")
             return Fraction(0)
 
-    return sum(map_ordered(one, list(dev), threads), Fraction(0))
+    total = sum(map_ordered(one, list(dev), threads), Fraction(0))
+    if dev and len(unreadable) == len(dev):
+        raise teleprompters.CompileError(f"none of its {len(dev)} dev answers could be parsed ({unreadable[0]})", transient=False)
+    return total
 
 
 def estimate_calls(config: OptimizerConfig, train: int, dev: int, predictors: int) -> int:

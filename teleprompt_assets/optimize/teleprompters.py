@@ -268,6 +268,8 @@ def _mipro_minibatch(params: dict[str, Any], validation_size: int) -> bool:
 
 
 def _build(config: OptimizerConfig, metric: Metric, threads: int = 1) -> Any:
+    if config.name not in OPTIMIZERS:
+        raise ValueError(f"{config.name!r} names no teleprompter (auto is a portfolio: compile it with optimize.selection.optimize)")
     params = {k: v for k, v in config.params.items() if k not in COMPILE_PARAMS.get(config.name, set())}
     if "num_threads" not in params and "num_threads" in inspect.signature(OPTIMIZERS[config.name].__init__).parameters:
         params["num_threads"] = threads

@@ -1,13 +1,13 @@
 import dspy
 
 from teleprompt_assets.core.lm import offline_lm
-from teleprompt_assets.core.spec import load_project
 from teleprompt_assets.core.usage import Progress, metered
 from teleprompt_assets.evaluate.scoring import score_pair
 from teleprompt_assets.optimize.teleprompters import compile_program
+from teleprompt_assets_tests.optimize.test_teleprompters import SPEC as BOOTSTRAP_SPEC
 from teleprompt_assets_tests.optimize.test_teleprompters import _examples
 
-SPEC = load_project("teleprompt.yaml")[1]["ticket_router"]
+SPEC = BOOTSTRAP_SPEC  # the sample program, compiled with BootstrapFewShot
 
 
 class Clock:
