@@ -56,7 +56,8 @@ from teleprompt_assets_tests.reliability import (  # noqa: F401 - fixtures
 )
 
 FROM_COMPILE = ["compiled_program", "evaluation_report", "registered_version", "champion_alias", "contributor_rewards", "deltaone_attestation"]
-FROM_REGISTRATION = ["registered_version", "champion_alias", "contributor_rewards", "deltaone_attestation"]  # rewards read the evaluation: they run after it, so a kill at registration leaves them undone
+# contributor_rewards reads the evaluation and so runs after it: a kill at registration leaves it undone
+FROM_REGISTRATION = ["registered_version", "champion_alias", "contributor_rewards", "deltaone_attestation"]
 LM_FAULTS = {  # mode: what the failure message must name
     "error": "LMTransportError",
     "timeout": "LMTimeoutError",
