@@ -10,6 +10,11 @@ instance there then runs the `optimize_program` job for that day: raw_traces -> 
 training_set -> compiled_program -> evaluation_report -> registered_version -> champion_alias ->
 contributor_rewards -> deltaone_attestation, exactly as `teleprompt run` does.
 
+It runs with the sample config, ``trust:`` section included, as a user's run does: the fixture's
+traces and labels are signed by the DEMO app key it trusts, and the run fails before printing any
+figure if curation quarantined or ignored any of them for identity (the accepted and quarantined
+counts and the day's identity counts are printed).
+
 Wall time S covers the job alone (not the fixture copy). Peak RSS M is the job process's peak plus
 the summed peaks of the ingestion reader processes (VmHWM), an upper bound on what it held at once. Last line: ``e2e: <N> traces, <S> s wall, peak RSS <M> MB``.
 """
@@ -39,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=REPO / ".teleprompt" / "bench")
     args = parser.parse_args(argv)
     sys.path.insert(0, str(REPO))
-    from benchmarks.ingest import DAY, build_fixture
+    from benchmarks.ingest import DAY, build_fixture, check_run_identity, run_identity
 
     fixture = build_fixture(args.traces, args.root)
     scratch = args.root / f"e2e-{args.traces}"
@@ -65,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
             event = record.dagster_event
             if event is not None and event.event_type_value == "STEP_SUCCESS":
                 steps[event.step_key] = event.event_specific_data.duration_ms / 1000
+        identity = run_identity(instance, out["run_id"])
+    print(f"identity: {'; '.join(identity['statements'])}")
+    print(check_run_identity(identity), flush=True)  # fails here, before any figure, if the trust check refused the fixture
     own, child = _peak_mb()
     read = out["raw_traces"].height
     comparison = out["evaluation_report"]["comparison"]

@@ -16,7 +16,10 @@ graph does not touch the LM and is printed separately). Each seeded ticket carri
 number: the sample's templates repeat, and a window keeps one example per distinct input, which
 would leave ~40 held-out examples and a next day with nothing new. Then the K store runs the next day, whose
 window has one new day of traffic, with the champion unchanged between the two runs; the
-evaluation's ``baseline_answers_reused`` over its held-out count is the reuse. Last line:
+evaluation's ``baseline_answers_reused`` over its held-out count is the reuse. Every run curates with
+the sample config's ``trust:`` section, as a user's does; each prints its read, accepted and
+quarantined counts, and a run that quarantined or ignored any signed trace or label for identity
+stops the benchmark before its figures. Last line:
 
     hosted: <N> traces, latency <L> ms, concurrency <K>: <S> s vs <S1> s at concurrency 1 (<R>x), next day reused <U>% of baseline answers
 
@@ -103,6 +106,7 @@ def run(day: date) -> dict:
     after the evaluation; that is a result here, not an error."""
     import dagster as dg
 
+    from benchmarks.ingest import check_run_identity, run_identity
     from teleprompt_assets.definitions import OPTIMIZE_JOB, build_definitions
     from teleprompt_assets.launch import ensure_dagster_home, key_of
 
@@ -119,15 +123,17 @@ def run(day: date) -> dict:
         records = instance.fetch_materializations(dg.AssetKey("evaluation_report"), limit=1).records
         metadata = {k: v.value for k, v in records[0].asset_materialization.metadata.items()}
         rows = instance.fetch_materializations(dg.AssetKey("training_set"), limit=1).records[0].asset_materialization.metadata
+        identity = check_run_identity(run_identity(instance, result.run_id))  # no figures from a run that refused its traces
     lm_s = sum(v for k, v in steps.items() if any(k.split(".")[-1].startswith(s) for s in LM_STEPS))
     return {"wall": wall, "lm_s": lm_s, "steps": steps, "failed": failed, "evaluation": metadata,
-            "rows": {k: v.value for k, v in rows.items()}}
+            "rows": {k: v.value for k, v in rows.items()}, "identity": identity}
 
 
 def describe(label: str, result: dict) -> str:
     ev = result["evaluation"]
     failed = f" (run stopped at {', '.join(result['failed'])})" if result["failed"] else ""
-    return (f"{label}: LM-bound steps {result['lm_s']:.1f} s of {result['wall']:.1f} s wall{failed}; held-out {ev.get('holdout')}, "
+    return (f"{label}: {result['identity']}\n"
+            f"{label}: LM-bound steps {result['lm_s']:.1f} s of {result['wall']:.1f} s wall{failed}; held-out {ev.get('holdout')}, "
             f"deltaPpm {ev.get('delta_ppm')}, evaluation lm_calls {ev.get('lm_calls')}, reused {ev.get('answers_reused')} "
             f"(baseline {ev.get('baseline_answers_reused')}), retries {ev.get('lm_retries')}; "
             + ", ".join(f"{k.split('[')[0]} {v:.1f} s" for k, v in result["steps"].items() if v >= 0.5))
