@@ -30,8 +30,10 @@ its own (``--root``, default ``.teleprompt/bench/peer``), deterministic for its 
    the demo limits of our config (``max_bootstrapped_demos``/``max_labeled_demos`` from its optimizer
    params, DSPy's defaults where it sets none) by (a) ``dspy.BootstrapFewShot`` and (b)
    ``dspy.MIPROv2(auto="light", seed=<seed>, num_threads=1)`` (it splits its own validation set off
-   the examples), with the program's metric and the same offline LM (``core.lm.build_lm()`` with
-   ``TELEPROMPT_LM`` unset).
+   the examples) and (c) DSPy's own ``dspy.KNNFewShot(k=3)`` with the same local hashing embedder our
+   KNN uses (it compiles nothing and bootstraps on the neighbours of every served call: its calls
+   column gives the LM calls per served input in parentheses), with the program's metric and the same
+   offline LM (``core.lm.build_lm()`` with ``TELEPROMPT_LM`` unset).
 4. **Ours**, as a user runs the product: a scratch ``TELEPROMPT_HOME``/``DAGSTER_HOME``, a config file
    (``TELEPROMPT_CONFIG``) that is the repository's ``teleprompt.yaml`` (quality, rewards, lm, window)
    with only the cell's program, whose entry is the repository's ``ticket_router`` entry (its optimizer
@@ -68,7 +70,7 @@ routing demos cover and how many of them carry a wrong queue), then per program 
 BootstrapFewShot, plain MIPROv2 light and our champion; LM calls of each side, ours as
 compile+evaluation+impact), then one line per program and noise level:
 
-    peer: <program> noise=<r> uncompiled=<a> bootstrap=<b> mipro=<m> ours=<o> calls: bootstrap=<n> mipro=<n> ours=<n> (<k> seeds)
+    peer: <program> noise=<r> uncompiled=<a> bootstrap=<b> mipro=<m> knn=<k> ours=<o> calls: bootstrap=<n> mipro=<n> knn=<n> ours=<n> (<k> seeds)
 
 with means over the seeds. ``--json FILE`` also writes every cell's figures. These are offline-LM
 figures: they compare what each side makes of the same data, not what a hosted LM would score.
@@ -352,19 +354,30 @@ def demo_audit(program: dspy.Module) -> dict[str, int]:
 
 
 def _plain(spec, examples: list[dspy.Example], seed: int, limits: dict[str, int]) -> dict[str, tuple[dspy.Module, int, float]]:
+    from teleprompt_assets.core import embedder
     from teleprompt_assets.core.lm import build_lm
 
     metric = spec.metric()
     out = {}
-    for side in ("bootstrap", "mipro"):
+    for side in ("bootstrap", "mipro", "knn"):
         before, started = _CALLS[0], time.perf_counter()
         with dspy.context(lm=build_lm()):
             if side == "bootstrap":
                 compiled = dspy.BootstrapFewShot(metric=metric, **limits).compile(spec.build(), trainset=examples)
-            else:
+            elif side == "mipro":
                 compiled = dspy.MIPROv2(metric=metric, auto="light", seed=seed, num_threads=1, **limits).compile(spec.build(), trainset=examples)
+            else:  # DSPy's own KNNFewShot, k=3 as in its docs, the same local hashing embedder as ours; it bootstraps on the neighbours of every call
+                compiled = dspy.KNNFewShot(k=3, trainset=examples, vectorizer=embedder.build(embedder.describe(embedder.HASHING)), **limits).compile(spec.build())
         out[side] = (compiled, _CALLS[0] - before, time.perf_counter() - started)
     return out
+
+
+def _plain_side(program: dspy.Module, calls: int, seconds: float, test: list[dspy.Example], fields: tuple[str, ...]) -> dict[str, Any]:
+    """A plain side's figures; ``serving_calls_per_input``: LM calls per test input (KNNFewShot bootstraps on every call)."""
+    before = _CALLS[0]
+    scores = score(program, test, fields)
+    return {"scores": scores, "lm_calls": calls, "seconds": round(seconds, 1), "demos": demo_counts(program), "audit": demo_audit(program),
+            "serving_calls_per_input": round((_CALLS[0] - before) / max(1, len(test)), 2)}
 
 
 def _run_metadata(instance, run_id: str) -> dict[str, dict[str, Any]]:
@@ -448,7 +461,7 @@ def run_cell(program: str, seed: int, noise: float, optimizer: dict | None) -> d
         "program": program, "seed": seed, "noise": noise, "traces": len(calls), "seed_seconds": round(seed_s, 1), "limits": limits,
         "wrong_labels": sum(c.wrong for c in calls), "plain_examples": len(examples),
         "uncompiled": score(spec.build(), test, fields),
-        **{side: {"scores": score(p, test, fields), "lm_calls": n, "seconds": round(s, 1), "demos": demo_counts(p), "audit": demo_audit(p)} for side, (p, n, s) in plain.items()},
+        **{side: _plain_side(p, n, s, test, fields) for side, (p, n, s) in plain.items()},
         "ours": ours, "optimizer": spec.config.optimizer.model_dump(), "package": str(Path(sys.modules["teleprompt_assets"].__file__).parent),
     }
 
@@ -485,9 +498,10 @@ def _mean(values: list[float]) -> float:
 
 def table(program: str, cells: list[dict]) -> list[str]:
     two = program != "ticket_router"
-    head = ["seed", "noise", "uncompiled", "plain Bootstrap", "plain MIPROv2 light", "ours", "calls Bootstrap", "calls MIPROv2", "calls ours (compile+eval+impact)"]
+    head = ["seed", "noise", "uncompiled", "plain Bootstrap", "plain MIPROv2 light", "plain KNN", "ours", "calls Bootstrap", "calls MIPROv2", "calls KNN (per served input)",
+            "calls ours (compile+eval+impact)"]
     if two:
-        head += ["reply: uncompiled", "Bootstrap", "MIPROv2", "ours"]
+        head += ["reply: uncompiled", "Bootstrap", "MIPROv2", "KNN", "ours"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for c in cells:
         o = c["ours"]
@@ -496,17 +510,18 @@ def table(program: str, cells: list[dict]) -> list[str]:
         if o["engine_calls"] != o["lm_calls"]:
             extra += f", engine {o['engine_calls']}"
         row = [str(c["seed"]), f"{c['noise']:.2f}", _acc(c["uncompiled"]["queue"]), _acc(c["bootstrap"]["scores"]["queue"]),
-               _acc(c["mipro"]["scores"]["queue"]), _acc(o["scores"]["queue"]) + ("" if o["version"] else " (no champion)"),
-               str(c["bootstrap"]["lm_calls"]), str(c["mipro"]["lm_calls"]), f"{o['lm_calls']} ({extra})"]
+               _acc(c["mipro"]["scores"]["queue"]), _acc(c["knn"]["scores"]["queue"]), _acc(o["scores"]["queue"]) + ("" if o["version"] else " (no champion)"),
+               str(c["bootstrap"]["lm_calls"]), str(c["mipro"]["lm_calls"]), f"{c['knn']['lm_calls']} ({c['knn']['serving_calls_per_input']})", f"{o['lm_calls']} ({extra})"]
         if two:
-            row += [_acc(c["uncompiled"]["reply"]), _acc(c["bootstrap"]["scores"]["reply"]), _acc(c["mipro"]["scores"]["reply"]), _acc(o["scores"]["reply"])]
+            row += [_acc(c["uncompiled"]["reply"]), _acc(c["bootstrap"]["scores"]["reply"]), _acc(c["mipro"]["scores"]["reply"]), _acc(c["knn"]["scores"]["reply"]),
+                    _acc(o["scores"]["reply"])]
         lines.append("| " + " | ".join(row) + " |")
     return lines
 
 
 def peer_line(program: str, noise: float, cells: list[dict]) -> str:
-    acc = {side: _mean([(c[side] if side == "uncompiled" else c[side]["scores"])["queue"] for c in cells]) for side in ("uncompiled", "bootstrap", "mipro", "ours")}
-    calls = {side: _mean([c[side]["lm_calls"] for c in cells]) for side in ("bootstrap", "mipro", "ours")}
+    acc = {side: _mean([(c[side] if side == "uncompiled" else c[side]["scores"])["queue"] for c in cells]) for side in ("uncompiled", "bootstrap", "mipro", "knn", "ours")}
+    calls = {side: _mean([c[side]["lm_calls"] for c in cells]) for side in ("bootstrap", "mipro", "knn", "ours")}
     return (f"peer: {program} noise={noise:.2f} " + " ".join(f"{k}={_acc(v)}" for k, v in acc.items())
             + " calls: " + " ".join(f"{k}={v:.0f}" for k, v in calls.items()) + f" ({len(cells)} seed{'s' if len(cells) != 1 else ''})")
 

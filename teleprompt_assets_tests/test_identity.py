@@ -48,7 +48,7 @@ VICTIM = next(c.address for c in CONTRIBUTORS if c.name == "globex-helpdesk")
 ACCOMPLICE = next(c.address for c in CONTRIBUTORS if c.name == "initech-care")  # an existing contributor who gains what the victim loses
 MALLORY = contributor_address("mallory")  # a fresh address
 MALLORY_KEY = "0x" + keccak(text="teleprompt-test: mallory's own key").hex()
-STEPS = ["raw_traces", "curated_traces", "quarantined_traces", "training_set", "compiled_program", "contributor_rewards"]
+STEPS = ["raw_traces", "curated_traces", "quarantined_traces", "training_set", "compiled_program", "evaluation_report", "contributor_rewards"]
 
 
 def _config(dest: Path, trust: bool) -> Path:
