@@ -529,9 +529,11 @@ def run_line(program: str, day: str, out: dict) -> str:
         return head + reg["skipped"]
     report = out["evaluation_report"]["comparison"]
     serving = "@champion" if alias.get("champion") else f"(not champion: {alias.get('decision', 'not promoted')})"
+    shortfall = (out.get("compiled_program") or {}).get("demo_shortfall") or []
     return (head + f"{report['baseline_mean']:.4f} -> {report['candidate_mean']:.4f} on {report['n']} held-out examples, deltaPpm {report['delta_ppm']}, "
             f"DeltaOne {'yes' if report['deltaone'] else 'no'}; {reg['name']} v{reg['version']} {serving}; "
-            + (f"attestation {att['uid']}" if att.get("attested") else f"no attestation ({att['reason']})"))
+            + (f"attestation {att['uid']}" if att.get("attested") else f"no attestation ({att['reason']})")
+            + "".join(f"; fewer demos: {line}" for line in shortfall))
 
 
 def _instance(home: Path, verbose: bool) -> dg.DagsterInstance:

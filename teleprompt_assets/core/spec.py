@@ -54,6 +54,16 @@ class ProgramSpec:
             names += [n for n in predictor.signature.output_fields if n != "reasoning" and n not in names]
         return tuple(names)
 
+    @cached_property
+    def computed_fields(self) -> tuple[str, ...]:
+        """Fields a predictor reads that are neither program inputs nor program outputs: values the
+        program computes in ``forward`` (retrieved passages, an earlier step's output). A trace holds
+        them only where ``forward`` returns them, and demos need them."""
+        names: list[str] = []
+        for predictor in self.build().predictors():
+            names += [n for n in predictor.signature.input_fields if n not in self.input_fields and n not in self.output_fields and n not in names]
+        return tuple(names)
+
     @property
     def registered_model_name(self) -> str:
         return f"teleprompt-{self.name}"

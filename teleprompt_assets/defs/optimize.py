@@ -105,11 +105,24 @@ def compile_program(context: dg.OpExecutionContext, teleprompt: TelepromptResour
                 "warm_start_from": None if teacher is None else "champion", "usage": figures, "metric": method,
                 "data_traces": label_noise.credible(table).filter(pl.col("split").is_in(data_splits)).select("trace_id", "trace_hash", "contributor", "feedback").to_dicts()}
     series = {f"{t.program}.{k}": figures[k] for k in ("lm_calls", "projected_usd", "demos")}  # one plotted series per program
-    selected = {"optimizer_chosen": chosen, "learned_from": "+".join(optimized.learned_from), **portfolio}
+    shortfalls = [line for c in result.coverage if (line := c.shortfall())]
+    for line in shortfalls:
+        context.log.warning(f"{t.program}: fewer demos than allowed: {line}")
+    compiled["demo_coverage"] = [c.as_dict() for c in result.coverage]
+    compiled["demo_shortfall"] = shortfalls
+    selected = {"optimizer_chosen": chosen, "learned_from": "+".join(optimized.learned_from), **portfolio,
+                "demos_by_predictor": _coverage_markdown(result.coverage), "demo_shortfall": "; ".join(shortfalls) or "none"}
     if optimized.candidates:
         selected["portfolio"] = selection.describe(optimized.candidates)
-    return staged(key, compiled, {"optimizer": config.optimizer.name, "program_hash": prog_hash, "lm": lm.model, **selected, **figures, **series}) | {
+    return staged(key, compiled, {"optimizer": config.optimizer.name, "program_hash": prog_hash, "lm": lm.model, **selected, **figures, **series},
+                  markdown=("demos_by_predictor",)) | {
         "check": {"passed": check.passed, "problems": check.problems, "prompt_tokens": check.prompt_tokens}}
+
+
+def _coverage_markdown(coverage: list[teleprompters.DemoCoverage]) -> str:
+    lines = ["| predictor | demos | allowed | bootstrapped | training examples with every field | missing in some |", "|---|---|---|---|---|---|"]
+    return "\n".join(lines + [f"| {c.predictor} | {c.demos} | {c.limit if c.limit is not None else '-'} | {c.bootstrapped} | {c.complete} of {c.examples} | "
+                               f"{', '.join(c.missing) or '-'} |" for c in coverage])
 
 
 @dg.op(out={"result": dg.Out(), CHECK.get_python_identifier(): dg.Out()})

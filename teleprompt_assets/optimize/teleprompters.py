@@ -180,11 +180,61 @@ class DemoSource:
 
 
 @dataclass(frozen=True)
+class DemoCoverage:
+    """What one predictor could be shown: a predictor whose fields the traces do not log (an input the
+    program computes in ``forward``, an intermediate output it does not return) gets fewer demos than
+    the optimizer allows, and the run says so instead of quietly registering a weaker program."""
+
+    predictor: str
+    demos: int  # fixed demos it got (for KNNFewShot: entries of the pool, shown k per call)
+    limit: int | None  # what the optimizer allows (None: no fixed limit)
+    bootstrapped: int
+    complete: int  # training examples holding every field it needs (a labeled demo needs all of them)
+    examples: int
+    missing: tuple[str, ...] = ()  # its fields some training examples lack, most often missing first
+
+    def shortfall(self) -> str | None:
+        """One clause when it got fewer demos than allowed for want of logged fields; None otherwise."""
+        if self.limit is None or self.demos >= min(self.limit, self.examples) or not self.missing:
+            return None
+        return (f"{self.predictor}: {self.demos} of {self.limit} demos; {self.examples - self.complete} of {self.examples} training examples lack "
+                f"{', '.join(self.missing)} (log what the program computes in forward: docs/optimizers.md#program-shapes)")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"predictor": self.predictor, "demos": self.demos, "limit": self.limit, "bootstrapped": self.bootstrapped, "complete": self.complete,
+                "examples": self.examples, "missing": list(self.missing)}
+
+
+def demo_limit(config: OptimizerConfig) -> int | None:
+    params = config.params
+    if config.name == "LabeledFewShot":
+        return int(params.get("k", 16))
+    if config.name in ("BootstrapFewShot", "BootstrapFewShotWithRandomSearch", "MIPROv2"):
+        return int(params.get("max_bootstrapped_demos", 4)) + int(params.get("max_labeled_demos", 16 if config.name != "MIPROv2" else 4))
+    return None
+
+
+def demo_coverage(program: dspy.Module, trainset: list[dspy.Example], config: OptimizerConfig) -> list[DemoCoverage]:
+    out = []
+    pool = len(program.pool) if isinstance(program, knn.KNNProgram) else None
+    for name, predictor in program.named_predictors():
+        fields = knn.needed_fields(predictor)
+        lacking = {f: sum(1 for ex in trainset if not knn.holds(ex, [f])) for f in fields}
+        missing = tuple(f for f, n in sorted(lacking.items(), key=lambda kv: -kv[1]) if n)
+        complete = sum(1 for ex in trainset if knn.holds(ex, fields))
+        demos = pool if pool is not None else len(predictor.demos)
+        bootstrapped = sum(1 for d in predictor.demos if d.get("augmented"))
+        out.append(DemoCoverage(name, demos, len(trainset) if pool is not None else demo_limit(config), bootstrapped, complete, len(trainset), missing))
+    return out
+
+
+@dataclass(frozen=True)
 class CompileResult:
     program: dspy.Module
     state: dict[str, Any]
     demos: list[DemoSource]
     pool: list[str | None] = field(default_factory=list)  # KNNFewShot: trace ids its calls draw demos from
+    coverage: list[DemoCoverage] = field(default_factory=list)  # per predictor: demos it got, and why not more
 
 
 def program_state(program: dspy.Module) -> dict[str, Any]:
@@ -254,7 +304,7 @@ def _compile(spec: ProgramSpec, trainset: list[dspy.Example], metric: Metric, va
     usable_demos(compiled)
     if config.name == "LabeledFewShot" and config.params.get("k", 16) > 0 and not any(p.demos for p in compiled.predictors()):
         raise ValueError(knn.unlabeled_message(student, trainset))
-    return CompileResult(compiled, program_state(compiled), demo_sources(compiled), knn.pool_trace_ids(compiled))
+    return CompileResult(compiled, program_state(compiled), demo_sources(compiled), knn.pool_trace_ids(compiled), demo_coverage(compiled, trainset, config))
 
 
 def _mipro_minibatch(params: dict[str, Any], validation_size: int) -> bool:

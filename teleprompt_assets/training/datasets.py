@@ -174,6 +174,9 @@ def examples(table: pl.DataFrame, spec: ProgramSpec, split: str) -> list[dspy.Ex
         labels = json.loads(row["outputs"] if from_outputs else row["expectations"])
         fields = {f: inputs[f] for f in spec.input_fields}
         fields |= {f: labels[f] for f in spec.output_fields if f in labels}
+        if spec.computed_fields:  # what forward computed and returned (passages): a demo of the step that reads it needs it
+            logged = json.loads(row["outputs"] or "{}")
+            fields |= {f: logged[f] for f in spec.computed_fields if isinstance(logged, dict) and logged.get(f) not in (None, "")}
         extra = {"outcome": json.loads(row["feedback"]).get(spec.config.metric.outcome)} if from_outputs else {}
         example = dspy.Example(**fields, trace_id=row["trace_id"], trace_hash=row["trace_hash"], contributor=row["contributor"], **extra)
         out.append(example.with_inputs(*spec.input_fields))

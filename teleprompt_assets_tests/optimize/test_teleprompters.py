@@ -270,3 +270,24 @@ def test_optimizers_log_their_trials_to_the_caller_not_the_terminal(capfd):
     assert lines == ["INFO dspy.teleprompt.mipro_optimizer_v2: Trial 3 / 4: score 80.0", "INFO optuna: A new study created"]
     assert "Trial 3" not in capfd.readouterr().err
     assert [logging.getLogger(name).handlers for name in teleprompters.TRIAL_LOGGERS] == before
+
+
+def test_a_predictor_short_of_demos_for_want_of_logged_fields_says_so():
+    """Traces of a program that returns only its last step never log ``intent``: its labeled examples
+    cannot be demos, and a run gave 2 demos of the 20 allowed without a word."""
+    from teleprompt_assets.core.config import ProgramConfig
+    from teleprompt_assets.core.spec import ProgramSpec
+
+    trainset = [ex.copy(intent=None) for ex in _two_step_examples()]  # what a final-only program's traces hold
+    spec = ProgramSpec("triage", ProgramConfig(module=TWO_STEP.replace("TriageAndDraft", "TriageAndDraftFinalOnly"), metric={"kind": "token_f1", "field": "reply"},
+                                               optimizer=OptimizerConfig(name="BootstrapFewShot", params={"max_bootstrapped_demos": 1, "max_labeled_demos": 4})))
+    with dspy.context(lm=offline_lm()):
+        result = compile_program(spec, trainset, lambda example, prediction, trace=None: 1.0)
+    coverage = {c.predictor: c for c in result.coverage}
+    assert set(coverage) == {"classify", "draft.predict"}
+    classify = coverage["classify"]
+    assert (classify.limit, classify.complete, classify.examples, classify.missing) == (5, 0, 6, ("intent",)) and classify.demos < 5
+    assert classify.shortfall().startswith(f"classify: {classify.demos} of 5 demos; 6 of 6 training examples lack intent (log what the program computes in forward")
+    with dspy.context(lm=offline_lm()):  # the same program returning both steps' outputs: nothing missing, nothing to say
+        logged = compile_program(_two_step_spec(max_bootstrapped_demos=1, max_labeled_demos=4), _two_step_examples(), lambda example, prediction, trace=None: 1.0)
+    assert all(c.missing == () and c.shortfall() is None for c in logged.coverage)

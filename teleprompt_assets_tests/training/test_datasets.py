@@ -163,3 +163,20 @@ def test_the_shares_are_of_the_rows_the_label_check_leaves_usable():
     usable = resplit.filter(pl.col("label_issue").is_null())
     assert dict(usable.group_by("split").len().iter_rows()) == dict(zip(SPLITS, split_sizes(17, SPEC.config.split), strict=True))
     assert resplit.filter(pl.col("trace_id") == "t19")["split"].item() == "holdout"
+
+
+def test_what_forward_computes_and_returns_reaches_the_demos_of_the_step_that_reads_it():
+    """A retrieval program's predictor reads ``context``, which forward computes: no program input.
+    Logged in the outputs (forward returns it), the examples carry it; without it they cannot teach."""
+    from teleprompt_assets.core.config import ProgramConfig
+
+    spec = ProgramSpec("policies", ProgramConfig(module="teleprompt_assets_tests.user_programs.support_desk:AnswerFromPolicies",
+                                                metric={"kind": "exact_match", "field": "answer"}))
+    assert spec.input_fields == ("question",) and spec.output_fields == ("answer",) and spec.computed_fields == ("context",)
+    rows = [_row(i, "") | {"inputs": json.dumps({"question": f"when is my refund {i} paid"}),
+                           "outputs": json.dumps({"answer": "in five days", "context": "Refunds are paid back within five days."} if i % 2 else {"answer": "x"}),
+                           "expectations": json.dumps({"answer": "in five days"})} for i in range(30)]
+    table = training_table(pl.DataFrame(rows, schema=CURATED_SCHEMA), spec)
+    built = [ex for split in SPLITS for ex in examples(table, spec, split)]
+    assert {ex.get("context") for ex in built} == {"Refunds are paid back within five days.", None}
+    assert all(ex.answer == "in five days" for ex in built)  # the label is still the ground truth, never the logged answer

@@ -66,3 +66,24 @@ class TriageAndDraftFinalOnly(TriageAndDraft):
     def forward(self, email: str, customer_name: str) -> dspy.Prediction:
         intent = self.classify(email=email).intent
         return self.draft(email=email, customer_name=customer_name, intent=intent)
+
+
+POLICIES = {
+    "refund": "Refunds are paid back to the original card within five days.",
+    "shipping": "Parcels ship within two days; tracking links arrive by email.",
+    "cancel": "Accounts can be closed from the settings page at any time.",
+}
+
+
+class AnswerFromPolicies(dspy.Module):
+    """Retrieval computed in ``forward``: the predictor reads ``context``, which is no program input.
+    Returning it beside the answer is what lets its traces teach the predictor (docs/optimizers.md)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.answer = dspy.ChainOfThought("context, question -> answer")
+
+    def forward(self, question: str) -> dspy.Prediction:
+        words = set(question.lower().split())
+        context = next((text for topic, text in POLICIES.items() if topic in words), "No policy matched.")
+        return dspy.Prediction(answer=self.answer(context=context, question=question).answer, context=context)
