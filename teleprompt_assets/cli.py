@@ -520,6 +520,23 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _chosen(compiled: dict) -> str:
+    """The teleprompter that made the candidate; under auto, with the best dev score it beat the others by."""
+    chosen = (compiled.get("optimizer_chosen") or compiled.get("optimizer") or {}).get("name", "?")
+    scored = [c for c in compiled.get("candidates") or [] if c.get("dev_score") is not None]
+    if not scored:
+        return chosen
+    return f"{chosen} (auto: best of {len(scored)} on {scored[0]['dev_count']} dev examples, " + ", ".join(f"{c['optimizer']} {c['dev_score']:.2f}" for c in scored) + ")"
+
+
+def _significance(report: dict) -> str:
+    """Beside a gain: whether the bootstrap interval excludes zero (a gain of 4 -> 6 of 35 does not)."""
+    low = report.get("ci_low_ppm")
+    if report.get("candidate_sum", 0) <= report.get("baseline_sum", 0) or low is None or low > 0:
+        return ""
+    return f" (not significant: 95% CI low {low / 10_000:+.1f}%)"
+
+
 def run_line(program: str, day: str, out: dict) -> str:
     """One line per program of a run: what it measured and what became of the candidate, with the
     reason whenever it was not promoted or not attested."""
@@ -531,7 +548,7 @@ def run_line(program: str, day: str, out: dict) -> str:
     serving = "@champion" if alias.get("champion") else f"(not champion: {alias.get('decision', 'not promoted')})"
     shortfall = (out.get("compiled_program") or {}).get("demo_shortfall") or []
     return (head + f"{report['baseline_mean']:.4f} -> {report['candidate_mean']:.4f} on {report['n']} held-out examples, deltaPpm {report['delta_ppm']}, "
-            f"DeltaOne {'yes' if report['deltaone'] else 'no'}; {reg['name']} v{reg['version']} {serving}; "
+            f"DeltaOne {'yes' if report['deltaone'] else 'no'}{_significance(report)}; {reg['name']} v{reg['version']} {serving}; "
             + (f"attestation {att['uid']}" if att.get("attested") else f"no attestation ({att['reason']})")
             + "".join(f"; fewer demos: {line}" for line in shortfall))
 
@@ -598,7 +615,8 @@ def render_summary(summary: dict) -> str:
         f"  metric            {measured}",
         f"  held-out score    baseline v{out['evaluation_report']['baseline_version']} {report['baseline_mean']:.4f} -> candidate {report['candidate_mean']:.4f} on {report['n']} examples",
         f"  deltaPpm          {report['delta_ppm']} (95% CI low {report['ci_low_ppm']} ppm)",
-        f"  DeltaOne          {'yes' if report['deltaone'] else 'no'}",
+        f"  DeltaOne          {'yes' if report['deltaone'] else 'no'}{_significance(report)}",
+        f"  optimizer         {_chosen(out.get('compiled_program') or {})}",
         f"  model version     {reg['name']} v{reg['version']}{' @champion' if reg['champion'] else ' (not champion: ' + out['champion_alias']['decision'] + ')'}",
     ]
     if att.get("attested"):

@@ -318,3 +318,19 @@ def test_status_shows_means_in_0_1_and_names_the_sums(reg, capsys):  # noqa: F81
     line = next(line for line in block if line.startswith("champion_scores"))
     assert "baseline 0.4138 -> candidate 0.7241, means over 29 held-out examples" in line, line
     assert "sums of quantized scores 12000000 -> 21000000" in line, line
+
+
+def test_the_run_line_says_when_a_gain_is_not_significant_and_when_a_step_lacked_demos():
+    from teleprompt_assets.cli import run_line
+
+    comparison = {"baseline_mean": 4 / 35, "candidate_mean": 6 / 35, "n": 35, "delta_ppm": 500_000, "deltaone": True, "ci_low_ppm": -333_333,
+                  "baseline_sum": 4_000_000, "candidate_sum": 6_000_000}
+    out = {"run_id": "r", "registered_version": {"name": "teleprompt-rag", "version": 2}, "champion_alias": {"champion": True},
+           "deltaone_attestation": {"attested": False, "reason": "confidence bound not above zero (ci_low_ppm=-333333)"},
+           "evaluation_report": {"comparison": comparison},
+           "compiled_program": {"demo_shortfall": ["answer.predict: 2 of 20 demos; 34 of 34 training examples lack context (log ...)"]}}
+    line = run_line("rag", "2026-12-06", out)
+    assert "DeltaOne yes (not significant: 95% CI low -33.3%)" in line
+    assert line.endswith("; fewer demos: answer.predict: 2 of 20 demos; 34 of 34 training examples lack context (log ...)")
+    significant = out | {"evaluation_report": {"comparison": comparison | {"ci_low_ppm": 1}}, "compiled_program": {}}
+    assert "significant" not in run_line("rag", "2026-12-06", significant) and "fewer demos" not in run_line("rag", "2026-12-06", significant)

@@ -76,6 +76,13 @@ class SplitConfig(BaseModel):
         return self
 
 
+class PromotionConfig(BaseModel):
+    """Per program: what a candidate needs beyond the promotion rules (``register/promotion.py``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    require_significance: bool = Field(default=False, description="promote only when the bootstrap interval's lower bound of the gain is above zero")
+
+
 class ProgramConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     module: str = Field(description="import path of the dspy.Module class, package.module:Class")
@@ -84,6 +91,7 @@ class ProgramConfig(BaseModel):
     optimizer: OptimizerConfig = Field(default_factory=OptimizerConfig)
     outcomes: list[str] = Field(default_factory=list, description="feedback names logged as outcomes")
     split: SplitConfig = Field(default_factory=SplitConfig)
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig)
     prompt_token_budget: int = Field(default=4000, ge=1, description="largest rendered prompt a compiled program may have")
     cost: CostModel = Field(default_factory=CostModel, description="per-call latency and token prices for projections")
     seed: int = 0

@@ -88,9 +88,11 @@ def build_champion_alias(partitions: dg.PartitionsDefinition, group: str) -> dg.
                 promoted, decision = False, registered[SKIPPED]
             else:
                 comparison = evaluation["comparison"]
+                spec = teleprompt.spec(t.program)
                 promoted, decision = registry.promote_if_better(client, name, version, evaluation["baseline_version"], comparison["baseline_sum"],
-                                                                comparison["candidate_sum"], comparison["n"], teleprompt.spec(t.program).config.split.min_holdout,
-                                                                teleprompt.settings().home / "locks")
+                                                                comparison["candidate_sum"], comparison["n"], spec.config.split.min_holdout,
+                                                                teleprompt.settings().home / "locks", ci_low_ppm=comparison.get("ci_low_ppm"),
+                                                                require_significance=spec.config.promotion.require_significance)
             current = registry.champion(client, name)
             serving = int(current.version) if current is not None else None
             context.add_asset_metadata({"champion_version": serving, "promoted": promoted, "decision": decision}, partition_key=t.key)

@@ -8,7 +8,10 @@ The rules, in the order they are checked (the first that refuses gives the one-l
    than five points, so the comparison says nothing. An empty window never gets this far: it
    compiles and registers nothing.
 3. **Better, not equal.** C > B. A regression (C < B) is never promoted; a tie (C = B) keeps the
-   incumbent: replacing the serving program needs a measured gain, and a tie is none.
+   incumbent: replacing the serving program needs a measured gain, and a tie is none. A program
+   with ``promotion.require_significance`` also needs the bootstrap interval's lower bound above
+   zero (off by default: a small window rarely reaches it, and the point estimate is what a plain
+   comparison of means would go by; attestations always require it).
 4. **Measured against what serves now.** The baseline the candidate beat must be the current
    champion (version 0 when there is none). After a manual rollback, or when another run promoted
    meanwhile, a candidate measured against another version is not promoted; the next run of its
@@ -34,6 +37,7 @@ class Candidate:
     n: int
     window_end: str
     rolled_back_at: str | None = None
+    ci_low_ppm: int | None = None  # the bootstrap interval's lower bound of the relative gain
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ class Decision:
     reason: str
 
 
-def decide(candidate: Candidate, champion: Champion | None, min_holdout: int) -> Decision:
+def decide(candidate: Candidate, champion: Champion | None, min_holdout: int, require_significance: bool = False) -> Decision:
     """Whether ``candidate`` replaces ``champion`` (None: nothing serves yet), and why in one line."""
     c, b, n = candidate.candidate_sum, candidate.baseline_sum, candidate.n
     serving = champion.version if champion is not None else 0
@@ -62,6 +66,9 @@ def decide(candidate: Candidate, champion: Champion | None, min_holdout: int) ->
         return Decision(False, f"not promoted: C={c} < B={b} on {n} holdout examples")
     if c == b:
         return Decision(False, f"not promoted: C={c} = B={b} on {n} holdout examples (a tie keeps the incumbent)")
+    if require_significance and (candidate.ci_low_ppm is None or candidate.ci_low_ppm <= 0):
+        low = "unknown" if candidate.ci_low_ppm is None else f"{candidate.ci_low_ppm} ppm"
+        return Decision(False, f"not promoted: C={c} > B={b} on {n} holdout examples, but not significant (95% CI low {low}; promotion.require_significance)")
     if candidate.baseline_version != serving:
         return Decision(False, f"not promoted: measured against v{candidate.baseline_version}, but v{serving} serves now; the next run measures against it")
     if champion is not None and champion.window_end and candidate.window_end < champion.window_end:

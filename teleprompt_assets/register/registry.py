@@ -252,7 +252,7 @@ def _ensure_registered_model(client: MlflowClient, spec: ProgramSpec) -> None:
 
 
 def promote_if_better(client: MlflowClient, name: str, version: int, baseline_version: int, baseline_sum: int, candidate_sum: int, n: int,
-                      min_holdout: int, lock_dir: Path | None = None) -> tuple[bool, str]:
+                      min_holdout: int, lock_dir: Path | None = None, *, ci_low_ppm: int | None = None, require_significance: bool = False) -> tuple[bool, str]:
     """Move ``champion`` to ``version`` if :func:`teleprompt_assets.register.promotion.decide` allows it; a
     refusal is recorded on the version. Reading the champion, deciding and moving the alias happen
     under the program's promotion lock, so two runs finishing together cannot both act on the
@@ -263,8 +263,8 @@ def promote_if_better(client: MlflowClient, name: str, version: int, baseline_ve
         serving = None if current is None else promotion.Champion(int(current.version), _window_end(current.tags.get("window")))
         decision = promotion.decide(promotion.Candidate(
             version=version, baseline_version=baseline_version, baseline_sum=baseline_sum, candidate_sum=candidate_sum, n=n,
-            window_end=_window_end(tags.get("window")) or "", rolled_back_at=tags.get("rolled_back_at"),
-        ), serving, min_holdout)
+            window_end=_window_end(tags.get("window")) or "", rolled_back_at=tags.get("rolled_back_at"), ci_low_ppm=ci_low_ppm,
+        ), serving, min_holdout, require_significance)
         if decision.promote:
             promote(client, name, version, decision.reason)
         elif not tags.get("rolled_back_at"):

@@ -64,3 +64,18 @@ def test_promotion_implies_every_rule(b, c, n, m, base, serving):
     champion = Champion(serving, "2026-11-19") if serving else None
     decision = decide(candidate(version=9, baseline_version=base, baseline_sum=b, candidate_sum=c, n=n), champion, m)
     assert decision.promote == (n >= m and c > b and base == (serving or 0))
+
+
+def test_a_program_may_require_a_significant_gain():
+    """4 -> 6 correct of 35 was promoted, its bootstrap lower bound -33%: by default a gain is the point
+    estimate's, and a program that wants more says so (promotion.require_significance)."""
+    from teleprompt_assets.register.promotion import Candidate, decide
+
+    weak = Candidate(version=2, baseline_version=0, baseline_sum=4_000_000, candidate_sum=6_000_000, n=35, window_end="2026-12-06", ci_low_ppm=-333_333)
+    assert decide(weak, None, 20).promote
+    refused = decide(weak, None, 20, require_significance=True)
+    assert not refused.promote and refused.reason.endswith("but not significant (95% CI low -333333 ppm; promotion.require_significance)")
+    strong = Candidate(version=2, baseline_version=0, baseline_sum=4_000_000, candidate_sum=16_000_000, n=35, window_end="2026-12-06", ci_low_ppm=1)
+    assert decide(strong, None, 20, require_significance=True).promote
+    unknown = Candidate(version=2, baseline_version=0, baseline_sum=4_000_000, candidate_sum=16_000_000, n=35, window_end="2026-12-06")
+    assert not decide(unknown, None, 20, require_significance=True).promote
