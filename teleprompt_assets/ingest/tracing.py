@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +143,29 @@ def label_trace(
     for name, value in (expectations or {}).items():
         metadata = identity.sign_label(identity.LabelClaim(trace_id, "expectation", name, identity.label_value(value), now_ms), key)
         _once_stored(lambda name=name, value=value, metadata=metadata: mlflow.log_expectation(trace_id=trace_id, name=name, value=value, source=source, metadata=metadata))
+
+
+@dataclass(frozen=True)
+class Label:
+    """The outcomes and ground truth of one finished trace, for :func:`label_traces`."""
+
+    trace_id: str
+    contributor: str
+    feedback: Mapping[str, float | int | bool] | None = None
+    expectations: Mapping[str, Any] | None = None
+
+
+def label_traces(labels: Iterable[Label], *, signer: identity.Signer | None = None) -> int:
+    """:func:`label_trace` for many traces at once: MLflow's export queue is drained once for the
+    batch, not once per trace that is still in it (about a second each), so labelling a burst of
+    calls right after they were made costs the store's writes alone. Returns the labels written."""
+    key = signer or identity.labeller_signer()
+    mlflow.flush_trace_async_logging()
+    written = 0
+    for label in labels:
+        label_trace(label.trace_id, label.contributor, label.feedback, label.expectations, signer=key)
+        written += len(label.feedback or {}) + len(label.expectations or {})
+    return written
 
 
 def _once_stored(log: Callable[[], object]) -> None:
