@@ -76,7 +76,19 @@ def describe(client: MlflowClient, experiment: Experiment, tags: dict[str, str],
             continue
         if key == NOTE_TAG and current.get(key) and not current[key].startswith(_NOTE_HEAD):
             continue
-        client.set_experiment_tag(experiment.experiment_id, key, value)
+        _set_tag(client, experiment.experiment_id, key, value)
+
+
+def _set_tag(client: MlflowClient, experiment_id: str, key: str, value: str) -> None:
+    """MLflow's SQL store inserts a tag it does not see yet: two runs tagging one experiment at once
+    collide on the second insert (UNIQUE constraint). The tag exists then, written by the other run;
+    one more write replaces it with this value."""
+    try:
+        client.set_experiment_tag(experiment_id, key, value)
+    except mlflow.exceptions.MlflowException:
+        if key not in (client.get_experiment(experiment_id).tags or {}):
+            raise
+        client.set_experiment_tag(experiment_id, key, value)
 
 
 def experiment_id(client: MlflowClient, settings: Settings, name: str, programs: Iterable[str] = ()) -> str:

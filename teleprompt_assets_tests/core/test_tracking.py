@@ -57,3 +57,30 @@ def test_describing_is_idempotent_and_keeps_a_note_people_wrote(tp_home, monkeyp
     client.set_experiment_tag(exp, NOTE_TAG, "Support tickets from the EU help desk.")
     experiment_id(client, settings, "teleprompt-production", programs=["ticket_router"])
     assert _tags(client, exp)[NOTE_TAG] == "Support tickets from the EU help desk." and _tags(client, exp)["program"] == "ticket_router"
+
+
+def test_runs_describing_one_experiment_at_once_do_not_collide(tmp_path):
+    """Two `teleprompt run`s on one store tagged its experiment at once: MLflow's sqlite store inserts
+    a tag it does not see yet, and the second insert failed its run (UNIQUE constraint, experiment_tags)."""
+    import threading
+
+    from mlflow import MlflowClient
+
+    from teleprompt_assets.core.tracking import describe
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    experiment = MlflowClient(uri).get_experiment(MlflowClient(uri).create_experiment("x"))  # read before anyone tagged it
+    errors: list[BaseException] = []
+
+    def tag() -> None:
+        try:
+            describe(MlflowClient(uri), experiment, {"program": "ticket_router", "role": "production traces"})
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=tag) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and MlflowClient(uri).get_experiment(experiment.experiment_id).tags["program"] == "ticket_router"
