@@ -31,8 +31,8 @@ TELEPROMPT = str(Path(sys.executable).with_name("teleprompt"))
 PROGRAM = "ticket_router"
 MODEL = f"teleprompt-{PROGRAM}"
 BUCKET = "teleprompt"
-END = date(2026, 9, 12)
-DAYS = ("2026-09-11", "2026-09-12")
+END = date(2026, 9, 13)
+DAYS = ("2026-09-12", "2026-09-13")  # the first run's window holds 3 of the 4 seeded days: enough for a significant gain on the newest inputs
 ATTESTER_KEY = "0x3c1f0a4b7e8d2c5f9a6b1e4d7c0a3f6e9b2d5c8a1f4e7b0d3c6a9f2e5b8d1c47"
 TIMEOUT_S = 600
 
@@ -68,7 +68,7 @@ def hosts(tmp_path_factory: pytest.TempPathFactory):
                                        "TELEPROMPT_ATTESTER_KEY": ATTESTER_KEY}
             env_b = base | {"TELEPROMPT_HOME": str(host_b / "tp"), "TELEPROMPT_CONFIG": str(config_b), "MLFLOW_TRACKING_URI": server.url}
             mark = time.perf_counter()
-            _ok(_cli(env_a, host_a, "seed", "--program", PROGRAM, "--end", END.isoformat(), "--days", "3", "--per-day", "20"))
+            _ok(_cli(env_a, host_a, "seed", "--program", PROGRAM, "--end", END.isoformat(), "--days", "4", "--per-day", "20"))
             timings["seed"] = time.perf_counter() - mark
             runs, written = [], []
             for day in DAYS:
@@ -112,22 +112,26 @@ def test_host_b_reads_verifies_proves_and_rolls_back_through_the_server(hosts):
     host_b, env_b = hosts["b"]
     host_a, _ = hosts["a"]
     [status] = [p for p in json.loads(_ok(_cli(env_b, host_b, "status", "--json"))) if p["program"] == PROGRAM]
-    assert status["champion"] == 1 and status["versions"] == 2, status
+    assert status["champion"] in (1, 2) and status["versions"] == 2, status  # the second day's version serves when it beat the first
     uid = status["last_attestation"]
 
-    verified = _ok(_cli(env_b, host_b, "verify", f"models:/{MODEL}@champion"))
+    attested = f"models:/{MODEL}@champion" if status["champion"] == 1 else f"models:/{MODEL}/1"  # v1 attested; a v2 that beat it by less than DeltaOne is not
+    verified = _ok(_cli(env_b, host_b, "verify", attested))
     assert verified.startswith(f"OK {uid}: ") and "and registered model)" in verified, verified
 
     [bundle] = (host_a / "tp" / "outbox" / PROGRAM).iterdir()  # the test picks a contributor; host B never reads A's folder
     leaves = json.loads((bundle / "rewards_tree.json").read_text())["values"]
     address, weight = leaves[0]["value"]
-    proof = json.loads(_ok(_cli(env_b, host_b, "proof", address, "--program", PROGRAM)))
+    proof = json.loads(_ok(_cli(env_b, host_b, "proof", address, "--program", PROGRAM, "--version", "1")))
     assert int(proof["weightPpm"]) == int(weight) and verify_proof(proof["rewardsRoot"], ["address", "uint256"], [address, proof["weightPpm"]], proof["proof"])
 
-    refused = _cli(env_b, host_b, "rollback", PROGRAM)
-    assert refused.returncode == 2 and "replaced no earlier champion; pass --to VERSION" in refused.stderr, refused.stderr
-    _ok(_cli(env_b, host_b, "rollback", PROGRAM, "--to", "2", "--force", "--reason", "object storage test: serve v2"))
-    _ok(_cli(env_b, host_b, "rollback", PROGRAM, "--to", "1", "--reason", "object storage test: back to v1"))  # served before, older: no --force
+    if status["champion"] == 1:
+        refused = _cli(env_b, host_b, "rollback", PROGRAM)
+        assert refused.returncode == 2 and "replaced no earlier champion; pass --to VERSION" in refused.stderr, refused.stderr
+        _ok(_cli(env_b, host_b, "rollback", PROGRAM, "--to", "2", "--force", "--reason", "object storage test: serve v2"))
+        _ok(_cli(env_b, host_b, "rollback", PROGRAM, "--to", "1", "--reason", "object storage test: back to v1"))  # served before, older: no --force
+    else:  # v2 replaced v1: a plain rollback restores v1, smoke-testing it with the model files the server proxies
+        _ok(_cli(env_b, host_b, "rollback", PROGRAM, "--reason", "object storage test: back to v1"))
     [after] = [p for p in json.loads(_ok(_cli(env_b, host_b, "status", "--json"))) if p["program"] == PROGRAM]
     assert after["champion"] == 1, after
     local = _files(host_b / "tp")

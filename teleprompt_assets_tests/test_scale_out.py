@@ -30,7 +30,7 @@ pytestmark = pytest.mark.e2e  # starts servers or separate processes: `make test
 
 ATTESTER_KEY = "0x5d1c0f4a7b8e2c3d9f6a1b4e7c0d3f6a9b2e5c8d1f4a7b0e3c6d9f2a5b8e1c40"
 END = date(2026, 9, 12)
-DAYS = 2  # 40 traces: enough for a significant DeltaOne on this seed (n=10 held out), ~0.5 s each through the server
+DAYS = 3  # 60 traces: enough for a significant DeltaOne on the window's newest inputs, ~0.5 s each through the server
 PER_DAY = 20
 PROGRAM = "ticket_router"
 

@@ -16,7 +16,7 @@ from teleprompt_assets.core.settings import load_settings
 from teleprompt_assets.core.spec import load_project
 from teleprompt_assets.launch import ensure_dagster_home
 from teleprompt_assets.samples.seed import seed_program
-from teleprompt_assets_tests.conftest import REPO, set_env
+from teleprompt_assets_tests.conftest import REPO, set_env, small_window_config
 
 pytestmark = pytest.mark.e2e  # starts servers or separate processes: `make test-e2e`
 
@@ -28,6 +28,7 @@ NEWER = OLDER + timedelta(days=1)
 def raced(tmp_path_factory):
     home = tmp_path_factory.mktemp("race") / "tp"
     saved = set_env(home)
+    os.environ["TELEPROMPT_CONFIG"] = str(small_window_config(home.parent))  # the subject is the order of promotions, not the evidence rule
     try:
         settings = load_settings()
         spec = load_project(settings.config_path)[1]["ticket_router"]
