@@ -86,8 +86,33 @@ def pipeline_tracking(context: dg.InitResourceContext) -> MlFlow:
     without one (payloads in ./mlruns), so it is created here first.
     """
     teleprompt: TelepromptResource = context.resources.teleprompt
-    teleprompt.experiment_id(teleprompt.client(), context.resource_config["experiment_name"])
-    return MlFlow(context)
+    client = teleprompt.client()
+    experiment = teleprompt.experiment_id(client, context.resource_config["experiment_name"])
+    own = _dagster_runs_own(client, experiment, context.run_id)
+    return MlFlow(_Pinned(context, own) if own else context)
+
+
+def _dagster_runs_own(client: MlflowClient, experiment_id: str, dagster_run_id: str) -> str | None:
+    """The Dagster run's own MLflow run: the top-level one tagged with its id.
+
+    dagster-mlflow looks a run up by the ``dagster_run_id`` tag and takes the first match, and each
+    model version's child run carries that tag too (its lineage): a step starting after registration
+    resumed a version's run, logged its figures there and left it RUNNING. Pinned here, every step
+    resumes the parent."""
+    runs = client.search_runs([experiment_id], f"tags.dagster_run_id = '{dagster_run_id}'", max_results=50)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    return min(parents, key=lambda r: (r.info.start_time, r.info.run_id)).info.run_id if parents else None
+
+
+class _Pinned:
+    """``context`` with ``mlflow_run_id`` set in its resource config (read by dagster-mlflow's MlFlow)."""
+
+    def __init__(self, context: dg.InitResourceContext, run_id: str) -> None:
+        self._context = context
+        self.resource_config = {**context.resource_config, "mlflow_run_id": run_id}
+
+    def __getattr__(self, name: str):
+        return getattr(self._context, name)
 
 
 def budget_stop(lm: dspy.LM, what: str) -> None:
