@@ -169,7 +169,7 @@ class _Template:
             raise SystemExit(f"fixture: template {trace_id} is not signed by the DEMO app key")
         root = next(json.loads(row[9]) for row in spans if row[3] is None)["attributes"]
         self.inputs, self.outputs = root["mlflow.spanInputs"], root.get("mlflow.spanOutputs")
-        # the payload hashes as the reader will compute them (traced_call's own check of the same rule)
+        # the payload hashes as traced_call signed them and the reader recomputes them
         if (self._hash(self.inputs, SERIAL), self._hash(self.outputs, SERIAL)) != (self.claim.inputs_hash, self.claim.outputs_hash):
             raise SystemExit(f"fixture: template {trace_id}'s root span does not hash to its signed payloads")
         self.labels: list[tuple[str, str, str, int, dict]] = []  # kind, name, signed value, signed time, metadata
