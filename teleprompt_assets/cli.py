@@ -44,7 +44,7 @@ QUIET_ENV = {
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT": "true",  # "🏃 View run … at:" per run ended, with a tracking server
 }
 # Dagster's console logger prints every event at DEBUG; warnings and errors (alerts, failures) stay.
-QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+QUIET_RUN_CONFIG = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}  # the event log keeps everything; the CLI prints its own line per outcome
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _BYTES32 = re.compile(r"^0x[0-9a-fA-F]{64}$")
 

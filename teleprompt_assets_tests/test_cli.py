@@ -334,3 +334,16 @@ def test_the_run_line_says_when_a_gain_is_not_significant_and_when_a_step_lacked
     assert line.endswith("; fewer demos: answer.predict: 2 of 20 demos; 34 of 34 training examples lack context (log ...)")
     significant = out | {"evaluation_report": {"comparison": comparison | {"ci_low_ppm": 1}}, "compiled_program": {}}
     assert "significant" not in run_line("rag", "2026-12-06", significant) and "fewer demos" not in run_line("rag", "2026-12-06", significant)
+
+
+@pytest.mark.e2e  # a teleprompt process per case
+def test_a_spent_budget_ends_the_run_in_two_lines_without_a_traceback(seeded, tmp_path):
+    """It printed 297 lines: Dagster's console logger showed every failed step's stack trace."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "teleprompt.yaml").read_text()) | {"lm": {"budget": {"max_calls": 5}}}
+    (tmp_path / "budget.yaml").write_text(yaml.safe_dump(config))
+    code, lines = run(seeded | {"TELEPROMPT_CONFIG": str(tmp_path / "budget.yaml")})
+    assert code == 1 and len(lines) <= 3, "\n".join(lines)
+    assert not any("Traceback" in line or "Stack Trace" in line for line in lines), lines
+    assert "LM budget of run" in lines[-1] and "raise lm.budget in teleprompt.yaml" in lines[-1], lines[-1]

@@ -69,6 +69,8 @@ def compile_program(context: dg.OpExecutionContext, teleprompt: TelepromptResour
         budget_stop(lm, f"{t.program}: compile stopped, nothing registered")  # only a transient LM failure is worth the retry policy; anything else fails once, with its reason
         transient = not isinstance(exc, teleprompters.CompileTimeout) and teleprompters.is_transient(exc)  # a blown time limit is not retried
         reason = str(exc) if isinstance(exc, (teleprompters.CompileError, teleprompters.CompileTimeout)) else f"{type(exc).__name__}: {exc}"
+        if transient:
+            reason += f"; the LM ({lm.model}) did not answer after its retries: check that it is up (TELEPROMPT_LM, TELEPROMPT_LM_API_BASE) and run again"
         raise dg.Failure(description=f"{t.program}: compile failed, nothing registered: {reason}", allow_retries=transient,
                          metadata={"lm": lm.model, "transient": transient}) from exc
     finally:
