@@ -19,8 +19,9 @@ In order, a call
    tokens and cost are estimates until the response's usage settles them);
 3. takes a slot of the **concurrency limit** (calls in flight in this process) and waits for the
    **rate limit** (requests and tokens per minute, shared through the LM state store);
-4. is sent, and retried on 429, 5xx, timeouts and connection errors with exponential backoff and
-   full jitter; a ``Retry-After`` the provider sends wins, and holds back every thread of the process;
+4. is sent, and retried on 5xx, timeouts and connection errors (``retries`` times) and on 429s (for
+   as long as ``rate_limit_patience_s`` of waiting allows) with exponential backoff and full
+   jitter; a ``Retry-After`` the provider sends wins, and holds back every thread of the process;
 5. settles tokens and cost from the response's ``usage``, and keeps the answer.
 
 What a stage spent is read from :meth:`Gateway.stats` before and after it.
@@ -316,25 +317,41 @@ class Gateway:
 
     # -- sending --------------------------------------------------------------------------------
     def _send(self, request, estimate: int) -> Response:
+        """Send, retrying what may pass: a 5xx, timeout or lost connection up to ``retries`` times; a
+        429 for as long as ``rate_limit_patience_s`` of waiting allows. A 429 is the provider saying
+        "slow down", not that something broke: counted against the retries, correlated 429s (a
+        provider limiting by load, which a busy machine makes worse) ended runs that would have
+        gone through a few seconds later."""
         inner_request = request if request.model == self.inner.model else dataclasses.replace(request, model=self.inner.model)
-        for attempt in range(self.config.retries + 1):
-            self._wait_for_turn(estimate if attempt == 0 else 0)
+        failures = throttles = 0
+        patience = self.config.rate_limit_patience_s
+        while True:
+            self._wait_for_turn(estimate if failures + throttles == 0 else 0)
             with self.slots, dspy.context(disable_history=True, callbacks=[], usage_tracker=None):  # the outer LM already reports this call
                 try:
                     return self.inner(inner_request)
                 except Exception as exc:
-                    if attempt >= self.config.retries or not is_retryable_lm_error(exc):
+                    if not is_retryable_lm_error(exc):
                         raise
-                    retry_after = _retry_after(exc)
-                    delay = backoff_s(attempt, self.config.backoff_s, self.config.backoff_max_s, retry_after, self._rng)
                     throttled = _is_rate_limit(exc)
+                    retry_after = _retry_after(exc)
+                    if throttled:
+                        delay = backoff_s(throttles, self.config.backoff_s, self.config.backoff_max_s, retry_after, self._rng)
+                        if delay > patience:
+                            raise
+                        patience -= delay
+                        throttles += 1
+                    else:
+                        if failures >= self.config.retries:
+                            raise
+                        delay = backoff_s(failures, self.config.backoff_s, self.config.backoff_max_s, retry_after, self._rng)
+                        failures += 1
             self._count(retries=1, throttled=int(throttled))
             if throttled:
                 with self._lock:
                     self._cool_until = max(self._cool_until, self.clock() + delay)
             else:
                 self._pause(delay)
-        raise AssertionError("unreachable")
 
     def _wait_for_turn(self, tokens: int) -> None:
         with self._lock:

@@ -299,3 +299,19 @@ def test_one_process_never_pays_twice_for_one_prompt_even_without_a_store(tmp_pa
     offline = pipeline_lm(offline_lm(), LMConfig(), tmp_path)
     ask(offline, questions[0]), ask(offline, questions[0])
     assert offline.engine.stats().calls == 1 and offline.engine.stats().reused == 1 and offline.engine.store is None
+
+
+def test_429s_are_waited_out_whatever_their_number_and_fail_only_past_the_patience():
+    """20% 429s failed a run under load: correlated 429s (a provider limiting by load) used up the
+    retries meant for faults. A 429 says 'slow down': the call waits, up to rate_limit_patience_s."""
+    provider, sleeps = Provider(fail_first=12, error=lm15.RateLimitError, retry_after=1.0), Sleeps()
+    gateway = Gateway(inner(provider), LMConfig(retries=2), None, sleep=sleeps, seed=2)
+    assert ask(dspy.LM(OFFLINE_MODEL, engine=gateway, cache=False, num_retries=0)).answer == ask(offline_lm()).answer
+    assert (provider.sent, gateway.stats().throttled, gateway.stats().failed) == (13, 12, 0)
+    assert 12 <= sum(sleeps) <= 12 * 1.1 * 1.1 + 1
+
+    stubborn = Provider(fail_first=1000, error=lm15.RateLimitError, retry_after=30.0)
+    patient = Gateway(inner(stubborn), LMConfig(rate_limit_patience_s=100), None, sleep=Sleeps(), seed=2)
+    with pytest.raises(Exception, match="injected"):
+        ask(dspy.LM(OFFLINE_MODEL, engine=patient, cache=False, num_retries=0))
+    assert 3 <= stubborn.sent <= 4 and patient.stats().failed == 1  # 30 s at a time, 100 s of patience
