@@ -32,7 +32,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from eth_utils import keccak
+from coincurve import PublicKey
+from coincurve.context import GLOBAL_CONTEXT
+from coincurve.ecdsa import ffi, lib  # coincurve's cffi binding of libsecp256k1 (bitcoin-core's secp256k1)
+from eth_utils import to_checksum_address
 
 from teleprompt_assets.core.encoding import ZERO_BYTES32, canonical_bytes, canonical_json, loads_bounded, to_hex
 
@@ -49,7 +52,17 @@ LABELLER_KEY_ENV = "TELEPROMPT_LABELLER_KEY"
 LABELLER_KEYSTORE_ENV = "TELEPROMPT_LABELLER_KEYSTORE"
 LABELLER_PASSWORD_ENV = "TELEPROMPT_LABELLER_KEYSTORE_PASSWORD"
 
-DEMO_APP_KEY = "0x" + keccak(text="teleprompt-demo-app-key: public, for demos and tests only").hex()
+try:  # safe-pysha3's C keccak: ~0.5 µs for 32 bytes where eth-utils' (pycryptodome, argument checks) takes ~7 µs
+    from sha3 import keccak_256 as _keccak_256
+
+    def keccak256(data: bytes) -> bytes:
+        """keccak256 of ``data`` (Ethereum's, not SHA3-256): the same bytes as ``eth_utils.keccak``."""
+        return _keccak_256(data).digest()
+except ImportError:  # pragma: no cover - a declared dependency; eth-hash's backend gives the same bytes, slower
+    from eth_hash.auto import keccak as keccak256
+
+
+DEMO_APP_KEY = "0x" + keccak256(b"teleprompt-demo-app-key: public, for demos and tests only").hex()
 """The DEMO app key: derived from a public phrase, so anyone can sign as it. The sample
 ``teleprompt.yaml`` registers its address so that ``make demo`` and the tests sign and verify
 traces; a production config must register its own app's address instead."""
@@ -139,7 +152,7 @@ def payload_hash(value: Any) -> str:
     back (``traces.read_day`` re-serializes what MLflow stored); the zero hash for a value with no
     canonical form (NaN), which curation then quarantines as malformed before comparing hashes."""
     try:
-        return to_hex(keccak(canonical_bytes(value)))
+        return to_hex(keccak256(canonical_bytes(value)))
     except ValueError:
         return ZERO_BYTES32
 
@@ -192,17 +205,17 @@ def label_typed_data(label: LabelClaim) -> dict[str, Any]:
 
 def _type_hash(name: str, fields: list[dict[str, str]]) -> bytes:
     members = ",".join(f"{f['type']} {f['name']}" for f in fields)
-    return keccak(text=f"{name}({members})")
+    return keccak256(f"{name}({members})".encode())
 
 
-_DOMAIN_SEPARATOR = keccak(_type_hash("EIP712Domain", _DOMAIN_FIELDS) + keccak(text=DOMAIN["name"]) + keccak(text=DOMAIN["version"]))
+_DOMAIN_SEPARATOR = keccak256(_type_hash("EIP712Domain", _DOMAIN_FIELDS) + keccak256(DOMAIN["name"].encode()) + keccak256(DOMAIN["version"].encode()))
 _CLAIM_TYPE_HASH = _type_hash("TraceClaim", CLAIM_FIELDS)
 _LABEL_TYPE_HASH = _type_hash("TraceLabel", LABEL_FIELDS)
 
 
 def _text(value: str) -> bytes:
     try:
-        return keccak(value.encode("utf-8"))
+        return keccak256(value.encode("utf-8"))
     except (UnicodeEncodeError, AttributeError):
         raise BadSignature("a signed field is not UTF-8 text") from None
 
@@ -214,20 +227,20 @@ def _uint64(value: int) -> bytes:
 
 
 def _eip712(struct_hash: bytes) -> bytes:
-    return keccak(b"\x19\x01" + _DOMAIN_SEPARATOR + struct_hash)
+    return keccak256(b"\x19\x01" + _DOMAIN_SEPARATOR + struct_hash)
 
 
 def claim_digest(claim: TraceClaim) -> bytes:
     """The 32 bytes a claim's signature covers: the EIP-712 hash of :func:`claim_typed_data`
-    (keccak256 of 0x1901, the domain separator and the struct hash), computed here in ~10 µs where
+    (keccak256 of 0x1901, the domain separator and the struct hash), computed here in a few µs where
     eth-account's generic encoder takes ~160 µs; the tests hold the two equal."""
-    return _eip712(keccak(_CLAIM_TYPE_HASH + _text(claim.trace_id) + _text(claim.program) + _text(claim.contributor) + _uint64(claim.start_ms)
+    return _eip712(keccak256(_CLAIM_TYPE_HASH + _text(claim.trace_id) + _text(claim.program) + _text(claim.contributor) + _uint64(claim.start_ms)
                           + bytes.fromhex(claim.inputs_hash[2:]) + bytes.fromhex(claim.outputs_hash[2:])))
 
 
 def label_digest(label: LabelClaim) -> bytes:
     """The 32 bytes a label's signature covers: the EIP-712 hash of :func:`label_typed_data`."""
-    return _eip712(keccak(_LABEL_TYPE_HASH + _text(label.trace_id) + _text(label.kind) + _text(label.name) + _text(label.value) + _uint64(label.time_ms)))
+    return _eip712(keccak256(_LABEL_TYPE_HASH + _text(label.trace_id) + _text(label.kind) + _text(label.name) + _text(label.value) + _uint64(label.time_ms)))
 
 
 # --- the claim tag ----------------------------------------------------------------------------------
@@ -267,66 +280,67 @@ def parse_claim(text: str) -> tuple[TraceClaim, str]:
     return claim, data["signature"]
 
 
+_CTX = GLOBAL_CONTEXT.ctx
 _PUBLIC_KEYS: dict[str, Any] = {}
-"""Public keys of addresses already recovered once, for OpenSSL's ECDSA verification (``cryptography``,
-which MLflow depends on): ~0.3 ms a signature where recovering in pure Python costs ~5 ms."""
+"""libsecp256k1 public keys (``secp256k1_pubkey *``) of expected addresses already recovered once:
+verifying under a known key (~25 µs) is cheaper than recovering (~32 µs) and checksumming an address."""
 
 
-def _openssl_key(public_key: bytes) -> Any:
-    try:
-        from cryptography.hazmat.primitives.asymmetric import ec
-    except ImportError:  # pragma: no cover - MLflow depends on it; recovery alone still works
-        return None
-    return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256K1(), b"\x04" + public_key)
+def _verifies(key: Any, digest: bytes, raw: bytes) -> bool:
+    """Whether (r, s) of ``raw`` is a valid ECDSA signature of ``digest`` under ``key``, v aside.
 
-
-def _verifies(key: Any, digest: bytes, signature: bytes) -> bool:
-    from cryptography.exceptions import InvalidSignature
-    from cryptography.hazmat.primitives import hashes
-    from cryptography.hazmat.primitives.asymmetric import ec, utils
-
-    der = utils.encode_dss_signature(int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:64], "big"))
-    try:
-        key.verify(der, digest, ec.ECDSA(utils.Prehashed(hashes.SHA256())))  # Prehashed only fixes the digest's length (32 bytes)
-    except InvalidSignature:
+    libsecp256k1 verifies low-s signatures only; (r, s) and (r, n - s) are one signature for ECDSA
+    (both verify or neither does), so s is normalized first and a high-s signature passes, as it did
+    through OpenSSL and does through recovery. r or s of zero, or not below the group order, fails."""
+    signature = ffi.new("secp256k1_ecdsa_signature *")
+    if not lib.secp256k1_ecdsa_signature_parse_compact(_CTX, signature, raw[:64]):
         return False
-    return True
+    lib.secp256k1_ecdsa_signature_normalize(_CTX, signature, signature)
+    return lib.secp256k1_ecdsa_verify(_CTX, signature, digest, key) == 1
+
+
+@functools.lru_cache(maxsize=4096)
+def _address(public_key: bytes) -> str:
+    """The checksummed address of a 64-byte (x, y) public key: the last 20 bytes of its keccak256."""
+    return to_checksum_address(keccak256(public_key)[12:])
 
 
 @functools.lru_cache(maxsize=65_536)
-def _recover(digest: bytes, signature: str) -> str:
-    """The address whose key signed ``digest``: pure-Python recovery (~5 ms); the key is kept for
-    :func:`signer_of`'s fast path. A day curated twice in one process recovers once."""
-    from eth_keys import keys
-
+def _recover(digest: bytes, signature: str) -> tuple[str, Any]:
+    """The address whose key signed ``digest``, and that key, by libsecp256k1's public-key recovery
+    (~32 µs; v - 27 picks which of the two keys r and s could belong to). A day curated twice in one
+    process recovers once."""
     raw = bytes.fromhex(signature[2:])
     try:
-        public = keys.Signature(raw[:64] + bytes([raw[64] - 27])).recover_public_key_from_msg_hash(digest)
-    except Exception:  # noqa: BLE001 - eth-keys raises several types for an invalid r or s
+        public = PublicKey.from_signature_and_message(raw[:64] + bytes([raw[64] - 27]), digest, hasher=None)
+    except ValueError:  # r or s zero or not below the group order, or no curve point has x = r
         raise BadSignature("the signature does not recover to any address (invalid r or s)") from None
-    address = public.to_checksum_address()
-    if address not in _PUBLIC_KEYS and (key := _openssl_key(public.to_bytes())) is not None:
-        _PUBLIC_KEYS[address] = key
-    return address
+    return _address(public.format(compressed=False)[1:]), public.public_key
 
 
 def signer_of(digest: bytes, signature: str, expected: Collection[str] = ()) -> str:
     """The address whose key signed ``digest`` (a 65-byte signature, 0x hex, v 27 or 28).
 
-    Tries the ``expected`` addresses whose public keys are known first (OpenSSL verification); else
-    recovers. A signature that verifies under a registered key is that key's, whatever its v says:
-    v only picks between the two keys r and s could belong to, and the message is the same.
+    Tries the ``expected`` addresses whose public keys are known first (libsecp256k1 verification);
+    else recovers, and keeps the key when the address is expected. A signature that verifies under a
+    registered key is that key's, whatever its v says: v only picks between the two keys r and s
+    could belong to, and the message is the same.
     """
     if not isinstance(signature, str) or not _SIGNATURE.fullmatch(signature):
         raise BadSignature("the signature is not 65-byte lowercase hex")
     raw = bytes.fromhex(signature[2:])
     if raw[64] not in (27, 28):
         raise BadSignature("the signature's v is not 27 or 28")
+    if not isinstance(digest, bytes) or len(digest) != 32:  # libsecp256k1 reads 32 bytes, whatever it is handed
+        raise ValueError("a digest is 32 bytes")
     for address in expected:
         key = _PUBLIC_KEYS.get(address)
         if key is not None and _verifies(key, digest, raw):
             return address
-    return _recover(digest, signature)
+    address, key = _recover(digest, signature)
+    if address in expected:
+        _PUBLIC_KEYS.setdefault(address, key)
+    return address
 
 
 def claim_signer(claim: TraceClaim, signature: str, expected: Collection[str] = ()) -> str:

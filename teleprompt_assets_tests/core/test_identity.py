@@ -159,3 +159,88 @@ def test_keys_come_from_the_environment_or_a_keystore_and_never_show(monkeypatch
     monkeypatch.setenv(identity.APP_PASSWORD_ENV, "wrong")
     with pytest.raises(identity.AppKeyError, match="cannot decrypt"):
         identity.app_signer()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=300))
+def test_the_fast_keccak_is_ethereums(data):
+    """safe-pysha3's keccak_256 where installed, eth-hash's otherwise: either way the bytes eth-utils gives."""
+    from eth_utils import keccak
+
+    assert identity.keccak256(data) == keccak(data)
+
+
+_N = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
+
+
+def _reference_signer(digest: bytes, raw: bytes, expected: str, public_key: bytes | None) -> str | None:
+    """What the verifier did before libsecp256k1 (commit c8defd1): OpenSSL's ECDSA verification under the
+    expected address's key when known (``public_key``), whatever v says, else eth-keys' pure-Python
+    recovery with v; None where that raised."""
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, utils
+    from eth_keys import keys
+    from eth_keys.backends import NativeECCBackend
+
+    r, s = int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:64], "big")
+    if public_key is not None and 0 < r < _N and 0 < s < _N:
+        key = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256K1(), b"\x04" + public_key)
+        try:
+            key.verify(utils.encode_dss_signature(r, s), digest, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
+            return expected
+        except InvalidSignature:
+            pass
+    try:
+        return keys.Signature(raw[:64] + bytes([raw[64] - 27]), backend=NativeECCBackend()).recover_public_key_from_msg_hash(digest).to_checksum_address()
+    except Exception:  # noqa: BLE001 - eth-keys raises several types for an invalid r or s
+        return None
+
+
+signature_edits = st.sampled_from(["none", "high_s", "flip_v", "high_s_flip_v", "r_zero", "s_zero", "r_order", "s_order", "r_max", "random_rs",
+                                   "other_digest", "bit_flip"])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.integers(1, _N - 1), st.binary(min_size=32, max_size=32), signature_edits, st.binary(min_size=64, max_size=64), st.booleans())
+def test_libsecp256k1_finds_the_signer_openssl_and_pure_python_recovery_found(secret, digest, edit, noise, key_known):
+    """The same address, or the same refusal, as before, on valid, high-s, wrong-v and broken signatures,
+    both when the expected key is known (verification) and when it is not yet (recovery)."""
+    from eth_keys import keys
+
+    private = keys.PrivateKey(secret.to_bytes(32, "big"))
+    address = private.public_key.to_checksum_address()
+    raw = bytearray(private.sign_msg_hash(digest).to_bytes())
+    raw[64] += 27
+    r, s = int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:64], "big")
+    if "high_s" in edit:
+        s, raw[64] = _N - s, 55 - raw[64]  # the other half of the same signature: recovers with the other v
+    if "flip_v" in edit:
+        raw[64] = 55 - raw[64]
+    r, s = {"r_zero": (0, s), "s_zero": (r, 0), "r_order": (_N, s), "s_order": (r, _N), "r_max": (2**256 - 1, s)}.get(edit, (r, s))
+    if edit == "random_rs":
+        r, s = int.from_bytes(noise[:32], "big"), int.from_bytes(noise[32:], "big")
+    raw[:64] = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    if edit == "bit_flip":
+        raw[noise[0] % 64] ^= 1 << (noise[1] % 8)
+    signed = bytes([digest[0] ^ 1]) + digest[1:] if edit == "other_digest" else digest
+    signature = "0x" + bytes(raw).hex()
+    identity._PUBLIC_KEYS.pop(address, None)
+    if key_known:  # one valid signature recovered: the key is kept, and what follows is verified under it
+        assert identity.signer_of(noise[32:], _valid(private, noise[32:]), [address]) == address and address in identity._PUBLIC_KEYS
+    expected = _reference_signer(signed, bytes(raw), address, private.public_key.to_bytes() if key_known else None)
+    try:
+        found = identity.signer_of(signed, signature, [address])
+    except identity.BadSignature:
+        found = None
+    assert found == expected
+    if edit in ("none", "high_s"):
+        assert found == address
+    if edit in ("other_digest", "bit_flip", "r_zero", "s_zero", "r_order", "s_order", "r_max", "random_rs"):
+        assert found != address
+
+
+def _valid(private, digest: bytes) -> str:
+    raw = bytearray(private.sign_msg_hash(digest).to_bytes())
+    raw[64] += 27
+    return "0x" + bytes(raw).hex()
