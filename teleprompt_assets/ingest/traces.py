@@ -326,8 +326,9 @@ def _read_range_job(tracking_uri: str, experiment_id: str, start_ms: int, end_ms
     return sink.getvalue()
 
 
-def _reader_pool(workers: int) -> ProcessPoolExecutor:
-    """Reader processes, started once per process and reused, forked from a clean fork server.
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """Reader processes, started once per process and reused, forked from a clean fork server; curation
+    lends them too (``curate.validation.vouch_table`` checks signatures there).
 
     Plain ``fork`` would copy the caller's threads and open SQLite connections (unsafe). A worker
     costs an MLflow import and a store connection (seconds each), so workers and their clients live
@@ -341,6 +342,11 @@ def _reader_pool(workers: int) -> ProcessPoolExecutor:
     return pool
 
 
+def forget_pool(workers: int) -> None:
+    """Drop a pool whose process died (``BrokenProcessPool``): the next call starts a new one."""
+    _POOLS.pop(workers, None)
+
+
 def default_processes() -> int:
     """Reader processes: ``TELEPROMPT_INGEST_PROCESSES`` or the CPUs this process may use."""
     configured = os.environ.get("TELEPROMPT_INGEST_PROCESSES")
@@ -350,14 +356,14 @@ def default_processes() -> int:
 def _read_in_workers(client: MlflowClient, experiment_id: str, start_ms: int, end_ms: int, workers: int, slices: int) -> list[pl.DataFrame]:
     """[start_ms, end_ms) in ``slices`` time slices across the reader pool; a slice whose worker died is read here."""
     bounds = sorted({start_ms + (end_ms - start_ms) * i // slices for i in range(slices + 1)})
-    pool = _reader_pool(workers)
+    pool = worker_pool(workers)
     jobs = [(a, b, pool.submit(_read_range_job, str(client.tracking_uri), experiment_id, a, b)) for a, b in itertools.pairwise(bounds)]
     frames = []
     for a, b, job in jobs:
         try:
             frames.append(pl.read_ipc(io.BytesIO(job.result())))
         except BrokenProcessPool:
-            _POOLS.pop(workers, None)
+            forget_pool(workers)
             frames.append(raw_frame(_read_range(client, experiment_id, a, b)))
     return frames
 

@@ -221,3 +221,27 @@ def test_deep_payloads_in_a_raw_table_are_quarantined_not_parsed():
             base | {"trace_id": "tr-fb", "feedback": '{"csat": ' + deep + "}"}]
     accepted, quarantined = validation.validate(pl.DataFrame(rows, schema=traces.RAW_SCHEMA), spec, now_ms=2)
     assert accepted.height == 0 and set(quarantined["reason"]) == {"payload_too_deep"}
+
+
+def test_vouching_in_worker_processes_gives_what_vouching_here_gives(store, monkeypatch):
+    """A large table is vouched for in slices across worker processes: same rows, same order, same
+    counts, whatever the slicing (thresholds lowered so a small table takes that path)."""
+    client, exp_id, spec, _ = store
+    intact = _log(exp_id, 10)
+    for i in range(6):
+        _log(exp_id, 20 + i, f"parcel {i} is late", signer=OTHER if i % 3 == 0 else None, labeller=OTHER if i % 2 else None)
+    copy = mlflow.start_span_no_context("ticket_router", inputs={"message": "My parcel is late"}, experiment_id=exp_id, start_time_ns=day_start_ns(DAY) + 5 * 10**9,
+                                        tags={PROGRAM_TAG: "ticket_router", CONTRIBUTOR_TAG: OTHER.address, identity.SIGNATURE_TAG: client.get_trace(intact).info.tags[identity.SIGNATURE_TAG]})
+    copy.end(outputs={"queue": "shipping"})
+    raw = traces.read_day(client, exp_id, DAY.isoformat(), processes=1)
+    policy = SAMPLE.policy("ticket_router")
+    here, here_notes = validation.vouch_frame(raw, policy)
+    curated_here = quality.curate_day(raw, spec, CONFIG, now_ms=2**62, trust=policy)
+    monkeypatch.setattr(validation, "VOUCH_IN_WORKERS_FROM", 2)
+    monkeypatch.setattr(validation, "VOUCH_ROWS_PER_PROCESS", 2)
+    spread, spread_notes = validation.vouch_table(raw, policy, processes=2)
+    assert spread.equals(here) and spread_notes == here_notes
+    assert sorted(r for r in here["reason"] if r) == ["bad_signature", "unknown_signer", "unknown_signer"]
+    curated = quality.curate_day(raw, spec, CONFIG, now_ms=2**62, trust=policy)
+    assert curated.accepted.equals(curated_here.accepted) and curated.quarantined.equals(curated_here.quarantined)
+    assert curated.identity == curated_here.identity and curated.accepted.height >= 1
