@@ -123,6 +123,36 @@ def run_programs(programs: list[str], day: str, instance: dg.DagsterInstance, ru
         return _optimize(workspace, programs, day, run_config)
 
 
+def run_here(program: str, day: str, instance: dg.DagsterInstance, run_config: dict | None = None) -> dict[str, dict]:
+    """One program's day in this process, steps one after another; outputs as :func:`run_programs`
+    gives them.
+
+    What a launched run pays before its first step (a code server and a run process, each importing
+    the project, then a process per step) is several times a small run's own work; here the project
+    is imported once (docs/performance.md#fixed-overhead). The run records the origin of the code
+    location ``make ui`` serves, as a launched run does, so the UI's "Re-execute" finds its job."""
+    from dagster._core.definitions.job_base import InMemoryJob
+    from dagster._core.execution.api import create_execution_plan, execute_run
+    from dagster._core.remote_origin import RemoteJobOrigin, RemoteRepositoryOrigin
+
+    from teleprompt_assets.definitions import OPTIMIZE_JOB, defs
+
+    job = defs.resolve_job_def(OPTIMIZE_JOB).with_executor_def(dg.in_process_executor)
+    [origin] = ModuleTarget("teleprompt_assets.definitions", "defs", None, LOCATION).create_origins()
+    remote = RemoteJobOrigin(RemoteRepositoryOrigin(origin, "__repository__"), job.name)
+    config = run_config or {}
+    tags = job.run_tags | run_tags(job.partitions_def, [program], day)
+    run = instance.create_run_for_job(job_def=job, run_config=config, tags=tags, remote_job_origin=remote,
+                                      execution_plan=create_execution_plan(InMemoryJob(job), run_config=config, instance_ref=instance.get_ref()))
+    result = execute_run(InMemoryJob(job), run, instance)
+    if not result.success:
+        raise _failure_of(run.run_id, [e.dagster_event for e in instance.all_logs(run.run_id) if e.dagster_event is not None])
+    io: TableIOManager = defs.resources["io_manager"]
+    key = key_of(program, day)
+    assets = [asset.path[-1] for asset in job.asset_layer.executable_asset_keys]
+    return {program: {name: io.load(dg.AssetKey(name), key) for name in assets} | {"run_id": run.run_id}}
+
+
 def _optimize(workspace: WorkspaceRequestContext, programs: list[str], day: str, run_config: dict | None) -> dict[str, dict]:
     from teleprompt_assets.definitions import OPTIMIZE_JOB, defs
 

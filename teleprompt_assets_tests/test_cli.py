@@ -222,6 +222,30 @@ def test_run_verbose_shows_the_event_log(seeded):
     assert any(line.startswith(f"ticket_router {DAY}: run ") for line in lines)
 
 
+@pytest.mark.e2e  # a teleprompt process per case
+def test_one_program_runs_in_this_process_and_launched_alike(seeded):
+    """One program runs in the CLI's process (no code server, run or step processes); ``--launch``
+    takes the schedule's way. Both are Dagster runs of the day's partition with the same outcome."""
+    import dagster as dg
+    from dagster._core.instance.ref import InstanceRef
+
+    outcomes, kinds = [], []
+    for extra in ((), ("--launch",)):
+        code, lines = run(seeded, *extra)
+        assert code == 0 and len(lines) <= 6, "\n".join(lines[-40:])
+        kinds.append(next(line for line in lines if line.startswith("optimizing ")))
+        summary = next(line for line in lines if line.startswith(f"ticket_router {DAY}: run "))
+        outcomes.append(summary.split("; ", 1)[1])
+    assert "in this process" in kinds[0] and "launched" in kinds[1], kinds
+    assert outcomes[0] == outcomes[1] and " v1 " in outcomes[0], outcomes
+    home = Path(seeded["DAGSTER_HOME"])
+    with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
+        runs = instance.get_runs(dg.RunsFilter(tags={"dagster/partition": f"{DAY}|ticket_router"}))
+        assert len(runs) >= 2 and all(r.status == dg.DagsterRunStatus.SUCCESS for r in runs)
+        assert {r.remote_job_origin.location_name for r in runs if r.remote_job_origin} == {"teleprompt_assets"}  # re-executable from the UI
+        assert all(r.remote_job_origin for r in runs)
+
+
 def test_seed_names_the_champion_it_serves_traffic_with(monkeypatch, tp_home, capsys):
     """The registry hands versions back as integers (the sqlite store); the line once raised a TypeError."""
     from mlflow.entities.model_registry import ModelVersion

@@ -324,7 +324,7 @@ def test_the_first_run_registers_promotes_and_attests(journey):
     the uncompiled program on at least min_holdout (20) held-out examples."""
     done = journey.steps["run"]
     found = _run_line(done)
-    assert done.err[0].startswith(f"optimizing {PROGRAM} for {DAY} in one Dagster run (instance {journey.dagster_home})"), done.err
+    assert done.err[0].startswith(f"optimizing {PROGRAM} for {DAY} in one Dagster run in this process (instance {journey.dagster_home})"), done.err
     assert re.fullmatch(r"done in \d+ s", done.err[-1]) and len(done.err) <= 3, done.err
     assert float(found["c"]) > float(found["b"]) and int(found["n"]) >= 20 and int(found["ppm"]) >= 10_000
     assert journey.state["run"].versions == [1] and journey.state["run"].champion == 1
