@@ -43,6 +43,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import random
 import signal
 import socket
 import sys
@@ -73,6 +74,10 @@ class Faults:
       retry_after_s``.
     - ``error_every``: 0 is off; request ``n`` with ``n % error_every == 0`` (not throttled) gets
       ``error_status`` (500 or 503) with an error JSON.
+    - ``throttle_rate``, ``error_rate``: each request not already throttled by ``throttle_every`` is
+      answered 429 with probability ``throttle_rate``, else ``error_status`` with probability
+      ``error_rate``; the draw is a function of ``n`` and ``seed`` alone, so a run sees the same
+      faults at the same request numbers whatever the timing (a provider's ordinary background rate).
     - ``outage``: every request gets 503.
     """
 
@@ -82,6 +87,9 @@ class Faults:
     retry_after_s: float = 1.0
     error_every: int = 0
     error_status: int = 500
+    throttle_rate: float = 0.0
+    error_rate: float = 0.0
+    seed: int = 0
     outage: bool = False
 
     def __post_init__(self) -> None:
@@ -93,6 +101,10 @@ class Faults:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
+        for name in ("throttle_rate", "error_rate"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+                raise ValueError(f"{name} must be a probability in [0, 1], got {value!r}")
         if self.error_status not in (500, 502, 503, 504):
             raise ValueError(f"error_status must be 500, 502, 503 or 504, got {self.error_status!r}")
         if not isinstance(self.outage, bool):
@@ -257,8 +269,9 @@ class LMServer(ThreadingHTTPServer):
                 raise _Reject(503, "The service is unavailable (simulated outage).", "server_error", "service_unavailable")
             if faults.throttle_every and n % faults.throttle_every == 0:
                 self._burst_left = faults.throttle_burst
-            if self._burst_left > 0:
-                self._burst_left -= 1
+            draw = random.Random(f"{faults.seed}:{n}").random() if faults.throttle_rate or faults.error_rate else 1.0
+            if self._burst_left > 0 or draw < faults.throttle_rate:
+                self._burst_left = max(self._burst_left - 1, 0)
                 self._counts["throttled"] += 1
                 retry = f"{faults.retry_after_s:g}"
                 headers = {
@@ -268,7 +281,7 @@ class LMServer(ThreadingHTTPServer):
                     "x-ratelimit-reset-requests": f"{retry}s",
                 }
                 raise _Reject(429, f"Rate limit reached for requests (simulated). Please try again in {retry}s.", "requests", "rate_limit_exceeded", headers)
-            if faults.error_every and n % faults.error_every == 0:
+            if (faults.error_every and n % faults.error_every == 0) or draw < faults.throttle_rate + faults.error_rate:
                 self._counts["errors"] += 1
                 status = faults.error_status
                 raise _Reject(status, f"The server had an error while processing your request (simulated {status}).", "server_error", "service_unavailable" if status == 503 else "server_error")
@@ -449,6 +462,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--retry-after-s", type=float, default=1.0)
     parser.add_argument("--error-every", type=int, default=0, help="every Nth request gets --error-status (0: off)")
     parser.add_argument("--error-status", type=int, default=500)
+    parser.add_argument("--throttle-rate", type=float, default=0.0, help="probability of a 429 per request, drawn from --seed and the request number")
+    parser.add_argument("--error-rate", type=float, default=0.0, help="probability of --error-status per request (after the 429 draw)")
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--outage", action="store_true")
     parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer KEY'")
     args = parser.parse_args(argv)
@@ -460,6 +476,9 @@ def main(argv: list[str] | None = None) -> int:
             retry_after_s=args.retry_after_s,
             error_every=args.error_every,
             error_status=args.error_status,
+            throttle_rate=args.throttle_rate,
+            error_rate=args.error_rate,
+            seed=args.seed,
             outage=args.outage,
         )
     except ValueError as exc:

@@ -181,6 +181,23 @@ def test_a_timeout_is_retryable_but_each_engine_names_it_differently(engine):
         assert type(exc) is LMTimeoutError and exc.status == 408
 
 
+def test_random_429s_and_5xx_follow_their_rates_and_the_request_numbers_alone():
+    """A provider's background rate: each request draws from (seed, n), so two servers with the same
+    seed fault the same request numbers, whatever the order requests arrive in."""
+    faults = Faults(throttle_rate=0.2, error_rate=0.05, retry_after_s=1, seed=3)
+    runs = []
+    for threads in (1, 8):
+        with serve(faults=faults) as server, ThreadPoolExecutor(threads) as pool:
+            list(pool.map(lambda _: chat(server.base_url, "hi"), range(400)))
+            runs.append(server.stats())
+    assert runs[0] == runs[1] | {"max_in_flight": runs[0]["max_in_flight"]}
+    stats = runs[0]
+    assert stats["requests"] == 400 and stats["throttled"] + stats["errors"] + stats["answered"] == 400
+    assert 55 <= stats["throttled"] <= 105 and 8 <= stats["errors"] <= 35, stats  # 80 and 20 expected
+    with pytest.raises(ValueError, match="throttle_rate must be a probability"):
+        Faults(throttle_rate=1.5)
+
+
 def test_errors_every_nth_request():
     with serve(faults=Faults(error_every=3, error_status=503)) as server:
         codes = [chat(server.base_url, "hi").status_code for _ in range(9)]
