@@ -51,7 +51,7 @@ def celery_steps() -> dg.ExecutorDefinition:
 
 def forkserver_steps() -> dg.ExecutorDefinition:
     """The multiprocess executor, forking steps from a server that has imported this module once:
-    spawning would import dagster, mlflow and dspy again for every step (PITFALLS). Parallel steps
+    spawning would import dagster, mlflow and dspy again for every step (docs/architecture.md#runs). Parallel steps
     are the per-program compiles; ``TELEPROMPT_MAX_PARALLEL_STEPS`` caps them (default: CPU count)."""
     limit = int(os.environ.get("TELEPROMPT_MAX_PARALLEL_STEPS", "0")) or os.cpu_count() or 1
     # named explicitly: dagster reads a missing preload_modules as an empty list, not as "this module";

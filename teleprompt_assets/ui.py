@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     def on_signal(signum: int, _frame) -> None:
         received.append(signum)
 
-    for sig in STOP_SIGNALS:  # also replaces an inherited SIG_IGN, which the UIs would otherwise inherit in turn (PITFALLS: dagster dev)
+    for sig in STOP_SIGNALS:  # also replaces an inherited SIG_IGN, which the UIs would otherwise inherit in turn (docs/architecture.md#runs)
         signal.signal(sig, on_signal)
 
     dagster_port = _port(DAGSTER_PORT_VAR, DEFAULT_DAGSTER_PORT)

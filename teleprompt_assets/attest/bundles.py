@@ -1,4 +1,4 @@
-"""DeltaOne attestations (DESIGN §7): the evidence bundle, its signature, and its verification.
+"""DeltaOne attestations (docs/architecture.md#attestation-schema-and-bundle-files): the evidence bundle, its signature, and its verification.
 
 A bundle is a folder of files, each named in ``manifest.json`` with its sha256:
 - ``attestation.json``: EAS off-chain attestation v2 (EIP-712), the shape the EAS SDK verifies;

@@ -1,7 +1,7 @@
 """From a program × day's stage outputs to what its attestation commits to, or why there is none.
 
 An attestation is issued only on enough evidence (``split.min_holdout`` held-out examples), with
-DeltaOne and a bootstrap lower bound above zero (DESIGN §6); its time is the end of the partition's
+DeltaOne and a bootstrap lower bound above zero (docs/architecture.md#deltaone); its time is the end of the partition's
 day, so a re-run signs the identical attestation.
 """
 

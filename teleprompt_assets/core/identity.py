@@ -2,7 +2,7 @@
 
 A tag in the tracking store says only what its last writer wrote: re-tagging moved a contributor's
 whole reward, a re-logged copy dated 1 ms earlier became the "first submitter", and any writer's
-label won (issue 25). So the app that served the call signs what the pipeline pays on, and the
+label won. So the app that served the call signs what the pipeline pays on, and the
 pipeline believes the signature, not the tags (threat model: docs/security.md#identity):
 
 - :class:`TraceClaim` (trace id, program, contributor, start time in ms, keccak256 of the root

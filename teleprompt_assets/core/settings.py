@@ -1,4 +1,4 @@
-"""Where state lives. Every setting has an environment variable and a documented default (DESIGN §4)."""
+"""Where state lives. Every setting has an environment variable and a documented default (docs/architecture.md#state-stores)."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class Settings:
     mlflow_ui_url: str = "http://127.0.0.1:5000"
     dagster_ui_url: str = "http://127.0.0.1:3000"
 
-    # Links between the two UIs (issue 18): Dagster metadata points into MLflow, MLflow tags point back.
+    # Links between the two UIs: Dagster metadata points into MLflow, MLflow tags point back.
     def model_version_url(self, name: str, version: int) -> str:
         return f"{self.mlflow_ui_url.rstrip('/')}/#/models/{name}/versions/{version}"
 

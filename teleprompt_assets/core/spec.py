@@ -1,4 +1,4 @@
-"""The registry of optimizable programs, loaded from ``teleprompt.yaml`` (DESIGN §10).
+"""The registry of optimizable programs, loaded from ``teleprompt.yaml`` (docs/architecture.md#programs).
 
 Users register their own DSPy programs here without editing this package; the sample programs are
 registered the same way, so the shipped config is the user's template. A bad entry fails at load

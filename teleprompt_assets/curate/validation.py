@@ -1,4 +1,4 @@
-"""The trace contract's check (DESIGN §3) and the canonical form of a trace.
+"""The trace contract's check (docs/architecture.md#trace-contract) and the canonical form of a trace.
 
 ``validate`` splits raw rows (``traces.RAW_SCHEMA``) into accepted rows and quarantined rows, each
 quarantined row with a reason code from ``REASONS``; the two always add up to what was read.

@@ -1,4 +1,4 @@
-"""The asset graph (DESIGN §1), per program × day, one module per stage in the order data flows.
+"""The asset graph (docs/architecture.md#flow), per program × day, one module per stage in the order data flows.
 
 A step materializes every program × day of its run (``partitions.targets``), one after another; the
 LM-bound assets (``compiled_program``, ``evaluation_report``, ``contributor_rewards``) fan out one

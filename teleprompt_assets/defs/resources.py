@@ -22,7 +22,7 @@ from teleprompt_assets.core.tracking import connect, experiment_id
 
 
 class TelepromptResource(dg.ConfigurableResource):
-    """Settings come from the environment (DESIGN §4); fields here override them per deployment.
+    """Settings come from the environment (docs/architecture.md#state-stores); fields here override them per deployment.
 
     Resolved once when a run (or a step process) sets the resource up: the settings, and the project
     read and validated from ``teleprompt.yaml`` once, so every asset of the step sees one config.

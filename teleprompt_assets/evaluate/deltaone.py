@@ -1,6 +1,6 @@
 """The exact DeltaOne rule: quantized scores, sums, the relative gain and its bootstrap bound.
 
-DESIGN §6 fixes the arithmetic: per-example scores are quantized once to integers (ppm, round half
+docs/architecture.md#deltaone fixes the arithmetic: per-example scores are quantized once to integers (ppm, round half
 to even), sums decide, and no float takes part in the decision. The bootstrap confidence interval
 is integer-valued and seeded, so anyone holding the per-example scores recomputes identical bounds.
 Pure Python: the attestation verifier recomputes everything here without MLflow or DSPy.

@@ -1,4 +1,4 @@
-"""The trace contract (DESIGN §3): how a production app logs a labeled call so we can learn from it.
+"""The trace contract (docs/architecture.md#trace-contract): how a production app logs a labeled call so we can learn from it.
 
 Apps call :func:`connect_app` once, :func:`traced_call` around their DSPy program (with
 ``mlflow.dspy.autolog()`` on, the program's own spans nest under the root span) and later

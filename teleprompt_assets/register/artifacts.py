@@ -71,7 +71,7 @@ class TamperedArtifact(UntrustedModelSource):
 
 
 def program_hash(state: dict[str, Any]) -> str:
-    """keccak256 of the canonical JSON state: the programHash of DESIGN §7 and §9."""
+    """keccak256 of the canonical JSON state: the programHash (docs/architecture.md#attestation-schema-and-bundle-files)."""
     return "0x" + keccak(canonical_bytes(state)).hex()
 
 

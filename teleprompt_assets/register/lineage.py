@@ -1,8 +1,8 @@
 """What a model version carries: its lineage tags, params, metrics, description and the files that
-travel with it (DESIGN §9).
+travel with it (docs/architecture.md#model-registry).
 
 Built from the stage outputs of one program × day, so the version's own MLflow run describes that
-version alone, whatever else its Dagster run optimized. MLflow conventions (issue 18): the
+version alone, whatever else its Dagster run optimized. MLflow conventions: the
 optimizer's settings are the run's params, the held-out scores its metrics in [0, 1], and the run
 and the version link back to the Dagster run that made them.
 """
@@ -21,7 +21,7 @@ from teleprompt_assets.register.registry import SAMPLE_ARTIFACT
 EVALUATION_KEYS = ("baseline_version", "evaluation_method", "comparison", "scores")
 ASSET = "registered_version"
 MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value
-SCORE_UNITS = ("baseline_score, candidate_score: sums over eval_count held-out examples of each score x 10^6 (quantized, DESIGN section 6); "
+SCORE_UNITS = ("baseline_score, candidate_score: sums over eval_count held-out examples of each score x 10^6 (quantized, docs/architecture.md#deltaone); "
                "baseline_mean, candidate_mean: the same scores as means in [0, 1]; delta: (C - B) / B, the relative gain (deltaPpm / 10^6)")
 
 

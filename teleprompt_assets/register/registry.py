@@ -5,7 +5,7 @@ registering the same pair again returns the existing version, so re-running a pa
 creates a second one. The ``champion`` alias marks the serving version; every move is recorded in
 the version's tags so the history of promotions and rollbacks can be read back from MLflow.
 
-Crashes and concurrent runs (issue 8):
+Crashes and concurrent runs:
 - a version is created with all its lineage tags in one registry transaction, so none exists
   without them;
 - registration of one program and window is serialized by an OS file lock under
@@ -536,7 +536,7 @@ REWARD_COMPONENTS = "rewards/components.json"
 def record_reward_components(client: MlflowClient, run_id: str, rows: list[dict[str, Any]]) -> None:
     """Each contributor's reward components beside its weight, so ``teleprompt proof`` can say why it
     earned what it earned. Kept with the version's run, outside the signed bundle: the bundle's
-    format is fixed (DESIGN §7) and the weight it signs is what a claim pays."""
+    format is fixed (docs/architecture.md#attestation-schema-and-bundle-files) and the weight it signs is what a claim pays."""
     client.log_dict(run_id, {"contributors": rows}, REWARD_COMPONENTS)
 
 
@@ -580,7 +580,7 @@ def download_attestation(client: MlflowClient, version: ModelVersion, dest: Path
 
 def champion_scores(tags: dict[str, str]) -> dict[str, Any] | None:
     """Held-out means in [0, 1] from a version's tags, which keep sums of quantized scores (B and C of
-    DESIGN section 6, each score × 10^6): mean = sum / (n × 10^6), rounded once to a float. The
+    docs/architecture.md#deltaone, each score × 10^6): mean = sum / (n × 10^6), rounded once to a float. The
     sums stay, named as sums. None when the version was not scored."""
     try:
         b, c, n = int(tags["baseline_score"]), int(tags["candidate_score"]), int(tags["eval_count"])

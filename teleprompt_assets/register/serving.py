@@ -38,7 +38,7 @@ class Served:
 
 
 def model_name(program: str) -> str:
-    """The registered model of a program (DESIGN section 9)."""
+    """The registered model of a program (docs/architecture.md#model-registry)."""
     return f"teleprompt-{program}"
 
 

@@ -1,4 +1,4 @@
-"""Contributor reward weights (DESIGN §8), exact to the last part per million.
+"""Contributor reward weights (docs/architecture.md#contributor-attribution), exact to the last part per million.
 
 weight(c) = mix.volume · volume(c) + mix.quality · quality(c) + mix.impact · impact(c), each a share
 of its component over all contributors, where (docs/attestations.md, "Reward weights"):
