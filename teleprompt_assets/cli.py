@@ -304,6 +304,7 @@ def _registry_problems(bundle: Path, version: ModelVersion | None) -> list[str]:
     registered program_hash, its ``program_state.json`` (hashed) and its ``model.pkl`` (compared with
     the attested program's pickle, never unpickled), each against the attested programHash."""
     from teleprompt_assets.attest.bundles import attested_data, read_bundle_files
+    from teleprompt_assets.core.spec import model_name
     from teleprompt_assets.core.tracking import connect
     from teleprompt_assets.register import artifacts, registry
 
@@ -314,9 +315,9 @@ def _registry_problems(bundle: Path, version: ModelVersion | None) -> list[str]:
     client = connect(settings)
     program, number, attested = data["program"], int(data["modelVersion"]), "0x" + data["programHash"].hex()
     if version is None:
-        version = client.get_model_version(f"teleprompt-{program}", str(number))
-    elif (f"teleprompt-{program}", number) != (version.name, int(version.version)):
-        return [f"registry: the bundle stored with {version.name} v{version.version} attests teleprompt-{program} v{number}"]
+        version = client.get_model_version(model_name(program), str(number))
+    elif (model_name(program), number) != (version.name, int(version.version)):
+        return [f"registry: the bundle stored with {version.name} v{version.version} attests {model_name(program)} v{number}"]
     problems = []
     if str(version.tags.get("program_hash", "")).lower() != attested:
         problems.append("programHash: does not match the registered model version")

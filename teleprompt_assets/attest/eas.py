@@ -24,7 +24,7 @@ from eth_utils.address import to_checksum_address
 
 from teleprompt_assets.attest.merkle import coerce_abi_value
 from teleprompt_assets.core.addresses import checksummed
-from teleprompt_assets.core.encoding import ZERO_ADDRESS, to_hex
+from teleprompt_assets.core.encoding import ZERO_ADDRESS, ZERO_BYTES32, to_hex
 
 __all__ = [
     "ATTEST_TYPES",
@@ -43,7 +43,6 @@ __all__ = [
     "verify_offchain",
 ]
 
-ZERO_BYTES32 = "0x" + "00" * 32
 OFFCHAIN_VERSION = 2
 PRIMARY_TYPE = "Attest"
 DOMAIN_NAME = "EAS Attestation"

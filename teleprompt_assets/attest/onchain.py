@@ -40,6 +40,7 @@ from teleprompt_assets.attest.evm import (
     to_hex,
 )
 from teleprompt_assets.core.addresses import AddressError, checksummed
+from teleprompt_assets.core.encoding import ZERO_BYTES32
 
 __all__ = [
     "ATTEST_TYPEHASH",
@@ -77,7 +78,7 @@ _ATTEST_BY_DELEGATION = "attestByDelegation((bytes32,(address,uint64,bool,bytes3
 _ATTESTED_TOPIC = "0x" + keccak(b"Attested(address,address,bytes32,bytes32)").hex()
 _REGISTERED_TOPIC = "0x" + keccak(b"Registered(bytes32,address,(bytes32,address,bool,string))").hex()
 _SCHEMA_RECORD = "(bytes32,address,bool,string)"
-_ZERO32 = bytes(32)
+_ZERO32 = bytes.fromhex(ZERO_BYTES32[2:])  # the zero UID, as the contract returns it
 
 # What each EAS / SchemaRegistry custom error means for someone running `teleprompt submit`.
 _EAS_ERRORS = {

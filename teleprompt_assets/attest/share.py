@@ -13,9 +13,8 @@ import zlib
 from typing import Any
 from urllib.parse import quote
 
-from teleprompt_assets.core.encoding import ZERO_ADDRESS, loads_bounded
+from teleprompt_assets.core.encoding import ZERO_ADDRESS, ZERO_BYTES32, loads_bounded
 
-ZERO_UID = "0x" + "00" * 32
 EXPLORERS = {1: "https://easscan.org", 11155111: "https://sepolia.easscan.org", 10: "https://optimism.easscan.org", 8453: "https://base.easscan.org"}
 
 
@@ -27,7 +26,7 @@ def compact(attestation: dict[str, Any], signer: str) -> list[Any]:
         signature["r"], signature["s"], signature["v"], signer, attestation["uid"], message["schema"],
         "0" if message["recipient"] == ZERO_ADDRESS else message["recipient"],
         int(message["time"]), int(message["expirationTime"]),
-        "0" if message["refUID"] == ZERO_UID else message["refUID"],
+        "0" if message["refUID"] == ZERO_BYTES32 else message["refUID"],
         message["revocable"], message["data"], 0, message["version"], message["salt"],
     ]
 

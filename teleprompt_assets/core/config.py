@@ -15,8 +15,6 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from teleprompt_assets.core.usage import CostModel
-
 DEFAULT_EXPERIMENT = "teleprompt-production"
 
 
@@ -81,6 +79,16 @@ class PromotionConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     require_significance: bool = Field(default=False, description="promote only when the bootstrap interval's lower bound of the gain is above zero")
+
+
+class CostModel(BaseModel):
+    """Defaults resemble a small hosted model (about 1 s a call, cents per million tokens)."""
+
+    model_config = ConfigDict(extra="forbid")
+    latency_s: float = Field(default=1.0, ge=0)
+    usd_per_1m_input_tokens: float = Field(default=0.15, ge=0)
+    usd_per_1m_output_tokens: float = Field(default=0.60, ge=0)
+    parallel_calls: int = Field(default=1, ge=1, description="concurrent LM calls a real deployment would make")
 
 
 class ProgramConfig(BaseModel):

@@ -29,6 +29,11 @@ Metric = Callable[[dspy.Example, Any, Any], float]
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
+def model_name(program: str) -> str:
+    """The registered model of a program (docs/architecture.md#model-registry)."""
+    return f"teleprompt-{program}"
+
+
 @dataclass(frozen=True)
 class ProgramSpec:
     """A validated program entry with its class, fields and metric resolved."""
@@ -66,7 +71,7 @@ class ProgramSpec:
 
     @property
     def registered_model_name(self) -> str:
-        return f"teleprompt-{self.name}"
+        return model_name(self.name)
 
     def metric(self) -> Metric:
         return build_metric(self.config.metric)

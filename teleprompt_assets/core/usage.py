@@ -14,17 +14,8 @@ from typing import Any
 
 import dspy
 from dspy.utils.callback import BaseCallback
-from pydantic import BaseModel, ConfigDict, Field
 
-
-class CostModel(BaseModel):
-    """Defaults resemble a small hosted model (about 1 s a call, cents per million tokens)."""
-
-    model_config = ConfigDict(extra="forbid")
-    latency_s: float = Field(default=1.0, ge=0)
-    usd_per_1m_input_tokens: float = Field(default=0.15, ge=0)
-    usd_per_1m_output_tokens: float = Field(default=0.60, ge=0)
-    parallel_calls: int = Field(default=1, ge=1, description="concurrent LM calls a real deployment would make")
+from teleprompt_assets.core.config import CostModel
 
 
 @dataclass

@@ -24,7 +24,7 @@ from mlflow.exceptions import MlflowException
 from teleprompt_assets.attest import bundles
 from teleprompt_assets.core.addresses import checksummed
 from teleprompt_assets.core.settings import load_settings
-from teleprompt_assets.core.spec import ProgramSpec, load_project
+from teleprompt_assets.core.spec import ProgramSpec, load_project, model_name
 from teleprompt_assets.register import registry
 from teleprompt_assets.register.artifacts import TamperedArtifact, UntrustedModelSource
 
@@ -35,11 +35,6 @@ class Served:
     model: str
     version: int
     vouched_by: str  # what the loaded state was checked against: "attestation <uid> by <attester>" or "registered program_hash"
-
-
-def model_name(program: str) -> str:
-    """The registered model of a program (docs/architecture.md#model-registry)."""
-    return f"teleprompt-{program}"
 
 
 def vouched_hash(client: MlflowClient, spec: ProgramSpec, version: ModelVersion, attester: str | None = None) -> tuple[str, str]:
