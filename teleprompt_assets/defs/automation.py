@@ -17,6 +17,7 @@ from datetime import UTC, date, datetime, timedelta
 import dagster as dg
 
 from teleprompt_assets.core.config import AutomationConfig
+from teleprompt_assets.core.window import Window
 from teleprompt_assets.defs.partitions import DATE, PROGRAM, contiguous, run_tags
 from teleprompt_assets.defs.resources import TelepromptResource
 from teleprompt_assets.ingest.traces import count_by_day, count_day
@@ -45,7 +46,7 @@ def _cycle_request(partitions: dg.PartitionsDefinition, programs: list[str], day
 def skip_reasons(config: AutomationConfig, day: date, window_days: int, counts: dict[str, int]) -> str | None:
     """Why a program's cycle ending on ``day`` is skipped, given its traces per day; None: run it."""
     new = sum(counts.get(d.isoformat(), 0) for d in config.period(day))
-    window = sum(counts.get((day - timedelta(days=i)).isoformat(), 0) for i in range(window_days))
+    window = sum(counts.get(d, 0) for d in Window.ending(day, window_days).dates())
     problems = []
     if new < config.min_new_traces:
         problems.append(f"{new} new traces in the {config.cycle} period < min_new_traces={config.min_new_traces}")
@@ -69,7 +70,7 @@ def build_automation(job, partitions: dg.PartitionsDefinition, programs: list[st
         due, skipped = [], []
         if counting:
             client = teleprompt.client()
-            days = sorted({d.isoformat() for d in config.period(day)} | {(day - timedelta(days=i)).isoformat() for i in range(window_days)})
+            days = sorted({d.isoformat() for d in config.period(day)} | set(Window.ending(day, window_days).dates()))
             days = [d for d in days if d >= first_day]
         for program in programs:
             if counting:

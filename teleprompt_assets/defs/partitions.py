@@ -9,7 +9,7 @@ compile in parallel under the multiprocess executor.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date, timedelta
+from datetime import date
 from typing import Any, NamedTuple
 
 import dagster as dg
@@ -17,6 +17,8 @@ from dagster._core.storage.tags import (
     ASSET_PARTITION_RANGE_END_TAG,
     ASSET_PARTITION_RANGE_START_TAG,
 )
+
+from teleprompt_assets.core.window import Window
 
 DATE = "date"
 PROGRAM = "program"
@@ -47,8 +49,7 @@ def window_mapping(window_days: int) -> dg.MultiPartitionMapping:
 
 def window_label(day: str, window_days: int) -> str:
     """``first..last`` day of the training window ending on ``day`` (tags, metadata, registry lookups)."""
-    end = date.fromisoformat(day)
-    return f"{(end - timedelta(days=window_days - 1)).isoformat()}..{day}"
+    return Window.ending(day, window_days).label
 
 
 def key_of(program: str, day: str) -> str:
@@ -67,16 +68,14 @@ def targets(context: dg.AssetExecutionContext | dg.OpExecutionContext) -> list[T
 
 def window_days_of(day: str, window_days: int) -> list[str]:
     """The days of the training window ending on ``day``, oldest first."""
-    end = date.fromisoformat(day)
-    return [(end - timedelta(days=i)).isoformat() for i in reversed(range(window_days))]
+    return Window.ending(day, window_days).dates()
 
 
 def window_of(loaded: Mapping[str, Any], target: Target, window_days: int) -> list[Any]:
     """The loaded upstream partitions in ``target``'s window (same program), oldest first."""
-    end = date.fromisoformat(target.day)
-    days = {(end - timedelta(days=i)).isoformat() for i in range(window_days)}
+    window = Window.ending(target.day, window_days)
     picked = [target_of(k) for k in loaded]
-    return [loaded[t.key] for t in sorted(picked, key=lambda t: t.day) if t.program == target.program and t.day in days]
+    return [loaded[t.key] for t in sorted(picked, key=lambda t: t.day) if t.program == target.program and t.day in window]
 
 
 def contiguous(all_programs: list[str], wanted: list[str]) -> list[list[str]]:

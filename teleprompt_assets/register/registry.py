@@ -40,6 +40,7 @@ from mlflow.models import Model
 from teleprompt_assets.core.encoding import canonical_bytes, loads_bounded
 from teleprompt_assets.core.spec import ProgramSpec
 from teleprompt_assets.core.tracking import NOTE_TAG
+from teleprompt_assets.core.window import window_end
 from teleprompt_assets.evaluate.deltaone import SCALE
 from teleprompt_assets.optimize.teleprompters import load_state
 from teleprompt_assets.register import promotion
@@ -273,7 +274,7 @@ def promote_if_better(client: MlflowClient, name: str, version: int, baseline_ve
 
 
 def _window_end(window: str | None) -> str | None:
-    return window.split("..")[-1] if window else None
+    return window_end(window)
 
 
 def _default_lock_dir() -> Path:
@@ -613,5 +614,5 @@ def status(client: MlflowClient, spec: ProgramSpec) -> dict[str, Any]:
         "last_run": latest.tags.get("dagster_run_id") if latest is not None else None,
         "last_attestation": last_attested.tags["attestation_uid"] if last_attested is not None else None,
         "attester": last_attested.tags.get("attester") if last_attested is not None else None,
-        "last_window_end": (latest.tags.get("window", "..").split("..")[-1] or None) if latest is not None else None,
+        "last_window_end": window_end(latest.tags.get("window")) if latest is not None else None,
     }
