@@ -386,7 +386,7 @@ def _proof(args: argparse.Namespace) -> int:
     spec = _program(settings, specs, args.program, "--program")
     mix = project.rewards
     from teleprompt_assets.attest.bundles import MAX_FILE_BYTES, read_bundle_json
-    from teleprompt_assets.attest.merkle import StandardMerkleTree
+    from teleprompt_assets.attest.claims import UnreadableTree, claim_of
     from teleprompt_assets.core.tracking import connect
     from teleprompt_assets.register import registry
 
@@ -406,28 +406,26 @@ def _proof(args: argparse.Namespace) -> int:
     if problems:
         print(f"{spec.registered_model_name} v{version.version}: its bundle cannot be read: {problems[0]} (`teleprompt verify` checks it)", file=sys.stderr)
         return 1
-    dump, attestation = docs["rewards_tree.json"], docs["attestation.json"]
     try:
-        tree = StandardMerkleTree.load(dump)
-    except Exception as exc:  # noqa: BLE001 - a malformed tree proves nothing
+        claim = claim_of(docs["rewards_tree.json"], args.address)
+    except UnreadableTree as exc:
         print(f"{spec.registered_model_name} v{version.version}: rewards_tree.json is not a valid tree ({exc}); `teleprompt verify` checks it", file=sys.stderr)
         return 1
-    for index, value in tree.entries():
-        if value[0].lower() == args.address.lower():
-            why = {} if components is None else {"components": {
-                "traces": components.get("traces"), "demos": components.get("demos"), "labelFactorPpm": components.get("label_factor_ppm"),
-                "volumePpm": components.get("volume_ppm"), "qualityPpm": components.get("quality_ppm"), "impactPpm": components.get("impact_ppm"),
-                "formula": f"weight = {mix.volume} volume + {mix.quality} quality + {mix.impact} impact, each a share of its component; at most {mix.cap} per address "
-                           "(docs/attestations.md, Reward weights)",
-            }}
-            print(json.dumps({
-                "program": spec.name, "modelVersion": int(version.version), "attestationUid": attestation["uid"],
-                "rewardsRoot": tree.root, "leafEncoding": dump["leafEncoding"], "account": args.address,
-                "weightPpm": int(value[1]), "proof": tree.get_proof(index), **why,
-            }, indent=2))
-            return 0
-    print(f"{args.address} has no reward weight in {spec.registered_model_name} v{version.version}", file=sys.stderr)
-    return 1
+    if claim is None:
+        print(f"{args.address} has no reward weight in {spec.registered_model_name} v{version.version}", file=sys.stderr)
+        return 1
+    why = {} if components is None else {"components": {
+        "traces": components.get("traces"), "demos": components.get("demos"), "labelFactorPpm": components.get("label_factor_ppm"),
+        "volumePpm": components.get("volume_ppm"), "qualityPpm": components.get("quality_ppm"), "impactPpm": components.get("impact_ppm"),
+        "formula": f"weight = {mix.volume} volume + {mix.quality} quality + {mix.impact} impact, each a share of its component; at most {mix.cap} per address "
+                   "(docs/attestations.md, Reward weights)",
+    }}
+    print(json.dumps({
+        "program": spec.name, "modelVersion": int(version.version), "attestationUid": docs["attestation.json"]["uid"],
+        "rewardsRoot": claim.rewards_root, "leafEncoding": list(claim.leaf_encoding), "account": args.address,
+        "weightPpm": claim.weight_ppm, "proof": list(claim.proof), **why,
+    }, indent=2))
+    return 0
 
 
 def _submit(args: argparse.Namespace) -> int:
