@@ -363,7 +363,7 @@ def _rollback(args: argparse.Namespace) -> int:
     spec = _program(settings, _project(settings)[1], args.program, "program")
     from teleprompt_assets.core.lm import build_lm
     from teleprompt_assets.core.tracking import connect
-    from teleprompt_assets.register.registry import RollbackError, RollbackRefused, rollback
+    from teleprompt_assets.register.rollback import RollbackError, RollbackRefused, rollback
 
     try:
         done = rollback(connect(settings), spec, build_lm(), args.to, args.reason, force=args.force)

@@ -497,7 +497,7 @@ def test_models_are_unpickled_only_from_the_pipelines_own_artifact_store(warm_ho
     from teleprompt_assets.core.settings import load_settings
     from teleprompt_assets.core.spec import load_project
     from teleprompt_assets.core.tracking import connect
-    from teleprompt_assets.register import registry
+    from teleprompt_assets.register import registry, rollback
 
     settings = load_settings()
     client = connect(settings)
@@ -521,8 +521,8 @@ def test_models_are_unpickled_only_from_the_pipelines_own_artifact_store(warm_ho
     for untrusted in (outside, climbing):
         with pytest.raises(registry.UntrustedModelSource, match="outside the pipeline's artifact location"):
             registry.load_registered_model(client, spec, untrusted)
-    with pytest.raises(registry.RollbackError, match="outside the pipeline's artifact location"):
-        registry.rollback(client, spec, offline_lm(), to_version=int(outside.version))
+    with pytest.raises(rollback.RollbackError, match="outside the pipeline's artifact location"):
+        rollback.rollback(client, spec, offline_lm(), to_version=int(outside.version))
     assert not marker.exists()
     assert int(registry.champion(client, ours.name).version) == ours.version
 

@@ -5,7 +5,7 @@ from pydantic import Field
 
 from teleprompt_assets.core.lm import build_lm
 from teleprompt_assets.defs.resources import TelepromptResource
-from teleprompt_assets.register import registry
+from teleprompt_assets.register import rollback
 
 
 class RollbackConfig(dg.Config):
@@ -23,8 +23,8 @@ def rollback_champion(context: dg.OpExecutionContext, config: RollbackConfig, te
     """
     spec = teleprompt.spec(config.program)
     try:
-        done = registry.rollback(teleprompt.client(), spec, build_lm(), config.to_version, config.reason, force=config.force)
-    except registry.RollbackError as exc:
+        done = rollback.rollback(teleprompt.client(), spec, build_lm(), config.to_version, config.reason, force=config.force)
+    except rollback.RollbackError as exc:
         raise dg.Failure(description=f"rollback refused: {exc}", allow_retries=False) from None
     for warning in done.warnings:
         context.log.warning(f"{done.name} v{done.to_version}: {warning}")

@@ -37,7 +37,7 @@ from teleprompt_assets.core.tracking import connect, experiment_id
 from teleprompt_assets.definitions import OPTIMIZE_JOB, build_definitions
 from teleprompt_assets.defs.partitions import run_tags
 from teleprompt_assets.ingest.tracing import label_trace, traced_call
-from teleprompt_assets.register import registry
+from teleprompt_assets.register import registry, rollback
 from teleprompt_assets.samples.seed import day_start_ns, seed_program
 from teleprompt_assets.samples.ticket_router import QUEUES
 from teleprompt_assets.samples.ticket_traffic import tickets
@@ -128,8 +128,8 @@ class PipelinePromises(RuleBasedStateMachine):
     @rule(program=st.sampled_from(PROGRAMS))
     def roll_back(self, program: str) -> None:
         try:
-            registry.rollback(self.client, self.specs[program], offline_lm())
-        except registry.RollbackError:
+            rollback.rollback(self.client, self.specs[program], offline_lm())
+        except rollback.RollbackError:
             pass
 
     @invariant()

@@ -11,7 +11,7 @@ from teleprompt_assets.core.settings import load_settings
 from teleprompt_assets.core.spec import load_project
 from teleprompt_assets.core.tracking import connect, experiment_id
 from teleprompt_assets.optimize.teleprompters import load_state, program_state
-from teleprompt_assets.register import registry
+from teleprompt_assets.register import registry, rollback
 
 
 @pytest.fixture
@@ -63,7 +63,7 @@ def test_after_a_rollback_only_a_candidate_measured_against_the_restored_version
     v2 = _register(reg, "billing", window="2026-01-02..2026-01-08")
     registry.promote(client, name, v1.version, "first")
     registry.promote(client, name, v2.version, "better")
-    registry.rollback(client, spec, offline_lm())
+    rollback.rollback(client, spec, offline_lm())
     v3 = _register(reg, "account", window="2026-01-03..2026-01-09")
     promoted, reason = registry.promote_if_better(client, name, v3.version, v2.version, 10, 20, 30, min_holdout=20)
     assert not promoted and "measured against v2, but v1 serves now" in reason
@@ -77,17 +77,17 @@ def test_rollback_restores_validates_and_records(reg):
     v1, v2 = _register(reg, "shipping"), _register(reg, "billing", window="w2")
     registry.promote(client, name, v1.version, "first")
     registry.promote(client, name, v2.version, "better")
-    done = registry.rollback(client, spec, offline_lm())
+    done = rollback.rollback(client, spec, offline_lm())
     assert (done.from_version, done.to_version) == (v2.version, v1.version)
     assert int(registry.champion(client, name).version) == v1.version
     assert client.get_model_version(name, str(v2.version)).tags["rollback_reason"] == "manual rollback"
     assert client.get_model_version(name, str(v1.version)).tags["restored_from"] == str(v2.version)
     # a re-run of the rolled-back version's partition does not put it back
     assert not registry.promote_if_better(client, name, v2.version, v1.version, 1, 2, 30, min_holdout=20)[0]
-    with pytest.raises(registry.RollbackError, match="no version 99"):
-        registry.rollback(client, spec, offline_lm(), to_version=99)
-    with pytest.raises(registry.RollbackError, match="already the champion"):
-        registry.rollback(client, spec, offline_lm(), to_version=v1.version)
+    with pytest.raises(rollback.RollbackError, match="no version 99"):
+        rollback.rollback(client, spec, offline_lm(), to_version=99)
+    with pytest.raises(rollback.RollbackError, match="already the champion"):
+        rollback.rollback(client, spec, offline_lm(), to_version=v1.version)
 
 
 def test_a_rollback_cut_short_at_the_alias_move_is_on_record_and_completes_when_repeated(reg, monkeypatch):
@@ -102,12 +102,12 @@ def test_a_rollback_cut_short_at_the_alias_move_is_on_record_and_completes_when_
 
     monkeypatch.setattr(client, "set_registered_model_alias", crash)
     with pytest.raises(ConnectionError):
-        registry.rollback(client, spec, offline_lm())
+        rollback.rollback(client, spec, offline_lm())
     monkeypatch.undo()
     assert int(registry.champion(client, name).version) == v2.version  # still serving, and the rollback is on record
     assert client.get_model_version(name, str(v2.version)).tags["rollback_reason"] == "manual rollback"
     assert not registry.promote_if_better(client, name, v2.version, v1.version, 1, 2, 30, min_holdout=20)[0]
-    done = registry.rollback(client, spec, offline_lm(), to_version=v1.version)
+    done = rollback.rollback(client, spec, offline_lm(), to_version=v1.version)
     assert (done.from_version, done.to_version) == (v2.version, v1.version)
     assert int(registry.champion(client, name).version) == v1.version
 
@@ -187,12 +187,12 @@ def test_rollback_goes_only_to_a_version_that_served_unless_forced(reg):
     v2, v3 = _register(reg, "shipping", window="w1"), _register(reg, "billing", window="w2")
     registry.promote(client, name, v2.version, "first")
     registry.promote(client, name, v3.version, "better")
-    with pytest.raises(registry.RollbackRefused, match=rf"v{never.version} never served \(not promoted: C=9 < B=10.*\); pass --force"):
-        registry.rollback(client, spec, offline_lm(), to_version=never.version)
+    with pytest.raises(rollback.RollbackRefused, match=rf"v{never.version} never served \(not promoted: C=9 < B=10.*\); pass --force"):
+        rollback.rollback(client, spec, offline_lm(), to_version=never.version)
     assert int(registry.champion(client, name).version) == v3.version
     assert "rolled_back_at" not in _tags(client, name, v3.version) and "restored_at" not in _tags(client, name, never.version)
 
-    done = registry.rollback(client, spec, offline_lm(), to_version=never.version, force=True)
+    done = rollback.rollback(client, spec, offline_lm(), to_version=never.version, force=True)
     assert (done.from_version, done.to_version) == (v3.version, never.version)
     assert len(done.warnings) == 1 and f"v{never.version} never served" in done.warnings[0]
     assert _tags(client, name, never.version)["forced"] == done.warnings[0]
@@ -200,7 +200,7 @@ def test_rollback_goes_only_to_a_version_that_served_unless_forced(reg):
 
     # once restored it has served: going back to it later needs no force
     registry.promote(client, name, v2.version, "again")
-    done = registry.rollback(client, spec, offline_lm(), to_version=never.version)
+    done = rollback.rollback(client, spec, offline_lm(), to_version=never.version)
     assert done.to_version == never.version and done.warnings == ()
     assert int(registry.champion(client, name).version) == never.version
 
@@ -212,13 +212,13 @@ def test_rollback_never_moves_the_champion_forward_unless_forced(reg):
     v1, v2 = _register(reg, "shipping"), _register(reg, "billing", window="w2")
     registry.promote(client, name, v1.version, "first")
     registry.promote(client, name, v2.version, "better")
-    registry.rollback(client, spec, offline_lm())
-    with pytest.raises(registry.RollbackRefused, match=rf"^rollback moves back; v{v2.version} is newer than the champion v{v1.version}; pass --force"):
-        registry.rollback(client, spec, offline_lm(), to_version=v2.version)
+    rollback.rollback(client, spec, offline_lm())
+    with pytest.raises(rollback.RollbackRefused, match=rf"^rollback moves back; v{v2.version} is newer than the champion v{v1.version}; pass --force"):
+        rollback.rollback(client, spec, offline_lm(), to_version=v2.version)
     assert int(registry.champion(client, name).version) == v1.version
     assert "restored_from" not in _tags(client, name, v2.version)
 
-    done = registry.rollback(client, spec, offline_lm(), to_version=v2.version, force=True, reason="v1 misroutes refunds")
+    done = rollback.rollback(client, spec, offline_lm(), to_version=v2.version, force=True, reason="v1 misroutes refunds")
     assert done.to_version == v2.version and "newer than the champion" in done.warnings[0]
     assert _tags(client, name, v2.version)["forced"] == done.warnings[0]
     assert _tags(client, name, v1.version)["rollback_reason"] == "v1 misroutes refunds"
@@ -228,19 +228,19 @@ def test_rollback_never_moves_the_champion_forward_unless_forced(reg):
 def test_rollback_refusals_are_wrong_inputs_and_change_nothing(reg):
     client, spec, _ = reg
     name = spec.registered_model_name
-    with pytest.raises(registry.RollbackRefused, match="no champion"):
-        registry.rollback(client, spec, offline_lm())
+    with pytest.raises(rollback.RollbackRefused, match="no champion"):
+        rollback.rollback(client, spec, offline_lm())
     v1 = _register(reg, "shipping")
     registry.promote(client, name, v1.version, "first")
     for target, words in ((None, "replaced no earlier champion; pass --to"), (v1.version, "already the champion"), (99, "no version 99")):
-        with pytest.raises(registry.RollbackRefused, match=words):
-            registry.rollback(client, spec, offline_lm(), to_version=target, force=True)
+        with pytest.raises(rollback.RollbackRefused, match=words):
+            rollback.rollback(client, spec, offline_lm(), to_version=target, force=True)
     assert "rolled_back_at" not in _tags(client, name, v1.version)
     blocked = _register(reg, "billing", window="w2")  # the no_regression check stopped its run: no promotion decided
     for key, value in {"baseline_score": 10, "candidate_score": 9, "eval_count": 25}.items():
         client.set_model_version_tag(name, str(blocked.version), key, str(value))
-    with pytest.raises(registry.RollbackRefused, match=rf"v{blocked.version} is newer.*; .*v{blocked.version} never served \(failed no_regression: C=9 < B=10\)"):
-        registry.rollback(client, spec, offline_lm(), to_version=blocked.version)
+    with pytest.raises(rollback.RollbackRefused, match=rf"v{blocked.version} is newer.*; .*v{blocked.version} never served \(failed no_regression: C=9 < B=10\)"):
+        rollback.rollback(client, spec, offline_lm(), to_version=blocked.version)
 
 
 def test_status_gives_the_champions_scores_as_means_and_names_the_sums(reg):
