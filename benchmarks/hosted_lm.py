@@ -47,8 +47,9 @@ END = date(2026, 5, 12)  # the next day; the first run optimizes the day before
 LM_STEPS = ("compile_program", "evaluate_program", "reward_program")
 
 
-def start_server(latency_ms: float) -> tuple[subprocess.Popen, str]:
-    server = subprocess.Popen([sys.executable, "-m", "teleprompt_assets.samples.lm_server", "--port", "0", "--latency-ms", str(latency_ms)],
+def start_server(latency_ms: float, *options: str) -> tuple[subprocess.Popen, str]:
+    """The sample LM server in a process of its own (``options``: more of its flags, e.g. faults); its URL."""
+    server = subprocess.Popen([sys.executable, "-m", "teleprompt_assets.samples.lm_server", "--port", "0", "--latency-ms", str(latency_ms), *options],
                               stdout=subprocess.PIPE, text=True, cwd=REPO)
     line = server.stdout.readline()
     url = next((word for word in line.split() if word.startswith("http")), None)

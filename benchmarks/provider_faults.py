@@ -38,17 +38,6 @@ PROGRAM = "ticket_router"
 KEY = "sk-bench-faults"
 
 
-def _server(*faults: str) -> tuple[subprocess.Popen, str]:
-    server = subprocess.Popen([sys.executable, "-m", "teleprompt_assets.samples.lm_server", "--port", "0", "--model", "offline-learner",
-                               "--api-key", KEY, *faults], stdout=subprocess.PIPE, text=True, cwd=REPO)
-    line = server.stdout.readline()
-    url = next((word for word in line.split() if word.startswith("http")), None)
-    if url is None:
-        server.kill()
-        raise SystemExit(f"provider_faults: the LM server did not start: {line!r}")
-    return server, url.rstrip("/")
-
-
 def _stats(url: str) -> dict[str, int]:
     with urllib.request.urlopen(url.removesuffix("/v1") + "/stats", timeout=10) as response:
         return json.loads(response.read())
@@ -77,6 +66,8 @@ def _run(home: Path, config: Path, url: str) -> tuple[float, str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from benchmarks.hosted_lm import start_server
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--throttle-rate", type=float, default=0.2)
     parser.add_argument("--error-rate", type=float, default=0.05)
@@ -103,10 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     servers = []
     try:
         time.sleep(3 if busy else 0)
-        server, clean_url = _server("--latency-ms", str(args.latency_ms))
+        own = ("--model", "offline-learner", "--api-key", KEY)
+        server, clean_url = start_server(args.latency_ms, *own)
         servers.append(server)
-        server, faulty_url = _server("--latency-ms", str(args.latency_ms), "--throttle-rate", str(args.throttle_rate),
-                                     "--error-rate", str(args.error_rate), "--error-status", "500", "--retry-after-s", "1", "--seed", str(args.seed))
+        server, faulty_url = start_server(args.latency_ms, *own, "--throttle-rate", str(args.throttle_rate), "--error-rate", str(args.error_rate),
+                                          "--error-status", "500", "--retry-after-s", "1", "--seed", str(args.seed))
         servers.append(server)
         a, clean_outcome = _run(clean, config_path, clean_url)
         b, faulty_outcome = _run(faulty, config_path, faulty_url)

@@ -147,10 +147,7 @@ def run_here(program: str, day: str, instance: dg.DagsterInstance, run_config: d
     result = execute_run(InMemoryJob(job), run, instance)
     if not result.success:
         raise _failure_of(run.run_id, [e.dagster_event for e in instance.all_logs(run.run_id) if e.dagster_event is not None])
-    io: TableIOManager = defs.resources["io_manager"]
-    key = key_of(program, day)
-    assets = [asset.path[-1] for asset in job.asset_layer.executable_asset_keys]
-    return {program: {name: io.load(dg.AssetKey(name), key) for name in assets} | {"run_id": run.run_id}}
+    return _stored_outputs(job, [program], day, run.run_id)
 
 
 def _optimize(workspace: WorkspaceRequestContext, programs: list[str], day: str, run_config: dict | None) -> dict[str, dict]:
@@ -162,9 +159,16 @@ def _optimize(workspace: WorkspaceRequestContext, programs: list[str], day: str,
         raise ValueError(f"one run holds a range of the sorted programs; {', '.join(programs)} is not one (run {groups} separately)")
     [group] = groups
     run_id = launch_and_wait(workspace, job_def.name, run_tags(job_def.partitions_def, group, day), run_config)
+    return _stored_outputs(job_def, group, day, run_id)
+
+
+def _stored_outputs(job: dg.JobDefinition, programs: list[str], day: str, run_id: str) -> dict[str, dict]:
+    """What a finished run of ``job`` stored for each program's day, by asset name, with its run id."""
+    from teleprompt_assets.definitions import defs
+
     io: TableIOManager = defs.resources["io_manager"]
-    assets = [key.path[-1] for key in job_def.asset_layer.executable_asset_keys]
-    return {program: {name: io.load(dg.AssetKey(name), key_of(program, day)) for name in assets} | {"run_id": run_id} for program in group}
+    assets = [key.path[-1] for key in job.asset_layer.executable_asset_keys]
+    return {program: {name: io.load(dg.AssetKey(name), key_of(program, day)) for name in assets} | {"run_id": run_id} for program in programs}
 
 
 def ensure_dagster_home(path: Path) -> None:
